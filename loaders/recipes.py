@@ -1,0 +1,74 @@
+"""Recipes: how one model tensor is assembled from checkpoint tensors, read lazily.
+
+Most tensors are one checkpoint tensor renamed. Fused projections from split files (diffusers' to_q,
+to_k, to_v → Tencent's qkv) are their parts concatenated along dim 0, which in row-major storage is
+their bytes one after the other: they are read straight into consecutive ranges of the target buffer.
+A few tensors swap their two halves (diffusers' final norm stores [scale, shift], Tencent [shift, scale]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import StateDictError
+from .tensor_source import Meta, TensorSource
+
+FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    parts: tuple[str, ...]
+    swap_halves: bool = False
+
+
+def recipe_meta(source: TensorSource, recipe: Recipe, target: str) -> Meta:
+    metas = [source.info(p) for p in recipe.parts]
+    first = metas[0]
+    if any(m.dtype != first.dtype or m.shape[1:] != first.shape[1:] for m in metas):
+        raise StateDictError(f"parts of {target!r} with one dtype and matching trailing shapes",
+                             ", ".join(f"{p} {m.dtype} {list(m.shape)}" for p, m in zip(recipe.parts, metas)),
+                             "the file mixes tensors of different models or precisions")
+    if len(metas) == 1:
+        return first
+    return Meta(first.dtype, (sum(m.shape[0] for m in metas), *first.shape[1:]))
+
+
+def to_store_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if t.dtype == dtype:
+        return t
+    if dtype in FP8_MAX:  # plain fp8 cast does not saturate: clamp first
+        limit = FP8_MAX[dtype]
+        return t.float().clamp_(-limit, limit).to(dtype)
+    return t.to(dtype)
+
+
+def make_filler(source: TensorSource, recipe: Recipe, store_dtype: torch.dtype):
+    """A function writing the assembled tensor, in `store_dtype`, into a uint8 buffer of its size."""
+    metas = [source.info(p) for p in recipe.parts]
+    direct = all(m.dtype == store_dtype for m in metas) and not recipe.swap_halves
+
+    def fill(out: torch.Tensor) -> None:
+        if direct:  # bytes go straight from the file into the destination
+            offset = 0
+            for part, meta in zip(recipe.parts, metas):
+                source.read_into(part, out[offset:offset + meta.nbytes])
+                offset += meta.nbytes
+            return
+        t = torch.cat([source.read(p) for p in recipe.parts]) if len(recipe.parts) > 1 else source.read(recipe.parts[0])
+        if recipe.swap_halves:
+            a, b = t.chunk(2, dim=0)
+            t = torch.cat([b, a])
+        out.copy_(to_store_dtype(t, store_dtype).contiguous().reshape(-1).view(torch.uint8))
+
+    return fill
+
+
+def read_recipe(source: TensorSource, recipe: Recipe, store_dtype: torch.dtype) -> torch.Tensor:
+    """The assembled tensor as a fresh CPU tensor."""
+    meta = recipe_meta(source, recipe, recipe.parts[0])
+    raw = torch.empty(Meta(store_dtype, meta.shape).nbytes, dtype=torch.uint8)
+    make_filler(source, recipe, store_dtype)(raw)
+    return raw.view(store_dtype).reshape(meta.shape) if raw.numel() else torch.empty(meta.shape, dtype=store_dtype)

@@ -1,0 +1,119 @@
+"""HunyuanVideo's dual-stream → single-stream diffusion transformer, written for streaming.
+
+The module is built on the meta device; the loader binds the small parts (embedders, refiner, final
+layer) and the streamer binds each block just before it runs, so this code never knows where its
+weights live. Text padding is dropped for batch 1 (exactly equivalent to masking, and it keeps the
+fused attention kernels usable); batch > 1 uses a key mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .dit_blocks import DoubleStreamBlock, SingleStreamBlock
+from .dit_config import DiTConfig
+from .layers import LayerNorm, Linear, MLPEmbedder, PatchEmbed3d, TimestepEmbedder, modulate
+from .rope import rope_cos_sin
+from .token_refiner import TokenRefiner
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden: int, out_features: int):
+        super().__init__()
+        self.norm_final = LayerNorm(hidden, affine=False)
+        self.linear = Linear(hidden, out_features)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden, 2 * hidden))
+
+    def forward(self, x, vec):
+        shift, scale = (c.unsqueeze(1) for c in self.adaLN_modulation(vec).chunk(2, dim=-1))
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class HunyuanVideoDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden
+        self.img_in = PatchEmbed3d(cfg.in_channels, h, cfg.patch)
+        self.time_in = TimestepEmbedder(h)
+        self.vector_in = MLPEmbedder(cfg.pooled_dim, h)
+        self.guidance_in = TimestepEmbedder(h) if cfg.guidance_embed else None
+        self.txt_in = TokenRefiner(cfg.text_dim, h, cfg.heads, cfg.refiner_mlp_hidden, cfg.depth_refiner)
+        self.double_blocks = nn.ModuleList(
+            DoubleStreamBlock(h, cfg.heads, cfg.mlp_hidden, cfg.qkv_bias) for _ in range(cfg.depth_double))
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(h, cfg.heads, cfg.single_mlp_hidden) for _ in range(cfg.depth_single))
+        self.final_layer = FinalLayer(h, cfg.out_channels * cfg.patch[0] * cfg.patch[1] * cfg.patch[2])
+        self.compute_dtype = torch.float32
+        self.device = torch.device("cpu")
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """All streamable blocks in the order they run."""
+        return [*self.double_blocks, *self.single_blocks]
+
+    def _check_inputs(self, x, txt, pooled, guidance):
+        cfg = self.cfg
+        if x.dim() != 5 or x.shape[1] != cfg.in_channels:
+            raise InputError(f"latents [B, {cfg.in_channels}, T, H/8, W/8]", f"shape {list(x.shape)}",
+                             "pass HunyuanVideo latents (16 channels), e.g. from EmptyHunyuanLatentVideo")
+        if any(n % p for n, p in zip(x.shape[2:], cfg.patch)):
+            raise InputError(f"latent T, H, W divisible by the patch size {list(cfg.patch)}",
+                             f"{list(x.shape[2:])}", "use width and height multiples of 16")
+        if txt.dim() != 3 or txt.shape[-1] != cfg.text_dim or txt.shape[0] != x.shape[0]:
+            raise InputError(f"text states [B={x.shape[0]}, L, {cfg.text_dim}]", f"shape {list(txt.shape)}",
+                             "connect the CONDITIONING of a HunyuanVideo text encoder (LLaVA-Llama-3)")
+        if pooled is None or pooled.shape != (x.shape[0], cfg.pooled_dim):
+            raise InputError(f"a pooled CLIP vector [B, {cfg.pooled_dim}]",
+                             "none" if pooled is None else f"shape {list(pooled.shape)}",
+                             "the CONDITIONING needs 'pooled_output' from CLIP-L")
+        if cfg.guidance_embed and guidance is None:
+            raise InputError("an embedded guidance value (this model is guidance-distilled)", "none",
+                             "pass guidance (e.g. 6.0 × 1000)")
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, txt: torch.Tensor,
+                txt_mask: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """x: latents [B, C, T, H, W]; timestep, guidance: [B] in 0..1000 units; txt: [B, L, text_dim];
+        txt_mask: [B, L] (1 = valid) or None; pooled: [B, pooled_dim]. Returns the velocity like x."""
+        self._check_inputs(x, txt, pooled, guidance)
+        dev, dt = self.device, self.compute_dtype
+        batch, _, frames, height, width = x.shape
+        pt, ph, pw = self.cfg.patch
+        grid = (frames // pt, height // ph, width // pw)
+        x, txt, pooled = x.to(dev, dt), txt.to(dev, dt), pooled.to(dev, dt)
+        timestep = timestep.to(dev).float().expand(batch) if timestep.dim() else timestep.to(dev).float().repeat(batch)
+
+        key_mask = None
+        if txt_mask is not None:
+            txt_mask = txt_mask.to(dev).bool()
+            if batch == 1:  # drop padding: same result as masking, and no mask for the kernels
+                txt, txt_mask = txt[:, txt_mask[0]], None
+            elif bool(txt_mask.all()):
+                txt_mask = None
+
+        vec = self.time_in(timestep, dt) + self.vector_in(pooled)
+        if self.guidance_in is not None:
+            g = guidance.to(dev).float()
+            vec = vec + self.guidance_in(g.expand(batch) if g.dim() else g.repeat(batch), dt)
+
+        txt = self.txt_in(txt, timestep, txt_mask)
+        img = self.img_in(x)
+        n_img = img.shape[1]
+        if txt_mask is not None:
+            key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
+        cos, sin = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, dev)
+
+        for block in self.double_blocks:
+            img, txt = block(img, txt, vec, cos, sin, key_mask)
+        tokens = torch.cat((img, txt), 1)
+        del img, txt
+        for block in self.single_blocks:
+            tokens = block(tokens, vec, cos, sin, n_img, key_mask)
+        out = self.final_layer(tokens[:, :n_img], vec)
+
+        c = self.cfg.out_channels
+        out = out.reshape(batch, *grid, c, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
+        return out.reshape(batch, c, frames, height, width)

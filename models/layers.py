@@ -1,0 +1,173 @@
+"""Building blocks whose weights may be stored in any dtype.
+
+Every parameter is created on the meta device (the model is a skeleton until the loader or the streamer
+binds real tensors) and cast to the activation dtype at use, so one module runs bf16, fp16, fp32 and fp8
+weights alike. fp8 weights may carry a per-tensor `scale_weight` (Comfy `scaled_fp8`): real = fp8 × scale.
+The cast happens on the compute device, after the weights arrived there: fp8 stays fp8 on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def meta_param(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, device="meta"), requires_grad=False)
+
+
+def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+class Linear(nn.Module):
+    """`nn.Linear` that computes in the input's dtype whatever dtype its weight is stored in."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = meta_param(out_features, in_features)
+        self.bias = meta_param(out_features) if bias else None
+        self.register_buffer("scale_weight", None)  # bound by the loader for scaled-fp8 files
+        self.lora: list = []  # low-rank adapters applied on the compute device (see loaders/lora.py)
+
+    def compute_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        w = self.weight.to(dtype)
+        if self.scale_weight is not None:
+            w = w * self.scale_weight.to(dtype)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.compute_weight(x.dtype), cast(self.bias, x.dtype))
+        for adapter in self.lora:
+            out = adapter(x, out)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim, statistics in fp32 (as Tencent's and diffusers' q/k norms)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = meta_param(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.to(x.dtype) * self.weight.to(x.dtype)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with optional affine parameters stored in any dtype."""
+
+    def __init__(self, dim: int, affine: bool, eps: float = 1e-6):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = meta_param(dim) if affine else None
+        self.bias = meta_param(dim) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (self.dim,), cast(self.weight, x.dtype), cast(self.bias, x.dtype), self.eps)
+
+
+class PatchEmbed3d(nn.Module):
+    """Conv3d with stride = kernel = patch, flattened to tokens in (t, h, w) order."""
+
+    def __init__(self, in_channels: int, hidden: int, patch: tuple[int, int, int]):
+        super().__init__()
+        self.patch = tuple(patch)
+        self.proj = nn.Module()
+        self.proj.weight = meta_param(hidden, in_channels, *patch)
+        self.proj.bias = meta_param(hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.proj.weight.to(x.dtype), self.proj.bias.to(x.dtype)
+        return F.conv3d(x, w, b, stride=self.patch).flatten(2).transpose(1, 2)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding [cos | sin] of a float timestep (fp32), as Tencent's TimestepEmbedder."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoid → Linear → SiLU → Linear (`mlp.0`, `mlp.2`)."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(Linear(freq_dim, hidden), nn.SiLU(), Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim).to(dtype))
+
+
+class MLPEmbedder(nn.Module):
+    """Linear → SiLU → Linear with Tencent's `in_layer` / `out_layer` names (vector_in)."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.in_layer = Linear(in_dim, hidden)
+        self.out_layer = Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class TextProjection(nn.Module):
+    """Linear → SiLU → Linear with `linear_1` / `linear_2` names (the refiner's c_embedder)."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.linear_1 = Linear(in_dim, hidden)
+        self.linear_2 = Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class MLP(nn.Module):
+    """fc1 → activation → fc2."""
+
+    def __init__(self, dim: int, hidden: int, act):
+        super().__init__()
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class Modulation(nn.Module):
+    """SiLU(vec) → Linear → `count` chunks of [B, 1, hidden] (Tencent's ModulateDiT, key `.linear`)."""
+
+    def __init__(self, hidden: int, count: int):
+        super().__init__()
+        self.count = count
+        self.linear = Linear(hidden, count * hidden)
+
+    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+        return [c.unsqueeze(1) for c in self.linear(F.silu(vec)).chunk(self.count, dim=-1)]
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift

@@ -1,0 +1,36 @@
+"""Point a module's parameters and buffers at given tensors, and back at meta placeholders.
+
+Binding swaps entries of `_parameters` / `_buffers` in place: no copy, no change to the module's code,
+so it works on our DiT blocks and on transformers' Llama layers alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return (module.get_submodule(path) if path else module), attr
+
+
+def bind(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    for name, t in tensors.items():
+        owner, attr = _owner(module, name)
+        if attr in owner._parameters:
+            owner._parameters[attr] = nn.Parameter(t, requires_grad=False)
+        elif attr in owner._buffers:
+            owner._buffers[attr] = t
+        else:
+            raise KeyError(f"{type(module).__name__} has no parameter or buffer {name!r}")
+
+
+def placeholders(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Meta tensors with the same shapes/dtypes: what an unbound block holds (no memory)."""
+    return {n: torch.empty(t.shape, dtype=t.dtype, device="meta") for n, t in tensors.items()}
+
+
+def unbind(module: nn.Module, names, meta: dict[str, torch.Tensor]) -> None:
+    """Drop the references to real memory: every bound name goes back to its meta placeholder."""
+    bind(module, {name: meta[name] for name in names})

@@ -1,0 +1,296 @@
+"""The block streamer: runs a module whose blocks execute in order with only a ring of blocks on the
+compute device, each arriving `prefetch` blocks ahead of the compute.
+
+It attaches with forward hooks, so any `nn.Module` list of blocks works (our DiT blocks, transformers'
+Llama layers). Per block, the pre-hook waits for that block's copy (a CUDA event on CUDA, a finished
+worker read on CPU), binds its parameters to views of its ring slot and queues the next block's copy;
+the post-hook records "compute done" on the slot and unbinds. On CUDA the copies run on a side stream
+and are ordered by events only: no `synchronize()` on the compute thread. On CPU a worker thread reads
+the next block from the mapped file while the current one computes. Blocks marked resident stay bound
+to their own device buffers and are skipped by the stream.
+
+A session holds the ring; it opens with the root module's forward (or explicitly, around a sampling
+loop, so the next step's first blocks prefetch during the last blocks of this step) and closes in all
+cases, exceptions and interrupts included, releasing every ring slot and staging buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .binding import bind, unbind
+from .host_store import HostStore, pinned_empty
+from .source import BlockSource
+from .stats import StreamStats
+
+
+def void(_) -> None:
+    """Hooks must return None (a pre-hook's return value would replace the module's inputs)."""
+    return None
+
+
+class _Session:
+    def __init__(self, order: list[int], ring: int, implicit: bool):
+        self.order = order  # streamed block indices in run order
+        self.pos = {b: p for p, b in enumerate(order)}
+        self.ring = ring
+        self.implicit = implicit  # opened by a bare forward: do not prefetch past its last block
+        self.slots: list[torch.Tensor] = []
+        self.free_events: list = [None] * ring  # CUDA: compute on this slot finished
+        self.staging: list[torch.Tensor] = []  # CUDA low-RAM tier: pinned bounce buffers
+        self.staging_events: list = [None] * ring
+        self.futures: dict[int, Future] = {}
+        self.next_submit = 0  # sequence number of the next block copy to queue
+        self.next_run = 0  # sequence number of the next streamed block to compute
+        self.bound: dict[int, int] = {}  # block index → sequence number, while it computes
+        self.executor: ThreadPoolExecutor | None = None
+        self.copy_stream = None
+
+
+class BlockStreamer:
+    def __init__(self, root: nn.Module, blocks: Sequence[nn.Module], source: BlockSource,
+                 device: torch.device | str, *, prefetch: int = 1, resident: Iterable[int] = (),
+                 host_tier: str = "mapped", fixed_bytes: int = 0):
+        if len(blocks) != len(source):
+            raise ValueError(f"{len(blocks)} blocks but the source describes {len(source)}")
+        self.root = root
+        self.blocks = list(blocks)
+        self.source = source
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.prefetch = max(1, int(prefetch))
+        self.store = HostStore(source, host_tier if self.cuda else "mapped")
+        self.layouts = [source.layout(i) for i in range(len(blocks))]
+        self._meta = [{s.name: torch.empty(s.shape, dtype=s.dtype, device="meta") for s in lay.slots}
+                      for lay in self.layouts]
+        self.fixed_bytes = fixed_bytes  # device bytes held outside the blocks (CPU accounting)
+        self.stats = StreamStats(blocks_total=len(blocks))
+        self.interrupt: Callable[[], None] | None = None  # raises to abort between blocks
+        self.on_block: Callable[[int], None] | None = None  # progress: called after each block
+        self._resident: dict[int, torch.Tensor] = {}
+        self._session: _Session | None = None
+        self._hooks: list = []
+        for i, block in enumerate(self.blocks):
+            unbind(block, self._meta[i], self._meta[i])  # validates names, frees nothing real yet
+        self.set_resident(resident)
+        self._attach()
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _attach(self) -> None:
+        self._hooks.append(self.root.register_forward_pre_hook(lambda m, a: void(self._open(implicit=True))))
+        self._hooks.append(self.root.register_forward_hook(lambda m, a, o: self._close(implicit=True), always_call=True))
+        for i, block in enumerate(self.blocks):
+            self._hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: self._before(i)))
+            self._hooks.append(block.register_forward_hook(lambda m, a, o, i=i: self._after(i), always_call=True))
+
+    def detach(self) -> None:
+        """Remove the hooks and free everything (resident blocks, host store)."""
+        self._close(implicit=False, force=True)
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self.set_resident(())
+        self.store.release()
+
+    @property
+    def resident(self) -> set[int]:
+        return set(self._resident)
+
+    def block_bytes(self, index: int) -> int:
+        return self.layouts[index].nbytes
+
+    def set_resident(self, indices: Iterable[int]) -> None:
+        """Keep these blocks on the device between runs; the others stream."""
+        if self._session is not None:
+            raise RuntimeError("set_resident() cannot change residency while a run is in progress")
+        wanted = set(indices)
+        for i in list(self._resident):
+            if i not in wanted:
+                unbind(self.blocks[i], self._meta[i], self._meta[i])
+                del self._resident[i]
+        for i in sorted(wanted - set(self._resident)):
+            self._resident[i] = buf = self._load_to_device(i)
+            bind(self.blocks[i], self.layouts[i].views(buf))
+        streamed = len(self.blocks) - len(self._resident)
+        self.stats.blocks_resident, self.stats.blocks_streamed = len(self._resident), streamed
+        self.stats.ring_slots = min(self.prefetch + 1, streamed)
+
+    def _load_to_device(self, i: int) -> torch.Tensor:
+        n = self.layouts[i].nbytes
+        if not self.cuda:
+            buf = torch.empty(n, dtype=torch.uint8, device=self.device)
+            self.store.fill(i, buf)
+            return buf
+        host = self.store.packed(i) if self.store.tier == "pinned" else pinned_empty(n)
+        if self.store.tier != "pinned":
+            self.store.fill(i, host)
+        buf = torch.empty(n, dtype=torch.uint8, device=self.device)
+        buf.copy_(host)  # synchronous: set-up time, not the hot path
+        return buf
+
+    # -- sessions ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self):
+        """Hold the ring across several forwards (a sampling loop): copies never stop between steps."""
+        opened = self._open(implicit=False)
+        try:
+            yield self
+        finally:
+            if opened:
+                self._close(implicit=False)
+
+    def _open(self, implicit: bool) -> bool:
+        if self._session is not None:
+            return False
+        order = [i for i in range(len(self.blocks)) if i not in self._resident]
+        ring = min(self.prefetch + 1, len(order))
+        s = _Session(order, ring, implicit)
+        self._session = s
+        try:
+            slot_bytes = max((self.layouts[i].nbytes for i in order), default=0)
+            s.slots = [torch.empty(slot_bytes, dtype=torch.uint8, device=self.device) for _ in range(ring)]
+            if self.cuda:
+                s.copy_stream = torch.cuda.Stream(self.device)
+                if self.store.tier == "mapped":
+                    s.staging = [pinned_empty(slot_bytes) for _ in range(ring)]
+                torch.cuda.reset_peak_memory_stats(self.device)
+            if order:
+                s.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hystream-stream")
+            self._account(ring * slot_bytes)
+            self._pump()
+        except BaseException:
+            self._close(implicit=implicit, force=True)
+            raise
+        return True
+
+    def _close(self, implicit: bool, force: bool = False) -> None:
+        s = self._session
+        if s is None or (s.implicit != implicit and not force):
+            return
+        self._session = None
+        try:
+            for fut in s.futures.values():
+                fut.cancel()
+            for fut in s.futures.values():
+                if not fut.cancelled():
+                    with contextlib.suppress(BaseException):
+                        fut.result()
+            if s.executor is not None:
+                s.executor.shutdown(wait=True)
+        finally:
+            for i in list(s.bound):
+                unbind(self.blocks[i], self._meta[i], self._meta[i])
+            if self.cuda:
+                torch.cuda.current_stream(self.device).wait_stream(s.copy_stream)
+                self.stats.peak_device_bytes = max(self.stats.peak_device_bytes,
+                                                   torch.cuda.max_memory_allocated(self.device))
+            s.slots.clear()
+            s.staging.clear()
+            s.futures.clear()
+
+    def _account(self, ring_bytes: int) -> None:
+        if not self.cuda:
+            held = self.fixed_bytes + ring_bytes + sum(b.numel() for b in self._resident.values())
+            self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, held)
+
+    # -- the pipeline ------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Queue copies up to `prefetch` blocks ahead of the next block to run."""
+        s = self._session
+        if not s.order:
+            return
+        limit = s.next_run + self.prefetch
+        if s.implicit:
+            limit = min(limit, len(s.order))
+        while s.next_submit < limit:
+            seq = s.next_submit
+            s.futures[seq] = s.executor.submit(self._copy, s, seq)
+            s.next_submit += 1
+
+    def _copy(self, s: _Session, seq: int):
+        """Worker thread: bring block `seq` into its ring slot. Returns the CUDA event of the copy."""
+        index, slot = s.order[seq % len(s.order)], seq % s.ring
+        nbytes = self.layouts[index].nbytes
+        dst = s.slots[slot][:nbytes]
+        if not self.cuda:
+            self.store.fill(index, dst)
+            event = None
+        else:
+            if self.store.tier == "pinned":
+                host = self.store.packed(index)
+            else:
+                if s.staging_events[slot] is not None:
+                    s.staging_events[slot].synchronize()  # this worker waits, never the compute thread
+                host = s.staging[slot][:nbytes]
+                self.store.fill(index, host)
+            with torch.cuda.device(self.device), torch.cuda.stream(s.copy_stream):
+                if s.free_events[slot] is not None:
+                    s.copy_stream.wait_event(s.free_events[slot])
+                dst.copy_(host, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(s.copy_stream)
+            s.staging_events[slot] = event
+        self.stats.bytes_copied += nbytes
+        self.stats.copies += 1
+        return event
+
+    def _before(self, i: int) -> None:
+        if self.interrupt is not None:
+            self.interrupt()
+        s = self._session
+        if s is None:
+            raise RuntimeError("a streamed block ran outside its root module's forward; call it through "
+                               "the model, or wrap the calls in `with streamer.session():`")
+        if i in self._resident:
+            return
+        seq = s.next_run
+        if s.order[seq % len(s.order)] != i:
+            seq = self._resync(i)
+        fut = s.futures.pop(seq, None) or s.executor.submit(self._copy, s, seq)
+        t0 = time.perf_counter()
+        event = fut.result()
+        self.stats.wait_seconds += time.perf_counter() - t0
+        if event is not None:
+            torch.cuda.current_stream(self.device).wait_event(event)
+        bind(self.blocks[i], self.layouts[i].views(s.slots[seq % s.ring]))
+        s.bound[i] = seq
+        s.next_run = seq + 1
+        s.next_submit = max(s.next_submit, s.next_run)
+        self._pump()
+
+    def _resync(self, i: int) -> int:
+        """Blocks ran out of the expected order (a forward aborted and restarted): drain and restart at i."""
+        s = self._session
+        for fut in s.futures.values():
+            fut.result()
+        s.futures.clear()
+        L = len(s.order)
+        seq = s.next_submit + (s.pos[i] - s.next_submit) % L
+        s.next_run = s.next_submit = seq
+        return seq
+
+    def _after(self, i: int) -> None:
+        s = self._session
+        if s is not None and i in s.bound:
+            seq = s.bound.pop(i)
+            if self.cuda:
+                done = torch.cuda.Event()
+                done.record(torch.cuda.current_stream(self.device))
+                s.free_events[seq % s.ring] = done
+            unbind(self.blocks[i], self._meta[i], self._meta[i])
+        if self.on_block is not None:
+            self.on_block(i)
+
+    def __repr__(self) -> str:
+        gib = sum(lay.nbytes for lay in self.layouts) / 1024 ** 3
+        return (f"BlockStreamer({len(self.blocks)} blocks, {gib:.2f} GiB, {len(self._resident)} resident, "
+                f"prefetch {self.prefetch}, device {self.device}, host tier {self.store.tier})")
+
