@@ -30,11 +30,6 @@ from .source import BlockSource
 from .stats import StreamStats
 
 
-def void(_) -> None:
-    """Hooks must return None (a pre-hook's return value would replace the module's inputs)."""
-    return None
-
-
 class _Session:
     def __init__(self, order: list[int], ring: int, implicit: bool):
         self.order = order  # streamed block indices in run order
@@ -85,7 +80,7 @@ class BlockStreamer:
 
     # -- set-up ------------------------------------------------------------------------------------
     def _attach(self) -> None:
-        self._hooks.append(self.root.register_forward_pre_hook(lambda m, a: void(self._open(implicit=True))))
+        self._hooks.append(self.root.register_forward_pre_hook(lambda m, a: self._root_forward()))
         self._hooks.append(self.root.register_forward_hook(lambda m, a, o: self._close(implicit=True), always_call=True))
         for i, block in enumerate(self.blocks):
             self._hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: self._before(i)))
@@ -99,6 +94,10 @@ class BlockStreamer:
         self._hooks.clear()
         self.set_resident(())
         self.store.release()
+
+    def _root_forward(self) -> None:
+        self.stats.forwards += 1
+        self._open(implicit=True)
 
     @property
     def resident(self) -> set[int]:

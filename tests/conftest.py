@@ -31,3 +31,17 @@ def tiny_dit_reference(tiny_dit_sd):
     from tiny_dit import diffusers_model
 
     return diffusers_model(tiny_dit_sd)
+
+
+@pytest.fixture(scope="session")
+def comfy_snapshot():
+    """The pinned ComfyUI. CI sets HYSTREAM_REQUIRE_HOST=1, so a missing host fails there instead of skipping."""
+    from comfy_host import find_comfyui
+
+    path = find_comfyui()
+    if path is None:
+        reason = "no ComfyUI host: set COMFYUI_PATH or place the snapshot at ../shared/comfyui"
+        if os.environ.get("HYSTREAM_REQUIRE_HOST"):
+            pytest.fail(reason + " (HYSTREAM_REQUIRE_HOST is set: host tests must run)")
+        pytest.skip(reason)
+    return path

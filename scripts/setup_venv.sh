@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create a virtualenv (default .venv in the repository, or $HYSTREAM_VENV) with torch and HyStream.
+# Usage: bash scripts/setup_venv.sh [test]   ("test" adds diffusers, pytest and the ComfyUI host's deps)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${HYSTREAM_VENV:-$repo/.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+py="$venv/bin/python"
+"$py" -m pip install -q --upgrade pip
+# Inside ComfyUI the host's torch is used and never touched. Standalone, we install the torch the
+# ComfyUI snapshot is tested with, and pin it so no dependency can pull another build.
+constraints="$venv/hystream-constraints.txt"
+printf 'torch==2.14.1\ntorchvision==0.29.1\n' > "$constraints"
+"$py" -m pip install -q -c "$constraints" torch torchvision
+if [ "${1:-}" = "test" ]; then
+  "$py" -m pip install -q -c "$constraints" -e "$repo[test]"
+  comfy="${COMFYUI_PATH:-$repo/../shared/comfyui}"
+  if [ -f "$comfy/requirements.txt" ]; then
+    # torchaudio has no build for this torch; ComfyUI then only loses its audio nodes.
+    grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$comfy/requirements.txt" > "$venv/comfyui-requirements.txt"
+    "$py" -m pip install -q -c "$constraints" -r "$venv/comfyui-requirements.txt"
+  fi
+else
+  "$py" -m pip install -q -c "$constraints" -e "$repo"
+fi
+"$py" -c "import torch, hystream; print('HyStream venv ready:', '$venv', 'torch', torch.__version__)"

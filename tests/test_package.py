@@ -1,0 +1,103 @@
+"""The pack's shape: imports outside ComfyUI, relative imports only, the floors of DESIGN.md, and the
+host import boundary (nodes/host.py)."""
+
+import ast
+import os
+
+import hystream
+
+ROOT = os.path.dirname(hystream.__file__)
+HOST_MODULES = {"comfy", "folder_paths", "latent_preview", "server", "comfy_execution", "node_helpers", "comfy_api"}
+# Each floor may import only what stands below it (DESIGN.md "Floors").
+FLOORS = [
+    {"errors"},
+    {"offload", "models", "vae", "sampling"},
+    {"loaders"},
+    {"pipeline"},
+    {"nodes", "cli", "__main__", "demo"},
+    {"__init__"},  # the ComfyUI entry point: imports the nodes
+]
+
+
+def pack_files():
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel_dir = os.path.relpath(dirpath, ROOT)
+        top = rel_dir.split(os.sep)[0]
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("tests", "bench", "build")]
+        elif top in ("tests", "bench", "example_workflows", ".git", ".venv", "build") or top.startswith("."):
+            dirnames[:] = []
+            continue
+        for f in filenames:
+            if f.endswith(".py"):
+                yield os.path.normpath(os.path.join(rel_dir, f))
+
+
+def imports(path):
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield 0, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            yield node.level, node.module or ""
+
+
+def unit(path):
+    parts = path.split(os.sep)
+    return parts[0][:-3] if len(parts) == 1 else parts[0]
+
+
+def floor_of(name):
+    return next(i for i, f in enumerate(FLOORS) if name in f)
+
+
+def target_unit(path, level, module):
+    """The top-level unit a relative import lands in."""
+    parts = path.split(os.sep)[:-1]
+    base = parts[: len(parts) - (level - 1)] if level > 1 else parts
+    full = base + (module.split(".") if module else [])
+    return full[0] if full else "__init__"
+
+
+def test_imports_without_the_host():
+    assert hystream.NODE_CLASS_MAPPINGS == {} or isinstance(hystream.NODE_CLASS_MAPPINGS, dict)
+    from hystream.nodes import host
+
+    assert host.HOST_AVAILABLE is False
+
+
+def test_walks_the_whole_pack():
+    files = set(pack_files())
+    assert {"__init__.py", "errors.py", os.path.join("loaders", "dit_loader.py"), os.path.join("nodes", "host.py")} <= files
+
+
+def test_host_imports_only_in_nodes_host():
+    offenders = [(p, m) for p in pack_files() for lvl, m in imports(p)
+                 if lvl == 0 and m.split(".")[0] in HOST_MODULES and p != os.path.join("nodes", "host.py")]
+    assert not offenders, offenders
+
+
+def test_never_imports_diffusers_or_itself_by_name():
+    bad = [(p, m) for p in pack_files() for lvl, m in imports(p) if lvl == 0 and m.split(".")[0] in ("diffusers", "hystream")]
+    assert not bad, bad
+
+
+def test_floors():
+    bad = []
+    for p in pack_files():
+        src = unit(p)
+        for level, module in imports(p):
+            if level == 0:
+                continue
+            dst = target_unit(p, level, module)
+            if dst != src and floor_of(dst) >= floor_of(src):
+                bad.append(f"{p} imports {'.' * level}{module} ({dst} is not below {src})")
+    assert not bad, bad
+
+
+def test_pyproject_never_pins_torch():
+    text = open(os.path.join(ROOT, "pyproject.toml")).read() + open(os.path.join(ROOT, "requirements.txt")).read()
+    for line in text.splitlines():
+        if line.strip().strip('",').startswith("torch"):
+            assert line.strip().strip('",') == "torch", line
