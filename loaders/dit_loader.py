@@ -20,6 +20,7 @@ from ..models.dit import HunyuanVideoDiT
 from ..models.dit_config import DiTConfig, infer_dit_config
 from ..models.layers import Linear
 from ..offload.binding import bind
+from ..offload.host_store import auto_host_tier
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dit_layout import detect_dit_layout
@@ -85,12 +86,24 @@ def _check_keys(model: HunyuanVideoDiT, metas: dict[str, Meta], unused: list[str
                              "the file mixes tensors of different models; download it again")
 
 
+def _activation_estimate(model: HunyuanVideoDiT):
+    def estimate(args: tuple, kwargs: dict) -> int:
+        x = kwargs.get("x", args[0] if args else None)
+        txt = kwargs.get("txt", args[2] if len(args) > 2 else None)
+        return model.activation_bytes(tuple(x.shape), txt.shape[1] if txt is not None else 0) if x is not None else 0
+    return estimate
+
+
 def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str = "auto", prefetch_blocks: int = 1,
-             resident_blocks: Iterable[int] | str | None = None, host_tier: str = "auto") -> LoadedDiT:
+             vram_budget_gb: float | None = None, resident_blocks: Iterable[int] | str | None = None,
+             host_tier: str = "auto") -> LoadedDiT:
     """Open a DiT checkpoint (file or folder, any supported layout) for streamed execution.
 
+    vram_budget_gb: device memory for the whole stage (weights + ring + activations); the blocks that
+        fit stay resident, re-planned for each run's size. 0 = automatic (free device memory; on the CPU
+        every block streams). None = no budget: `resident_blocks` decides.
     resident_blocks: None → every block streams; "all" → every block stays on the device; or indices.
-    host_tier: "pinned" | "mapped" | "auto" (CUDA only; see offload/host_store.py).
+    host_tier: "pinned" | "mapped" | "auto" (CUDA; auto pins when the blocks fit in free RAM).
     """
     check_weight_dtype(weight_dtype)
     device = torch.device(device)
@@ -125,10 +138,16 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
             resident = range(cfg.num_blocks)
         else:
             resident = resident_blocks or ()
-        tier = host_tier if host_tier != "auto" else "pinned"
-        streamer = BlockStreamer(model, model.blocks, PackedSource(blocks), device, prefetch=prefetch_blocks,
+        source_blocks = PackedSource(blocks)
+        tier = host_tier if host_tier != "auto" else auto_host_tier(
+            sum(source_blocks.layout(i).nbytes for i in range(len(source_blocks))))
+        streamer = BlockStreamer(model, model.blocks, source_blocks, device, prefetch=prefetch_blocks,
                                  resident=resident, host_tier=tier,
                                  fixed_bytes=sum(t.numel() * t.element_size() for t in fixed.values()))
+        streamer.what = "the DiT"
+        if vram_budget_gb is not None and resident_blocks is None:
+            streamer.budget_bytes = int(vram_budget_gb * 1024 ** 3)
+            streamer.activation_estimate = _activation_estimate(model)
         return LoadedDiT(model, streamer, cfg, layout.name, str(path), file_dtype, source)
     except BaseException:
         source.close()

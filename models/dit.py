@@ -49,6 +49,17 @@ class HunyuanVideoDiT(nn.Module):
         self.compute_dtype = torch.float32
         self.device = torch.device("cpu")
 
+    def activation_bytes(self, x_shape, text_tokens: int) -> int:
+        """Peak activation memory of one forward, for the memory budget. Calibrated on the fake-tensor
+        estimator (shared/tools/memest): about 18 hidden-wide tensors per token live at the peak of the
+        plain blocks (the single block's [N, 5·hidden] concat and the FFN's [N, 4·hidden] hidden)."""
+        batch, _, frames, height, width = x_shape
+        pt, ph, pw = self.cfg.patch
+        img = (frames // pt) * (height // ph) * (width // pw)
+        size = torch.empty((), dtype=self.compute_dtype).element_size()
+        tokens = batch * (img + text_tokens)
+        return int(tokens * self.cfg.hidden * size * 19 + 2 * img * self.cfg.head_dim * 4)
+
     @property
     def blocks(self) -> list[nn.Module]:
         """All streamable blocks in the order they run."""

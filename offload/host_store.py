@@ -16,6 +16,30 @@ import torch
 from .source import BlockSource
 
 
+def available_ram_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), psutil elsewhere when installed, else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
+
+
+def auto_host_tier(streamed_bytes: int, headroom: float = 0.75) -> str:
+    """Pin the blocks when they fit comfortably in free RAM, else serve them from the mapped file
+    through a small pinned staging ring (the low-RAM tier: 32 GB boxes with a 26 GB DiT)."""
+    free = available_ram_bytes()
+    return "pinned" if free is None or streamed_bytes <= headroom * free else "mapped"
+
+
 def pinned_empty(nbytes: int) -> torch.Tensor:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .binding import bind, unbind
+from .budget import Plan, free_device_bytes, plan_residency
 from .host_store import HostStore, pinned_empty
 from .source import BlockSource
 from .stats import StreamStats
@@ -61,16 +63,21 @@ class BlockStreamer:
         self.cuda = self.device.type == "cuda"
         if self.cuda and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.prefetch = max(1, int(prefetch))
+        self.requested_prefetch = self.prefetch = max(0, int(prefetch))
         self.store = HostStore(source, host_tier if self.cuda else "mapped")
         self.layouts = [source.layout(i) for i in range(len(blocks))]
         self._meta = [{s.name: torch.empty(s.shape, dtype=s.dtype, device="meta") for s in lay.slots}
                       for lay in self.layouts]
         self.fixed_bytes = fixed_bytes  # device bytes held outside the blocks (CPU accounting)
         self.stats = StreamStats(blocks_total=len(blocks))
+        self.budget_bytes: int | None = None  # None: residency as set; 0: automatic; else bytes
+        self.activation_estimate: Callable[[tuple, dict], int] | None = None  # from the forward's inputs
+        self.plan: Plan | None = None
+        self.what = "the model"  # named in budget errors
         self.interrupt: Callable[[], None] | None = None  # raises to abort between blocks
         self.on_block: Callable[[int], None] | None = None  # progress: called after each block
         self._resident: dict[int, torch.Tensor] = {}
+        self._buffers: weakref.WeakSet = weakref.WeakSet()  # every buffer we allocate, for leak checks
         self._session: _Session | None = None
         self._hooks: list = []
         for i, block in enumerate(self.blocks):
@@ -80,7 +87,8 @@ class BlockStreamer:
 
     # -- set-up ------------------------------------------------------------------------------------
     def _attach(self) -> None:
-        self._hooks.append(self.root.register_forward_pre_hook(lambda m, a: self._root_forward()))
+        self._hooks.append(self.root.register_forward_pre_hook(
+            lambda m, a, kw: self._root_forward(a, kw), with_kwargs=True))
         self._hooks.append(self.root.register_forward_hook(lambda m, a, o: self._close(implicit=True), always_call=True))
         for i, block in enumerate(self.blocks):
             self._hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: self._before(i)))
@@ -95,9 +103,33 @@ class BlockStreamer:
         self.set_resident(())
         self.store.release()
 
-    def _root_forward(self) -> None:
+    def _root_forward(self, args: tuple, kwargs: dict) -> None:
         self.stats.forwards += 1
+        if self._session is None and self.budget_bytes is not None:
+            estimate = self.activation_estimate(args, kwargs) if self.activation_estimate else 0
+            self.apply_budget(estimate)
         self._open(implicit=True)
+
+    def apply_budget(self, activation_bytes: int = 0) -> Plan | None:
+        """Choose resident blocks and prefetch depth for `budget_bytes` (0 = free device memory).
+        On the CPU an automatic budget streams every block: resident and mapped blocks are both RAM
+        there, and the page cache already keeps hot pages without growing the process."""
+        if self.budget_bytes is None:
+            return None
+        budget = self.budget_bytes
+        if budget == 0:
+            free = free_device_bytes(self.device)
+            if free is None:
+                self.set_resident(())
+                return None
+            budget = free + sum(b.numel() for b in self._resident.values())  # ours count as usable
+        sizes = [lay.nbytes for lay in self.layouts]
+        plan = plan_residency(sizes, budget, fixed_bytes=self.fixed_bytes, activation_bytes=activation_bytes,
+                              prefetch=self.requested_prefetch, what=self.what)
+        self.prefetch = plan.prefetch
+        self.set_resident(plan.resident)
+        self.plan = plan
+        return plan
 
     @property
     def resident(self) -> set[int]:
@@ -124,21 +156,32 @@ class BlockStreamer:
 
     def _load_to_device(self, i: int) -> torch.Tensor:
         n = self.layouts[i].nbytes
+        buf = self._alloc(n)
         if not self.cuda:
-            buf = torch.empty(n, dtype=torch.uint8, device=self.device)
             self.store.fill(i, buf)
             return buf
-        host = self.store.packed(i) if self.store.tier == "pinned" else pinned_empty(n)
+        host = self.store.packed(i) if self.store.tier == "pinned" else self._alloc(n, pinned=True)
         if self.store.tier != "pinned":
             self.store.fill(i, host)
-        buf = torch.empty(n, dtype=torch.uint8, device=self.device)
         buf.copy_(host)  # synchronous: set-up time, not the hot path
         return buf
 
     # -- sessions ----------------------------------------------------------------------------------
+    def live_buffers(self) -> list[torch.Tensor]:
+        """Device, ring and staging buffers still alive (resident blocks' included); for leak checks."""
+        return list(self._buffers)
+
+    def _alloc(self, nbytes: int, pinned: bool = False) -> torch.Tensor:
+        buf = pinned_empty(nbytes) if pinned else torch.empty(nbytes, dtype=torch.uint8, device=self.device)
+        self._buffers.add(buf)
+        return buf
+
     @contextlib.contextmanager
-    def session(self):
-        """Hold the ring across several forwards (a sampling loop): copies never stop between steps."""
+    def session(self, activation_bytes: int | None = None):
+        """Hold the ring across several forwards (a sampling loop): copies never stop between steps.
+        With a budget set, residency is planned once here for `activation_bytes`."""
+        if self._session is None and self.budget_bytes is not None:
+            self.apply_budget(activation_bytes or 0)
         opened = self._open(implicit=False)
         try:
             yield self
@@ -155,11 +198,11 @@ class BlockStreamer:
         self._session = s
         try:
             slot_bytes = max((self.layouts[i].nbytes for i in order), default=0)
-            s.slots = [torch.empty(slot_bytes, dtype=torch.uint8, device=self.device) for _ in range(ring)]
+            s.slots = [self._alloc(slot_bytes) for _ in range(ring)]
             if self.cuda:
                 s.copy_stream = torch.cuda.Stream(self.device)
                 if self.store.tier == "mapped":
-                    s.staging = [pinned_empty(slot_bytes) for _ in range(ring)]
+                    s.staging = [self._alloc(slot_bytes, pinned=True) for _ in range(ring)]
                 torch.cuda.reset_peak_memory_stats(self.device)
             if order:
                 s.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hystream-stream")

@@ -13,9 +13,9 @@ FLOORS = [
     {"errors"},
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
-    {"pipeline"},
-    {"nodes", "cli", "__main__", "demo"},
-    {"__init__"},  # the ComfyUI entry point: imports the nodes
+    {"pipeline", "demo"},
+    {"nodes", "cli"},
+    {"__init__", "__main__"},  # entry points: ComfyUI's and `python -m hystream`'s
 ]
 
 
