@@ -1,0 +1,71 @@
+"""Tencent's video prompt template for the LLaVA-Llama-3 encoder, and where the user's words are in it.
+
+The template wraps the prompt in a Llama-3 chat: a system turn describing what to look at, then the
+user turn. The DiT conditions only on the user turn, so the template's tokens are cropped away. The crop
+is found from the token ids (the last `<|end_header_id|>` and the blank line after it, the special
+tokens looked up by their strings), never a fixed 95: that number holds only for the real Llama-3
+tokenizer. The user turn keeps its closing `<|eot_id|>`; the tokenizer adds BOS itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+log = logging.getLogger("hystream")
+
+VIDEO_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\nDescribe the video by detailing the following aspects: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+)
+USER_TOKENS = 256  # the user turn's budget, the template excluded
+CLIP_TOKENS = 77
+HEADER_END = "<|end_header_id|>"
+
+
+@dataclass
+class TemplatedTokens:
+    ids: list[int]  # template + user turn, BOS included, truncated to crop + USER_TOKENS
+    crop: int  # index of the first user token
+    dropped: int  # user tokens cut by truncation
+
+
+def token_id(tokenizer, text: str) -> int:
+    tid = tokenizer.convert_tokens_to_ids(text)
+    if tid is None or tid == getattr(tokenizer, "unk_token_id", None):
+        raise InputError(f"a Llama-3 tokenizer with the special token {text!r}", "a tokenizer without it",
+                         "use the tokenizer that ships with LLaVA-Llama-3 (tokenizer.json)")
+    return tid
+
+
+def user_turn_start(ids: list[int], tokenizer) -> int:
+    """Index of the first token of the user's text: after the last `<|end_header_id|>` and the tokens
+    of the blank line the template puts after it."""
+    header_end = token_id(tokenizer, HEADER_END)
+    positions = [i for i, t in enumerate(ids) if t == header_end]
+    if len(positions) < 2:
+        raise InputError("a prompt in Tencent's two-turn template (system, then user)",
+                         f"{len(positions)} end-of-header tokens", "do not put template tokens in the prompt")
+    blank_line = VIDEO_TEMPLATE[VIDEO_TEMPLATE.rindex(HEADER_END) + len(HEADER_END):VIDEO_TEMPLATE.rindex("{}")]
+    return positions[-1] + 1 + len(tokenizer(blank_line, add_special_tokens=False)["input_ids"])
+
+
+def template_tokens(prompt: str, tokenizer, max_user_tokens: int = USER_TOKENS) -> TemplatedTokens:
+    ids = tokenizer(VIDEO_TEMPLATE.format(prompt), add_special_tokens=True)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]  # never two BOS
+    crop = user_turn_start(ids, tokenizer)
+    dropped = max(0, len(ids) - crop - max_user_tokens)
+    if dropped:
+        log.warning("HyStream: the prompt is %d tokens longer than the %d the text encoder reads; "
+                    "the last %d tokens were dropped", dropped, max_user_tokens, dropped)
+        ids = ids[: crop + max_user_tokens]
+    return TemplatedTokens(ids, crop, dropped)
