@@ -43,3 +43,64 @@ def write_comfy_dit(folder: str, cfg: DiTConfig = TINY_DIT, seed: int = 0) -> st
     path = os.path.join(folder, "hunyuan_video_t2v_720p_bf16.safetensors")
     save_file({"model.diffusion_model." + k: v for k, v in random_dit_state_dict(cfg, seed).items()}, path)
     return path
+
+
+# -- tokenizers: small, with Llama-3's special tokens and CLIP's BPE conventions --------------------------
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def _byte_alphabet() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def write_tiny_llama_tokenizer(folder: str) -> str:
+    """A byte-level BPE tokenizer.json with Llama-3's special tokens and BOS post-processing."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = {ch: i for i, ch in enumerate(_byte_alphabet())}
+    merges = [("Ċ", "Ċ"), ("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "a"), ("i", "n"), ("Ġ", "c"), ("Ġc", "a")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([  # Llama-3's split pattern, then bytes
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(LLAMA_SPECIALS)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
+                                                       special_tokens=[("<|begin_of_text|>", bos)])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|end_of_text|>",
+                   "model_max_length": 131072, "padding_side": "right",
+                   "tokenizer_class": "PreTrainedTokenizerFast"}, f)
+    return folder
+
+
+def write_tiny_clip_tokenizer(folder: str) -> str:
+    """vocab.json + merges.txt in CLIP's format (bytes, bytes + '</w>', a few merges, two specials)."""
+    import json
+
+    os.makedirs(folder, exist_ok=True)
+    alphabet = _byte_alphabet()
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    for ch in alphabet:
+        vocab[ch + "</w>"] = len(vocab)
+    merges = [("t", "h"), ("th", "e</w>"), ("a", "t</w>"), ("c", "at</w>"), ("i", "n"), ("o", "f</w>")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(folder, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return folder

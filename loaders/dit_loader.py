@@ -8,24 +8,22 @@ never holds the state dict.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 
-from ..errors import StateDictError, list_some
 from ..models.dit import HunyuanVideoDiT
 from ..models.dit_config import DiTConfig, infer_dit_config
-from ..models.layers import Linear
 from ..offload.binding import bind
 from ..offload.host_store import auto_host_tier
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dit_layout import detect_dit_layout
+from .key_check import check_tensors, scale_names
 from .dtypes import check_weight_dtype, compute_dtype, dominant_float_dtype, store_dtype
-from .recipes import make_filler, read_recipe, recipe_meta
+from .recipes import block_sources, read_recipe, recipe_meta
 from .tensor_source import Meta, TensorSource, open_checkpoint
 
 BLOCK_RE = re.compile(r"(double_blocks|single_blocks)\.(\d+)\.(.+)")
@@ -64,28 +62,6 @@ def _block_index(name: str, cfg: DiTConfig) -> tuple[int, str] | None:
     return (int(n) if kind == "double_blocks" else cfg.depth_double + int(n)), rest
 
 
-def _check_keys(model: HunyuanVideoDiT, metas: dict[str, Meta], unused: list[str], describe: str) -> None:
-    expected = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    linears = {n for n, m in model.named_modules() if isinstance(m, Linear)}
-    scales = {n for n in metas if n.endswith(".scale_weight") and n[: -len(".scale_weight")] in linears}
-    missing = sorted(set(expected) - set(metas))
-    unexpected = sorted(set(metas) - set(expected) - scales) + unused
-    if missing or unexpected:
-        found = []
-        if missing:
-            found.append(f"{len(missing)} missing tensors ({list_some(missing, 4)})")
-        if unexpected:
-            found.append(f"{len(unexpected)} unexpected tensors ({list_some(unexpected, 4)})")
-        raise StateDictError("every tensor of a HunyuanVideo T2V DiT and nothing else", f"{'; '.join(found)} in {describe}",
-                             "the file is incomplete or belongs to another model variant; use an official release file")
-    wrong = [f"{n}: file {list(metas[n].shape)}, model {list(s)}" for n, s in expected.items() if tuple(metas[n].shape) != s]
-    wrong += [f"{n}: file {list(metas[n].shape)}, expected one value" for n in scales if math.prod(metas[n].shape) != 1]
-    if wrong:
-        raise StateDictError("tensor shapes consistent with the config read from the file",
-                             f"{len(wrong)} contradicting shapes ({list_some(wrong, 3)}) in {describe}",
-                             "the file mixes tensors of different models; download it again")
-
-
 def _activation_estimate(model: HunyuanVideoDiT):
     def estimate(args: tuple, kwargs: dict) -> int:
         x = kwargs.get("x", args[0] if args else None)
@@ -114,24 +90,21 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         cfg = infer_dit_config({n: m.shape for n, m in metas.items()}, source.describe)
         with torch.device("meta"):
             model = HunyuanVideoDiT(cfg)
-        _check_keys(model, metas, layout.unused, source.describe)
+        check_tensors({n: tuple(p.shape) for n, p in model.named_parameters()}, metas,
+                      optional=scale_names(model, metas), unused=layout.unused, describe=source.describe,
+                      what="a HunyuanVideo T2V DiT")
 
         file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if BLOCK_RE.match(n))
         model.compute_dtype = compute_dtype(weight_dtype, file_dtype, device)
         model.device = device
 
-        blocks: list[list] = [[] for _ in range(cfg.num_blocks)]
-        fixed: dict[str, torch.Tensor] = {}
-        for name, recipe in layout.recipes.items():
-            meta = metas[name]
-            where = _block_index(name, cfg)
-            quantisable = where is not None and name.endswith(".weight") and len(meta.shape) == 2
-            sd = store_dtype(weight_dtype, meta.dtype, quantisable=quantisable)
-            if where is None:
-                fixed[name] = read_recipe(source, recipe, sd).to(device)
-            else:
-                index, local = where
-                blocks[index].append((local, sd, meta.shape, make_filler(source, recipe, sd)))
+        def store(name, meta, in_block):
+            quantisable = in_block and name.endswith(".weight") and len(meta.shape) == 2
+            return store_dtype(weight_dtype, meta.dtype, quantisable=quantisable)
+
+        blocks, fixed_recipes = block_sources(source, layout.recipes, metas, cfg.num_blocks,
+                                              lambda n: _block_index(n, cfg), store)
+        fixed = {n: read_recipe(source, r, dt).to(device) for n, (r, dt) in fixed_recipes.items()}
         bind(model, fixed)
 
         if resident_blocks == "all":

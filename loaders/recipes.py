@@ -72,3 +72,25 @@ def read_recipe(source: TensorSource, recipe: Recipe, store_dtype: torch.dtype) 
     raw = torch.empty(Meta(store_dtype, meta.shape).nbytes, dtype=torch.uint8)
     make_filler(source, recipe, store_dtype)(raw)
     return raw.view(store_dtype).reshape(meta.shape) if raw.numel() else torch.empty(meta.shape, dtype=store_dtype)
+
+
+def block_sources(source: TensorSource, recipes: dict[str, Recipe], metas: dict[str, Meta], n_blocks: int,
+                  block_of, store_dtype_of):
+    """Split a model's tensors into streamed blocks and fixed parts.
+
+    block_of(name) → (block index, name inside the block) or None for the fixed parts;
+    store_dtype_of(name, meta, in_block) → the dtype the tensor is stored and shipped in.
+    Returns (per-block [(name, dtype, shape, filler)], {fixed name: (recipe, dtype)}).
+    """
+    blocks: list[list] = [[] for _ in range(n_blocks)]
+    fixed: dict[str, tuple[Recipe, torch.dtype]] = {}
+    for name, recipe in recipes.items():
+        meta = metas[name]
+        where = block_of(name)
+        dtype = store_dtype_of(name, meta, where is not None)
+        if where is None:
+            fixed[name] = (recipe, dtype)
+        else:
+            index, local = where
+            blocks[index].append((local, dtype, meta.shape, make_filler(source, recipe, dtype)))
+    return blocks, fixed

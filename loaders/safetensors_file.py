@@ -151,6 +151,20 @@ class SafetensorsFile:
         self.read_into(name, raw)
         return raw.view(info.dtype).reshape(info.shape) if info.nbytes else torch.empty(info.shape, dtype=info.dtype)
 
+    def read_rows(self, name: str, rows: list[int]) -> torch.Tensor:
+        """Rows of a 2D tensor (an embedding table) without reading the rest: [len(rows), width]."""
+        info = self.tensors[name]
+        if len(info.shape) != 2:
+            raise ValueError(f"read_rows({name!r}) needs a 2D tensor, not {list(info.shape)}")
+        row_bytes = info.nbytes // info.shape[0]
+        out = torch.empty(len(rows), row_bytes, dtype=torch.uint8)
+        view = memoryview(out.numpy()).cast("B")
+        for i, r in enumerate(rows):
+            if not 0 <= r < info.shape[0]:
+                raise IndexError(f"row {r} of {name!r} (which has {info.shape[0]} rows)")
+            self._read_into(info.offset + r * row_bytes, view[i * row_bytes:(i + 1) * row_bytes])
+        return out.view(info.dtype)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -56,6 +56,10 @@ class TensorSource:
         self.read_into(name, raw)
         return raw.view(meta.dtype).reshape(meta.shape) if meta.nbytes else torch.empty(meta.shape, dtype=meta.dtype)
 
+    def read_rows(self, name: str, rows: list[int]) -> torch.Tensor:
+        """Selected rows of a 2D tensor (embedding lookups on the host)."""
+        return self.read(name)[torch.tensor(rows, dtype=torch.long)]
+
     def __contains__(self, name: str) -> bool:
         return name in set(self.keys())
 
@@ -89,6 +93,9 @@ class SafetensorsSource(TensorSource):
 
     def read(self, name: str) -> torch.Tensor:
         return self._where[name].read(name)
+
+    def read_rows(self, name: str, rows: list[int]) -> torch.Tensor:
+        return self._where[name].read_rows(name, rows)
 
     def close(self) -> None:
         for f in self.files:
@@ -131,6 +138,9 @@ class TorchPickleSource(TensorSource):
 
     def read(self, name: str) -> torch.Tensor:
         return self._sd[name].clone()
+
+    def read_rows(self, name: str, rows: list[int]) -> torch.Tensor:
+        return self._sd[name][torch.tensor(rows, dtype=torch.long)].clone()
 
 
 SHARD_RE = re.compile(r"-\d{5}-of-\d{5}\.safetensors$")

@@ -47,14 +47,23 @@ def token_id(tokenizer, text: str) -> int:
 
 def user_turn_start(ids: list[int], tokenizer) -> int:
     """Index of the first token of the user's text: after the last `<|end_header_id|>` and the tokens
-    of the blank line the template puts after it."""
+    that spell the blank line the template puts after it (one token with Llama-3's tokenizer; found by
+    decoding, so a tokenizer that splits it differently is handled too)."""
     header_end = token_id(tokenizer, HEADER_END)
     positions = [i for i, t in enumerate(ids) if t == header_end]
     if len(positions) < 2:
         raise InputError("a prompt in Tencent's two-turn template (system, then user)",
                          f"{len(positions)} end-of-header tokens", "do not put template tokens in the prompt")
     blank_line = VIDEO_TEMPLATE[VIDEO_TEMPLATE.rindex(HEADER_END) + len(HEADER_END):VIDEO_TEMPLATE.rindex("{}")]
-    return positions[-1] + 1 + len(tokenizer(blank_line, add_special_tokens=False)["input_ids"])
+    start = i = positions[-1] + 1
+    while i < len(ids):
+        spelled = tokenizer.decode(ids[start:i + 1])
+        if not blank_line.startswith(spelled):
+            break  # this token carries the user's text
+        i += 1
+        if spelled == blank_line:
+            break
+    return i
 
 
 def template_tokens(prompt: str, tokenizer, max_user_tokens: int = USER_TOKENS) -> TemplatedTokens:

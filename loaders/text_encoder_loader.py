@@ -1,0 +1,202 @@
+"""Load HunyuanVideo's text encoders from the files users have.
+
+LLaVA-Llama-3: Comfy-Org `llava_llama3_fp16.safetensors` / `llava_llama3_fp8_scaled.safetensors`
+(HF-Llama names under `model.`, fp8 + `scale_weight`), xtuner / Kijai HF folders (sharded with an index,
+tokenizer beside; full LLaVA files carry `language_model.` plus a vision tower and projector, which are
+ignored), diffusers `text_encoder/` folders (LlamaModel names, no prefix). Only layers 0..N−3 are ever
+read; they stream through `offload/`; the embedding table stays in the file and only the looked-up rows
+are read.
+
+CLIP-L: `clip_l.safetensors` (HF CLIPTextModel names with `text_model.`) or an HF / diffusers
+`text_encoder_2/` folder. Small, so it is loaded whole onto the device.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import StateDictError, WrongModelError, list_some
+from ..models.clip_encoder import ClipPooled, infer_clip_config
+from ..models.llama_encoder import LlamaStates, infer_llama_config
+from ..models.text_encoder import HunyuanTextEncoder
+from ..offload.source import PackedSource
+from ..offload.streamer import BlockStreamer
+from .dtypes import compute_dtype, dominant_float_dtype
+from .key_check import check_tensors, scale_names
+from .model_kind import describe_model
+from .recipes import Recipe, block_sources, read_recipe, recipe_meta
+from .tensor_source import TensorSource, open_checkpoint
+from .tokenizer_files import CLIP, LLAMA, find_tokenizer, load_clip_tokenizer, load_llama_tokenizer
+
+LLAMA_ANCHOR = "layers.0.self_attn.q_proj.weight"
+LLAVA_EXTRAS = ("vision_tower.", "multi_modal_projector.", "lm_head.", "language_model.lm_head.", "image_newline",
+                "model.vision_tower.", "model.multi_modal_projector.", "scaled_fp8")
+CLIP_ANCHOR = "embeddings.token_embedding.weight"
+CLIP_IGNORED = ("text_projection.weight", "logit_scale", "embeddings.position_ids", "scaled_fp8")
+
+
+@dataclass
+class LoadedTextEncoder:
+    encoder: HunyuanTextEncoder
+    streamer: BlockStreamer
+    llm_path: str
+    clip_path: str
+    sources: list[TensorSource] = field(repr=False, default_factory=list)
+
+    def encode(self, prompt: str, use_cache: bool = True):
+        return self.encoder.encode(prompt, use_cache)
+
+    @property
+    def stats(self):
+        return self.streamer.stats
+
+    def close(self) -> None:
+        self.streamer.detach()
+        for s in self.sources:
+            s.close()
+
+
+def file_identity(path: str) -> tuple:
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def _prefix(keys, anchor: str) -> str | None:
+    hits = [k[: -len(anchor)] for k in keys if k.endswith(anchor)]
+    return min(hits, key=len) if hits else None
+
+
+def _llama_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[str]]:
+    keys = source.keys()
+    prefix = _prefix(keys, LLAMA_ANCHOR)
+    if prefix is None:
+        raise WrongModelError("a LLaVA-Llama-3 text encoder (HF Llama names)",
+                              f"{describe_model(keys)} in {source.describe}",
+                              "pick llava_llama3_fp16.safetensors (or _fp8_scaled) from models/text_encoders")
+    recipes, unexpected = {}, []
+    for k in keys:
+        if k.startswith(prefix):
+            local = k[len(prefix):]
+            if not local.endswith(".scale_input") and local not in ("norm.weight", "rotary_emb.inv_freq", "scaled_fp8"):
+                recipes[local] = Recipe((k,))
+        elif not k.startswith(LLAVA_EXTRAS):
+            unexpected.append(k)
+    return prefix, recipes, unexpected
+
+
+def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: float | None, host_tier: str):
+    source = open_checkpoint(path, subfolders=("text_encoder",))
+    try:
+        prefix, recipes, unexpected = _llama_recipes(source)
+        metas = {n: recipe_meta(source, r, n) for n, r in recipes.items()}
+        config = infer_llama_config({n: m.shape for n, m in metas.items()}, source.describe)
+        used = config.num_hidden_layers
+        recipes = {n: r for n, r in recipes.items()
+                   if not ((m := re.match(r"layers\.(\d+)\.", n)) and int(m.group(1)) >= used)}
+        metas = {n: metas[n] for n in recipes}
+        llama = LlamaStates(config, device)
+        expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(llama.layers)
+                    for n, p in layer.named_parameters()}
+        expected["embed_tokens.weight"] = (config.vocab_size, config.hidden_size)
+        layer_scales = {f"layers.{i}.{n}" for i, layer in enumerate(llama.layers)
+                        for n in scale_names(layer, [k[len(f"layers.{i}."):] for k in metas if k.startswith(f"layers.{i}.")])}
+        check_tensors(expected, metas, optional=layer_scales, unused=unexpected, describe=source.describe,
+                      what="the LLaVA-Llama-3 text encoder")
+
+        file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if n.startswith("layers."))
+        dtype = compute_dtype("auto", file_dtype, device)
+
+        def block_of(name):
+            m = re.match(r"layers\.(\d+)\.(.+)", name)
+            return (int(m.group(1)), m.group(2)) if m else None
+
+        blocks, fixed = block_sources(source, recipes, metas, used, block_of, lambda n, meta, b: meta.dtype)
+        embed_name = prefix + "embed_tokens.weight"
+        streamer = BlockStreamer(llama, llama.layers, PackedSource(blocks), device, prefetch=prefetch,
+                                 host_tier=host_tier)
+        streamer.what = "the LLaVA text encoder"
+        if vram_budget_gb is not None:
+            streamer.budget_bytes = int(vram_budget_gb * 1024 ** 3)
+        return llama, streamer, (lambda ids: source.read_rows(embed_name, ids)), dtype, source, fixed
+    except BaseException:
+        source.close()
+        raise
+
+
+def _load_clip(path: str, device: torch.device, tokenizer) -> tuple[ClipPooled, TensorSource]:
+    source = open_checkpoint(path, subfolders=("text_encoder_2",))
+    try:
+        keys = source.keys()
+        prefix = _prefix(keys, CLIP_ANCHOR)
+        if prefix is None:
+            raise WrongModelError("a CLIP-L text encoder (HF CLIPTextModel names)",
+                                  f"{describe_model(keys)} in {source.describe}",
+                                  "pick clip_l.safetensors from models/text_encoders (or models/clip)")
+        local = {k[len(prefix):]: k for k in keys if k.startswith(prefix) and not k[len(prefix):].endswith(CLIP_IGNORED)}
+        outside = [k for k in keys if not k.startswith(prefix) and k not in CLIP_IGNORED]
+        metas = {n: source.info(k) for n, k in local.items()}
+        config = infer_clip_config({n: m.shape for n, m in metas.items()}, source.describe,
+                                   eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                                   pad_token_id=tokenizer.pad_token_id)
+        clip = ClipPooled(config)
+        model_keys = [k for k in clip.expected_keys() if not k.endswith("position_ids")]
+        lead = "text_model." if model_keys and model_keys[0].startswith("text_model.") else ""
+        shapes = dict(clip.model.state_dict())
+        check_tensors({k: tuple(shapes[k].shape) for k in model_keys}, {lead + n: m for n, m in metas.items()},
+                      unused=outside, describe=source.describe, what="CLIP-L")
+        dtype = compute_dtype("auto", dominant_float_dtype(m.dtype for m in metas.values()), device)
+        clip.load({lead + n: _dequantised(source, k) for n, k in local.items()}, device, dtype)
+        return clip, source
+    except BaseException:
+        source.close()
+        raise
+
+
+def _dequantised(source: TensorSource, key: str) -> torch.Tensor:
+    t = source.read(key)
+    scale_key = key[: -len("weight")] + "scale_weight" if key.endswith(".weight") else None
+    if scale_key and scale_key in source:
+        t = t.float() * source.read(scale_key).float()
+    return t
+
+
+def load_text_encoder(llm_path: str, clip_path: str, device: str | torch.device = "cpu", *,
+                      tokenizer_dir: str | None = None, host_tokenizer_dirs: dict[str, str] | None = None,
+                      prefetch_blocks: int = 1, vram_budget_gb: float | None = 0, host_tier: str = "mapped"
+                      ) -> LoadedTextEncoder:
+    """Both encoders and their tokenizers, ready to `encode(prompt)`.
+
+    host_tokenizer_dirs: {"llama": dir, "clip": dir} bundled with the host (the node layer fills it).
+    host_tier: "mapped" by default: the encoder runs once per prompt, so its layers are read from the
+    file through the page cache instead of pinning 16 GB next to the DiT.
+    """
+    device = torch.device(device)
+    host = host_tokenizer_dirs or {}
+    llama_tok = load_llama_tokenizer(find_tokenizer(LLAMA, llm_path, tokenizer_dir or None,
+                                                    [host.get("llama")] if host.get("llama") else []))
+    clip_tok = load_clip_tokenizer(find_tokenizer(CLIP, clip_path, tokenizer_dir or None,
+                                                  [host.get("clip")] if host.get("clip") else []))
+    llama, streamer, rows, dtype, llm_source, fixed = _load_llama(llm_path, device, prefetch_blocks, vram_budget_gb,
+                                                                  host_tier)
+    if set(fixed) != {"embed_tokens.weight"}:
+        llm_source.close()
+        raise StateDictError("only the embedding table outside the decoder layers",
+                             f"also {list_some(sorted(set(fixed) - {'embed_tokens.weight'}))}", "use an official file")
+    try:
+        clip, clip_source = _load_clip(clip_path, device, clip_tok)
+    except BaseException:
+        streamer.detach()
+        llm_source.close()
+        raise
+    identity = (file_identity(_first_file(llm_source)), file_identity(_first_file(clip_source)), str(device), str(dtype))
+    encoder = HunyuanTextEncoder(llama, rows, clip, llama_tok, clip_tok, device, dtype, identity)
+    return LoadedTextEncoder(encoder, streamer, llm_path, clip_path, [llm_source, clip_source])
+
+
+def _first_file(source: TensorSource) -> str:
+    files = getattr(source, "files", None)
+    return files[0].path if files else source.describe

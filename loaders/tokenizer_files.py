@@ -1,0 +1,68 @@
+"""Find and load the two tokenizers without any hub access.
+
+Where we look, in order: the folder the user named (`tokenizer_dir`), then beside the weights (the
+weights' own folder, its `tokenizer/` / `tokenizer_2/` subfolders, and a diffusers pipeline's sibling
+`tokenizer/` / `tokenizer_2/` folders), then the host's bundled copies (ComfyUI ships CLIP's in
+`comfy/sd1_tokenizer` and Llama-3's in `comfy/text_encoders/llama_tokenizer`; the node layer passes
+them in). The error names every place searched.
+
+Llama-3's tokenizer is `tokenizer.json` (+ `tokenizer_config.json`), loaded as a plain
+`PreTrainedTokenizerFast` (transformers 5's `LlamaTokenizerFast.from_pretrained` rebuilds a different
+tokenizer). CLIP's is `vocab.json` + `merges.txt`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import NotFoundError
+
+LLAMA = ("LLaVA-Llama-3", ("tokenizer.json",), ("tokenizer",))
+CLIP = ("CLIP-L", ("vocab.json", "merges.txt"), ("tokenizer_2", "tokenizer"))
+
+
+def _beside(weights_path: str, subfolders: tuple[str, ...]) -> list[str]:
+    base = weights_path if os.path.isdir(weights_path) else os.path.dirname(os.path.abspath(weights_path))
+    dirs = [base] + [os.path.join(base, s) for s in subfolders]
+    dirs += [os.path.join(os.path.dirname(base), s) for s in subfolders]  # diffusers: text_encoder/../tokenizer
+    return dirs
+
+
+def find_tokenizer(kind, weights_path: str, explicit: str | None = None, host_dirs=()) -> str:
+    name, files, subfolders = kind
+    places = ([("the tokenizer_dir you gave", explicit)] if explicit else []) + \
+        [("beside the weights", d) for d in _beside(weights_path, subfolders)] + \
+        [("bundled with ComfyUI", d) for d in host_dirs if d]
+    for _, d in places:
+        if all(os.path.isfile(os.path.join(d, f)) for f in files):
+            return d
+    searched = "; ".join(f"{where}: {d}" for where, d in places)
+    if not host_dirs:
+        searched += "; bundled with ComfyUI: (no ComfyUI host found)"
+    raise NotFoundError(f"the {name} tokenizer files ({', '.join(files)})", f"none in {searched}",
+                        f"put {' and '.join(files)} beside the weights, or give the folder that holds them "
+                        "as tokenizer_dir")
+
+
+def load_llama_tokenizer(folder: str):
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {}
+    config = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            cfg = json.load(f)
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = cfg.get(key)
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str):
+                specials[key] = value
+    return PreTrainedTokenizerFast(tokenizer_file=os.path.join(folder, "tokenizer.json"), **specials)
+
+
+def load_clip_tokenizer(folder: str):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))

@@ -1,0 +1,109 @@
+"""LLaVA-Llama-3 as HunyuanVideo's text encoder: transformers' Llama decoder layers, config from shapes.
+
+Only what is used is built: the first N−2 decoder layers (HunyuanVideo conditions on the output of
+layer N−2, `hidden_states[-3]`, before the final norm), no final norm, no LM head, no embedding table
+(rows are looked up on the host and only those rows reach the device). The layers' Linear and RMSNorm
+modules are swapped for ours, which compute in the activation dtype whatever the stored dtype (fp16,
+bf16, fp8 with scale), so streamed fp8 weights stay fp8 until they are used.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from ..errors import StateDictError, UnsupportedVariantError
+from .layers import Linear, meta_param
+
+HEAD_DIM = 128
+ROPE_THETA = 500000.0
+RMS_EPS = 1e-5
+SKIP_LAST_LAYERS = 2  # hidden_states[-3]: the output of layer N-2
+
+
+class LlamaRMSNorm(nn.Module):
+    """Llama's RMSNorm (fp32 statistics, weight × normalised input in the input dtype)."""
+
+    def __init__(self, dim: int, eps: float = RMS_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = meta_param(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight.to(x.dtype) * xf.to(x.dtype)
+
+
+def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str):
+    """A transformers LlamaConfig from Llama-named shapes (prefix already stripped)."""
+    import transformers
+
+    def shape(name):
+        if name not in shapes:
+            raise StateDictError(f"tensor {name!r} of a Llama text encoder", f"no such tensor in {describe}",
+                                 "the file is incomplete or not LLaVA-Llama-3")
+        return shapes[name]
+
+    vocab, hidden = shape("embed_tokens.weight")
+    q_rows, q_in = shape("layers.0.self_attn.q_proj.weight")
+    k_rows = shape("layers.0.self_attn.k_proj.weight")[0]
+    if hidden % HEAD_DIM or q_rows % HEAD_DIM or k_rows % HEAD_DIM:
+        raise UnsupportedVariantError(
+            f"a Llama with head dim {HEAD_DIM} (hidden size a multiple of {HEAD_DIM}; LLaVA-Llama-3-8B: 4096)",
+            f"hidden size {hidden}, q_proj rows {q_rows}, k_proj rows {k_rows} in {describe}",
+            "use llava_llama3_fp16.safetensors / llava_llama3_fp8_scaled.safetensors or the xtuner LLaVA-Llama-3 folder")
+    if q_in != hidden:
+        raise StateDictError("q_proj input width = embedding width", f"{q_in} vs {hidden} in {describe}",
+                             "the file mixes tensors of different models")
+    layers = len({int(m.group(1)) for k in shapes if (m := re.match(r"layers\.(\d+)\.", k))})
+    if layers <= SKIP_LAST_LAYERS:
+        raise StateDictError(f"more than {SKIP_LAST_LAYERS} decoder layers", f"{layers} in {describe}",
+                             "the file is incomplete")
+    kwargs = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=shape("layers.0.mlp.gate_proj.weight")[0],
+                  num_hidden_layers=layers - SKIP_LAST_LAYERS, num_attention_heads=q_rows // HEAD_DIM,
+                  num_key_value_heads=k_rows // HEAD_DIM, head_dim=HEAD_DIM, rms_norm_eps=RMS_EPS,
+                  max_position_embeddings=8192, attention_bias="layers.0.self_attn.q_proj.bias" in shapes,
+                  mlp_bias="layers.0.mlp.gate_proj.bias" in shapes, tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(rope_theta=ROPE_THETA, **kwargs)  # 5.x moves it into rope_parameters
+    cfg._attn_implementation = "sdpa"
+    cfg.total_layers = layers
+    return cfg
+
+
+def _swap_modules(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Linear(child.in_features, child.out_features, bias=child.bias is not None))
+        elif type(child).__name__.endswith("RMSNorm"):
+            setattr(module, name, LlamaRMSNorm(child.weight.shape[0], getattr(child, "variance_epsilon", RMS_EPS)))
+        else:
+            _swap_modules(child)
+
+
+class LlamaStates(nn.Module):
+    """Embeddings in, the output of layer N−2 out (no final norm)."""
+
+    def __init__(self, config, device: torch.device):
+        super().__init__()
+        import transformers
+        from transformers.models.llama import modeling_llama
+
+        with torch.device("meta"):
+            self.model = transformers.LlamaModel(config)
+        _swap_modules(self.model.layers)
+        self.model.norm = nn.Identity()
+        self.model.embed_tokens = None  # looked up on the host
+        with torch.device("cpu"):  # real frequencies (the meta skeleton's are placeholders)
+            self.model.rotary_emb = modeling_llama.LlamaRotaryEmbedding(config=config).to(device)
+        self.hidden = config.hidden_size
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return list(self.model.layers)
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+

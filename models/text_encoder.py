@@ -1,0 +1,74 @@
+"""HunyuanVideo's prompt encoding: LLaVA-Llama-3 states of the user turn + CLIP-L's pooled vector.
+
+Matches diffusers' `HunyuanVideoPipeline.encode_prompt` token for token, with two differences that do
+not change the result: the template's text budget is 256 *user* tokens (the template comes on top), and
+padding is never computed (batch 1, causal attention: the valid tokens' states are the same), so the
+states come back unpadded with an all-ones mask.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .clip_encoder import ClipPooled
+from .llama_encoder import LlamaStates
+from .prompt import CLIP_TOKENS, USER_TOKENS, template_tokens
+
+_CACHE: "OrderedDict[tuple, PromptEmbeds]" = OrderedDict()
+CACHE_SIZE = 32
+
+
+@dataclass
+class PromptEmbeds:
+    states: torch.Tensor  # [1, L, 4096] float32, CPU: the user turn's LLaVA states
+    mask: torch.Tensor  # [1, L] int64, all ones (no padding)
+    pooled: torch.Tensor  # [1, 768] float32, CPU: CLIP-L pooled output
+    dropped_tokens: int = 0
+
+
+class HunyuanTextEncoder:
+    def __init__(self, llama: LlamaStates, embed_rows: Callable[[list[int]], torch.Tensor], clip: ClipPooled,
+                 llama_tokenizer, clip_tokenizer, device: torch.device, dtype: torch.dtype, identity: tuple = ()):
+        self.llama = llama
+        self.embed_rows = embed_rows  # token ids → their embedding rows, read on the host
+        self.clip = clip
+        self.llama_tokenizer = llama_tokenizer
+        self.clip_tokenizer = clip_tokenizer
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.identity = identity  # the encoder files (path, size, mtime): part of the cache key
+        self.max_user_tokens = USER_TOKENS
+
+    @torch.no_grad()
+    def llama_states(self, prompt: str) -> tuple[torch.Tensor, int]:
+        tokens = template_tokens(prompt, self.llama_tokenizer, self.max_user_tokens)
+        embeds = self.embed_rows(tokens.ids).to(device=self.device, dtype=self.dtype).unsqueeze(0)
+        states = self.llama(embeds)[:, tokens.crop:]
+        return states.float().cpu(), tokens.dropped
+
+    @torch.no_grad()
+    def clip_pooled(self, prompt: str) -> torch.Tensor:
+        ids = self.clip_tokenizer(prompt, padding="max_length", max_length=CLIP_TOKENS, truncation=True,
+                                  return_tensors="pt")["input_ids"]
+        return self.clip(ids.to(self.device)).float().cpu()
+
+    def encode(self, prompt: str, use_cache: bool = True) -> PromptEmbeds:
+        key = (self.identity, self.max_user_tokens, prompt)
+        if use_cache and self.identity and key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        states, dropped = self.llama_states(prompt)
+        out = PromptEmbeds(states, torch.ones(states.shape[:2], dtype=torch.long), self.clip_pooled(prompt), dropped)
+        if self.identity:
+            _CACHE[key] = out
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        return out
+
+
+def clear_prompt_cache() -> None:
+    _CACHE.clear()
