@@ -64,7 +64,7 @@ class SafetensorsFile:
         try:
             self.tensors, self.metadata = self._parse_header()
         except BaseException:
-            os.close(self._fd)
+            self.close()  # and forget the number: __del__ must not close a reused descriptor
             raise
 
     # -- header ---------------------------------------------------------------------------------
@@ -166,9 +166,9 @@ class SafetensorsFile:
         return out.view(info.dtype)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
 
     def __del__(self):
         try:

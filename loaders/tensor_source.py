@@ -69,7 +69,13 @@ class TensorSource:
 
 class SafetensorsSource(TensorSource):
     def __init__(self, paths: list[str]):
-        self.files = [SafetensorsFile(p) for p in paths]
+        self.files: list[SafetensorsFile] = []
+        try:
+            for p in paths:
+                self.files.append(SafetensorsFile(p))
+        except BaseException:
+            self.close()
+            raise
         self._where: dict[str, SafetensorsFile] = {}
         self.metadata = {}
         for f in self.files:
