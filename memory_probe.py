@@ -1,0 +1,53 @@
+"""Peak bytes of the tensors a piece of code creates: measured on real runs, or predicted without
+allocating anything by running the code on fake tensors (torch's FakeTensorMode).
+
+A TorchDispatchMode sees every aten op's outputs; each new storage counts until it is freed. Tensors
+that existed before (weights, inputs) are not counted. Used to size VAE tiles for a memory budget and by
+the tests that check memory is bounded; shared/tools/memest is the validated big brother of the same idea.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
+
+
+class LiveBytes(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = WeakIdKeyDictionary()
+        self.cur = self.peak = 0
+
+    def _free(self, nbytes: int) -> None:
+        self.cur -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                st = t.untyped_storage()
+                if st not in self.seen:
+                    self.seen[st] = nb = st.nbytes()
+                    weakref.finalize(st, self._free, nb)
+                    self.cur += nb
+        self.peak = max(self.peak, self.cur)
+        return out
+
+
+def fake_peak_bytes(fn: Callable[..., object], *shapes_dtypes_devices) -> int:
+    """Peak bytes `fn(*inputs)` would allocate, inputs given as (shape, dtype, device); nothing real is
+    allocated (module weights may be real: they are read as fake)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        inputs = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype, device in shapes_dtypes_devices]
+        probe = LiveBytes()
+        with probe:
+            out = fn(*inputs)
+        del out
+    return probe.peak
