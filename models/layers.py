@@ -35,19 +35,20 @@ class Linear(nn.Module):
         self.weight = meta_param(out_features, in_features)
         self.bias = meta_param(out_features) if bias else None
         self.register_buffer("scale_weight", None)  # bound by the loader for scaled-fp8 files
-        self.lora: list = []  # low-rank adapters applied on the compute device (see loaders/lora.py)
+        self.lora: list = []  # LoRA adapters, merged into the weight at use (see loaders/lora.py)
 
     def compute_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight as used: upcast (× scale) on the compute device, LoRA deltas added to that copy
+        only, so the stored weight — resident or streamed, bf16 or fp8 — is never modified."""
         w = self.weight.to(dtype)
         if self.scale_weight is not None:
             w = w * self.scale_weight.to(dtype)
+        for adapter in self.lora:
+            w = adapter.merge(w)
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.compute_weight(x.dtype), cast(self.bias, x.dtype))
-        for adapter in self.lora:
-            out = adapter(x, out)
-        return out
+        return F.linear(x, self.compute_weight(x.dtype), cast(self.bias, x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

@@ -1,0 +1,174 @@
+"""The stages in order — encode the prompt, sample, decode — for the CLI and the nodes alike.
+
+Data between stages is what ComfyUI passes: CONDITIONING `[[states [1,L,4096], {"pooled_output": [1,768],
+"attention_mask": [1,L]}]]` and raw VAE latents `[B,16,T,H/8,W/8]` (the VAE's scaling factor is applied
+here, inside the sampler, as native ComfyUI does), so HyStream's stages and native nodes mix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import InputError
+from .loaders.lora import LoRA, attach_loras
+from .models.text_encoder import PromptEmbeds
+from .sampling.euler import Step, cfg_combine, euler, noise, noised
+from .sampling.schedule import shifted_sigmas, start_index
+from .vae import codec as vae_codec
+from .vae.model import SCALING_FACTOR
+from .vae.tiling import Hooks, TileSpec
+
+log = logging.getLogger("hystream")
+LATENT_CHANNELS = 16
+
+
+# -- conditioning ----------------------------------------------------------------------------------
+def to_conditioning(embeds: PromptEmbeds) -> list:
+    """ComfyUI's native CONDITIONING for HunyuanVideo."""
+    return [[embeds.states, {"pooled_output": embeds.pooled, "attention_mask": embeds.mask}]]
+
+
+@dataclass
+class Cond:
+    states: torch.Tensor  # [1, L, C]
+    mask: torch.Tensor | None  # [1, L] or None (all valid)
+    pooled: torch.Tensor  # [1, P]
+
+
+def read_conditioning(cond, what: str = "positive") -> Cond:
+    """Accept CONDITIONING made by HyStreamTextEncode or by ComfyUI's own HunyuanVideo text encoder
+    (attention_mask optional, text not padded)."""
+    fix = "connect the CONDITIONING of HyStreamTextEncode (or ComfyUI's HunyuanVideo text encoder)"
+    if not isinstance(cond, (list, tuple)) or not cond or not isinstance(cond[0], (list, tuple)) or len(cond[0]) < 2:
+        raise InputError(f"{what} CONDITIONING: [[states, {{'pooled_output': ...}}]]", f"{type(cond).__name__}", fix)
+    if len(cond) > 1:
+        log.warning("HyStream: the %s conditioning has %d entries; the first one is used", what, len(cond))
+    states, extra = cond[0][0], cond[0][1]
+    if not torch.is_tensor(states) or states.dim() != 3 or states.shape[0] != 1:
+        raise InputError(f"{what} text states [1, L, 4096]", f"{getattr(states, 'shape', type(states).__name__)}", fix)
+    pooled = extra.get("pooled_output") if isinstance(extra, dict) else None
+    if pooled is None:
+        raise InputError(f"a pooled CLIP-L vector ('pooled_output') in the {what} CONDITIONING", "none",
+                         fix + "; a conditioning from another model family has no HunyuanVideo pooled vector")
+    mask = extra.get("attention_mask")
+    if mask is not None:
+        mask = mask.reshape(1, -1)
+        if mask.shape[1] != states.shape[1]:
+            raise InputError(f"an attention_mask as long as the text ({states.shape[1]})", f"{mask.shape[1]}", fix)
+    return Cond(states, mask, pooled.reshape(1, -1))
+
+
+# -- sizes -----------------------------------------------------------------------------------------
+def check_video_size(width: int, height: int, frames: int) -> None:
+    """Before any model work: sides multiples of 16 (8× VAE, 2× DiT patches), 4k+1 frames."""
+    bad = []
+    if width < 16 or width % 16:
+        bad.append(f"width {width}")
+    if height < 16 or height % 16:
+        bad.append(f"height {height}")
+    if frames < 1 or (frames - 1) % 4:
+        bad.append(f"{frames} frames")
+    if bad:
+        near = f"{max(16, round(width / 16) * 16)}×{max(16, round(height / 16) * 16)}, {max(1, round((frames - 1) / 4) * 4 + 1)} frames"
+        raise InputError("width and height multiples of 16 and a frame count of 4k+1 (1, 5, 9, …, 129)",
+                         ", ".join(bad), f"use e.g. {near}")
+
+
+def empty_latent(width: int, height: int, frames: int, batch: int = 1) -> torch.Tensor:
+    """The same zeros ComfyUI's EmptyHunyuanLatentVideo makes."""
+    check_video_size(width, height, frames)
+    return torch.zeros(batch, LATENT_CHANNELS, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+
+def check_latent(latent: torch.Tensor) -> None:
+    if not torch.is_tensor(latent) or latent.dim() != 5 or latent.shape[1] != LATENT_CHANNELS:
+        raise InputError(f"a video LATENT [B, {LATENT_CHANNELS}, T, H/8, W/8]",
+                         f"{getattr(latent, 'shape', type(latent).__name__)}",
+                         "use EmptyHunyuanLatentVideo or HyStreamVAEEncode for the latent")
+    h, w = latent.shape[3], latent.shape[4]
+    if h % 2 or w % 2:
+        raise InputError("a latent whose pixel width and height are multiples of 16",
+                         f"a latent of {w * 8}×{h * 8} px", f"use {w // 2 * 16}×{h // 2 * 16} or {(w + 1) // 2 * 16}×{(h + 1) // 2 * 16}")
+
+
+# -- sampling --------------------------------------------------------------------------------------
+@dataclass
+class SampleSettings:
+    seed: int = 0
+    steps: int = 30
+    flow_shift: float = 7.0
+    embedded_guidance: float = 6.0
+    denoise: float = 1.0
+    cfg: float = 1.0
+
+
+def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = SampleSettings(), *, negative=None,
+           loras: tuple[tuple[LoRA, float], ...] = (), on_step: Callable[[Step], None] | None = None,
+           interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """Flow-matching Euler sampling with the streamed DiT. `latent`: raw VAE latents (zeros for text-to-
+    video; encoded video for video-to-video with denoise < 1). Returns raw latents, float32, CPU."""
+    check_latent(latent)
+    s = settings
+    if s.cfg < 1.0:
+        raise InputError("cfg ≥ 1 (1 = off)", f"{s.cfg}", "use 1.0, or 4-8 with a negative prompt")
+    pos = read_conditioning(positive, "positive")
+    neg = read_conditioning(negative, "negative") if (negative is not None and s.cfg > 1.0) else None
+    if s.cfg > 1.0 and neg is None:
+        raise InputError("a negative CONDITIONING when cfg > 1", "none", "connect a negative prompt or set cfg to 1")
+    sigmas = shifted_sigmas(s.steps, s.flow_shift)
+    first = start_index(s.steps, s.denoise)
+    raw = latent.float().cpu()
+    if first >= s.steps:
+        return raw.clone()  # denoise 0: nothing to do
+    sigmas = sigmas[first:]
+    eps = noise(tuple(raw.shape), s.seed)
+    x = eps if first == 0 else noised(raw * SCALING_FACTOR, eps, sigmas[0])
+    batch = raw.shape[0]
+    model = dit.model
+    guidance = torch.full((batch,), s.embedded_guidance * 1000.0)
+
+    def run(cond: Cond, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        states = cond.states.expand(batch, -1, -1)
+        mask = cond.mask.expand(batch, -1) if cond.mask is not None else None
+        pooled = cond.pooled.expand(batch, -1)
+        return dit(xt, t.expand(batch), states, mask, pooled, guidance).float().cpu()
+
+    def velocity(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if interrupt is not None:
+            interrupt()
+        v = run(pos, xt, t)
+        return cfg_combine(v, run(neg, xt, t), s.cfg) if neg is not None else v
+
+    text = max(pos.states.shape[1], neg.states.shape[1] if neg is not None else 0)
+    streamer = dit.streamer
+    streamer.interrupt = interrupt
+    try:
+        with torch.no_grad(), attach_loras(model, loras), \
+                streamer.session(activation_bytes=model.activation_bytes(tuple(x.shape), text)):
+            x = euler(velocity, x, sigmas, on_step)
+    finally:
+        streamer.interrupt = None
+    return x / SCALING_FACTOR
+
+
+
+# -- the other stages ------------------------------------------------------------------------------
+def encode_prompt(text_encoder, prompt: str) -> list:
+    """Prompt → native CONDITIONING (cached per prompt and encoder files)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("a non-empty prompt", repr(prompt), "describe the video you want")
+    return to_conditioning(text_encoder.encode(prompt))
+
+
+def decode(vae, latent: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
+    """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1]."""
+    return vae_codec.decode(vae.model, latent, spec, hooks)
+
+
+def encode_video(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
+    """IMAGE frames → raw latents (posterior mean), cropped to 4k+1 frames and sides multiple of 16."""
+    return vae_codec.encode(vae.model, frames, spec, crop=True, hooks=hooks)
