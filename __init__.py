@@ -4,13 +4,7 @@ ComfyUI imports this file and reads NODE_CLASS_MAPPINGS. Outside ComfyUI (CLI, t
 package imports without the host and the mappings are empty (the ComfyUI-GGUF pattern).
 """
 
-from .nodes.host import HOST_AVAILABLE
-
-if HOST_AVAILABLE:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-else:
-    NODE_CLASS_MAPPINGS: dict = {}
-    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __version__ = "0.1.0"
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -40,6 +40,8 @@ class LoadedDiT:
     path: str
     file_dtype: torch.dtype
     source: TensorSource = field(repr=False)
+    fixed_host: dict = field(repr=False, default_factory=dict)  # the non-block tensors, on the host
+    on_device: bool = False
 
     def __call__(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -47,6 +49,21 @@ class LoadedDiT:
     @property
     def stats(self):
         return self.streamer.stats
+
+    def to_device(self) -> None:
+        """Place the non-block parts on the compute device (blocks arrive with each run)."""
+        if not self.on_device:
+            device = self.model.device
+            bind(self.model, {n: t.to(device, non_blocking=True) for n, t in self.fixed_host.items()})
+            self.on_device = True
+
+    def release_device(self) -> None:
+        """Hold nothing on the compute device between runs: resident blocks and the non-block parts go
+        back to the host (the host store stays, so the next run starts without touching the disk)."""
+        self.streamer.set_resident(())
+        if self.model.device.type != "cpu" and self.on_device:
+            bind(self.model, self.fixed_host)
+            self.on_device = False
 
     def close(self) -> None:
         """Free device buffers, pinned memory and the file handles."""
@@ -104,8 +121,9 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
 
         blocks, fixed_recipes = block_sources(source, layout.recipes, metas, cfg.num_blocks,
                                               lambda n: _block_index(n, cfg), store)
-        fixed = {n: read_recipe(source, r, dt).to(device) for n, (r, dt) in fixed_recipes.items()}
-        bind(model, fixed)
+        fixed = {n: read_recipe(source, r, dt) for n, (r, dt) in fixed_recipes.items()}
+        if device.type == "cuda":
+            fixed = {n: t.pin_memory() for n, t in fixed.items()}
 
         if resident_blocks == "all":
             resident = range(cfg.num_blocks)
@@ -121,7 +139,9 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         if vram_budget_gb is not None and resident_blocks is None:
             streamer.budget_bytes = int(vram_budget_gb * 1024 ** 3)
             streamer.activation_estimate = _activation_estimate(model)
-        return LoadedDiT(model, streamer, cfg, layout.name, str(path), file_dtype, source)
+        loaded = LoadedDiT(model, streamer, cfg, layout.name, str(path), file_dtype, source, fixed)
+        loaded.to_device()
+        return loaded
     except BaseException:
         source.close()
         raise

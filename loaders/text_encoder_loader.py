@@ -54,6 +54,15 @@ class LoadedTextEncoder:
     def stats(self):
         return self.streamer.stats
 
+    def to_device(self) -> None:
+        self.encoder.clip.to(self.encoder.device)
+
+    def release_device(self) -> None:
+        """Nothing on the compute device between prompts: CLIP-L goes to the host, no layer stays."""
+        self.streamer.set_resident(())
+        if self.encoder.device.type != "cpu":
+            self.encoder.clip.to("cpu")
+
     def close(self) -> None:
         self.streamer.detach()
         for s in self.sources:

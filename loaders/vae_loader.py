@@ -33,10 +33,17 @@ class LoadedVAE:
     path: str
     has_encoder: bool
     source: TensorSource = field(repr=False, default=None)
+    device: torch.device = torch.device("cpu")  # the compute device it was loaded for
 
     @property
     def cfg(self) -> VAEConfig:
         return self.model.cfg
+
+    def to_device(self) -> None:
+        self.model.to(self.device)
+
+    def release_device(self) -> None:
+        self.model.to("cpu")
 
     def close(self) -> None:
         self.model.to("meta")
@@ -114,7 +121,7 @@ def load_vae(path: str, device: str | torch.device = "cpu", dtype: torch.dtype |
             model.encoder = None
         model.eval()
         layout = "Comfy-Org repackaged (ldm names)" if ldm else "diffusers / Tencent names"
-        return LoadedVAE(model, layout, str(path), has_encoder, source)
+        return LoadedVAE(model, layout, str(path), has_encoder, source, device)
     except BaseException:
         source.close()
         raise

@@ -1,4 +1,23 @@
-"""Thin ComfyUI node classes, one file per stage (filled by the node issue)."""
+"""Thin ComfyUI node classes, one file per stage; the maths lives below them."""
+
+from .host import HOST_AVAILABLE
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+if HOST_AVAILABLE:
+    from .loader_nodes import HyStreamDiTLoader, HyStreamLoRA, HyStreamTextEncoderLoader, HyStreamVAELoader
+    from .sampler import HyStreamSampler
+    from .text_encode import HyStreamTextEncode
+    from .vae_nodes import HyStreamVAEDecode, HyStreamVAEEncode
+    from .video_nodes import HyStreamLoadVideo, HyStreamSaveVideo
+
+    _NODES = {
+        HyStreamDiTLoader: "HyStream DiT Loader", HyStreamTextEncoderLoader: "HyStream Text Encoder Loader",
+        HyStreamVAELoader: "HyStream VAE Loader", HyStreamTextEncode: "HyStream Text Encode",
+        HyStreamLoRA: "HyStream LoRA", HyStreamSampler: "HyStream Sampler", HyStreamVAEDecode: "HyStream VAE Decode",
+        HyStreamVAEEncode: "HyStream VAE Encode", HyStreamSaveVideo: "HyStream Save Video",
+        HyStreamLoadVideo: "HyStream Load Video",
+    }
+    NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
+    NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in _NODES.items()}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +60,7 @@ class ComfyHost:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
             try:
                 self.get("/system_stats")
+                self.startup_log = self.log()
                 return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.5)
@@ -93,3 +95,73 @@ class ComfyHost:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+
+def upload(host: "ComfyHost", path: str, name: str) -> dict:
+    """POST /upload/image (ComfyUI's upload for images and videos alike) → the stored name."""
+    boundary = "----hystream" + os.urandom(8).hex()
+    with open(path, "rb") as f:
+        data = f.read()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            f"Content-Type: video/mp4\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(host.url + "/upload/image", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def run_prompt(host: "ComfyHost", workflow: dict, timeout: float = 300, on_message=None) -> dict:
+    """Queue an API-format workflow as an automation client does: open the websocket, POST /prompt,
+    follow the messages to the end, fetch /history. Returns {"status", "messages", "history", "error"}."""
+    import uuid
+
+    import websocket
+
+    client = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{host.port}/ws?clientId={client}", timeout=timeout)
+    try:
+        code, answer = host.post("/prompt", {"prompt": workflow, "client_id": client})
+        if code != 200:
+            return {"status": "rejected", "code": code, "answer": answer, "messages": []}
+        prompt_id = answer["prompt_id"]
+        messages, status, error = [], None, None
+        deadline = time.time() + timeout
+        while status is None and time.time() < deadline:
+            raw = ws.recv()
+            if isinstance(raw, bytes):  # previews
+                messages.append({"type": "preview", "data": {}})
+                continue
+            msg = json.loads(raw)
+            data = msg.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            messages.append(msg)
+            if on_message:
+                on_message(msg)
+            kind = msg["type"]
+            if kind == "execution_success" or (kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id):
+                status = "success"
+            elif kind == "execution_error":
+                status, error = "error", data
+            elif kind == "execution_interrupted":
+                status = "interrupted"
+        if status is None:
+            raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+        history = {}
+        while time.time() < deadline:  # the history entry lands just after the last websocket message
+            history = host.get(f"/history/{prompt_id}").get(prompt_id, {})
+            if history.get("status", {}).get("completed") is not None or history.get("outputs"):
+                break
+            time.sleep(0.1)
+        return {"status": status, "messages": messages, "history": history, "error": error, "prompt_id": prompt_id}
+    finally:
+        ws.close()
+
+
+def fetch_output(host: "ComfyHost", item: dict, dest: str) -> str:
+    query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                                    "type": item.get("type", "output")})
+    with urllib.request.urlopen(f"{host.url}/view?{query}", timeout=60) as r, open(dest, "wb") as f:
+        f.write(r.read())
+    return dest

@@ -41,7 +41,25 @@ def comfy_snapshot():
     path = find_comfyui()
     if path is None:
         reason = "no ComfyUI host: set COMFYUI_PATH or place the snapshot at ../shared/comfyui"
-        if os.environ.get("HYSTREAM_REQUIRE_HOST"):
+        if os.environ.get("HYSTREAM_REQUIRE_HOST") or os.environ.get("CI"):
             pytest.fail(reason + " (HYSTREAM_REQUIRE_HOST is set: host tests must run)")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def comfy_host(comfy_snapshot, tmp_path_factory):
+    """One real ComfyUI for the session, with the pack linked under another folder name and tiny random
+    models in the real layouts (tokenizers beside the text encoders) in an extra model folder."""
+    from comfy_host import ComfyHost
+
+    from hystream.demo import build_models
+
+    root = tmp_path_factory.mktemp("comfy_session")
+    models = build_models(str(root / "models"))
+    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras")}
+    host = ComfyHost(comfy_snapshot, str(root), folders)
+    host.models = models
+    host.start()
+    yield host
+    host.stop()

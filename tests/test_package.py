@@ -13,7 +13,7 @@ FLOORS = [
     {"errors", "memory_probe"},  # leaves: no imports of ours
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
-    {"pipeline", "demo"},
+    {"pipeline", "demo", "video_io"},
     {"nodes", "cli"},
     {"__init__", "__main__"},  # entry points: ComfyUI's and `python -m hystream`'s
 ]
@@ -40,7 +40,11 @@ def imports(path):
             for alias in node.names:
                 yield 0, alias.name
         elif isinstance(node, ast.ImportFrom):
-            yield node.level, node.module or ""
+            if node.module:
+                yield node.level, node.module
+            else:  # `from .. import pipeline`: the names are the modules
+                for alias in node.names:
+                    yield node.level, alias.name
 
 
 def unit(path):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 from safetensors.torch import save_file
+
+from hystream.demo import vae_to_ldm as to_ldm
 
 CHANNELS = (32, 32, 64, 64)
 
@@ -18,32 +19,6 @@ def reference_vae(seed: int = 0, channels=CHANNELS, layers: int = 1):
     vae = AutoencoderKLHunyuanVideo(block_out_channels=channels, layers_per_block=layers).eval()
     vae.use_framewise_decoding = vae.use_framewise_encoding = False  # untiled reference
     return vae
-
-
-def to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
-    """diffusers names → the ldm names of Comfy-Org's repackaged file (ComfyUI's AutoencoderKL with conv3d):
-    down.N.block.M / downsample, up.N (numbered from the output end).block.M / upsample, mid.block_1 /
-    attn_1 / block_2, nin_shortcut, norm_out; attention projections as 1×1×1 convolutions."""
-    out = {}
-    for k, v in sd.items():
-        n = k.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
-        n = re.sub(r"mid_block\.resnets\.0\.", "mid.block_1.", n)
-        n = re.sub(r"mid_block\.resnets\.1\.", "mid.block_2.", n)
-        m = re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)", n)
-        if m:
-            part = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}[m.group(2)]
-            n = f"{m.group(1)}.mid.attn_1.{part}.{m.group(3)}"
-            if part != "norm" and m.group(3) == "weight":
-                v = v.reshape(*v.shape, 1, 1, 1)
-        n = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2.", n)
-        n = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", n)
-        m = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.*)", n)
-        if m:
-            level = levels - 1 - int(m.group(1))
-            inner = f"block.{m.group(3)}" if m.group(3) is not None else "upsample"
-            n = f"decoder.up.{level}.{inner}.{m.group(4)}"
-        out[n] = v.contiguous()
-    return out
 
 
 def save_vae(ref, layout: str, folder: str) -> str:

@@ -1,0 +1,62 @@
+"""HyStreamSampler: flow-matching sampling with the streamed DiT."""
+
+from __future__ import annotations
+
+import logging
+
+from .. import pipeline
+from ..pipeline import SampleSettings
+from ..sampling.schedule import start_index
+from . import host
+
+log = logging.getLogger("hystream")
+
+
+class HyStreamSampler:
+    DESCRIPTION = ("Samples a video latent with HunyuanVideo's flow-matching Euler sampler; the DiT's blocks "
+                   "stream to the GPU one block ahead of the compute. Text-to-video from an empty latent "
+                   "(EmptyHunyuanLatentVideo); video-to-video from HyStreamVAEEncode with denoise < 1.")
+    CATEGORY = "HyStream"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit": ("HYSTREAM_DIT", {"tooltip": "From HyStreamDiTLoader (or HyStreamLoRA)."}),
+            "positive": ("CONDITIONING", {"tooltip": "The prompt, from HyStreamTextEncode or ComfyUI's HunyuanVideo encoder."}),
+            "latent": ("LATENT", {"tooltip": "EmptyHunyuanLatentVideo for text-to-video; HyStreamVAEEncode for video-to-video."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Noise seed (the same seed gives the same video in diffusers and ComfyUI)."}),
+            "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Sampling steps (20-50)."}),
+            "flow_shift": ("FLOAT", {"default": 7.0, "min": 0.1, "max": 100.0, "step": 0.1,
+                                     "tooltip": "Shifts the schedule toward high noise; 7 for 720p, 5-9 for lower."}),
+            "embedded_guidance": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                            "tooltip": "The guidance-distilled model's guidance strength (6 = default)."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "1 = text-to-video; below 1 keeps that much of the input video (V2V)."}),
+        }, "optional": {
+            "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
+            "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1,
+                              "tooltip": "True classifier-free guidance with the negative prompt (doubles the time); 1 = off."}),
+        }}
+
+    def sample(self, dit, positive, latent, seed, steps, flow_shift, embedded_guidance, denoise, negative=None, cfg=1.0):
+        settings = SampleSettings(seed, steps, flow_shift, embedded_guidance, denoise, cfg)
+        samples = latent["samples"]
+        pipeline.check_latent(samples)
+        total = steps - start_index(steps, denoise)
+        progress = host.Progress(total, with_previews=True)
+        host.free_vram_for_stage()
+        model = dit.dit
+        try:
+            model.to_device()
+            out = pipeline.sample(model, positive, samples, settings, negative=negative, loras=dit.loras,
+                                  on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
+                                  interrupt=host.interrupt_check)
+            plan = model.streamer.plan.describe(len(model.streamer.blocks)) if model.streamer.plan else "all blocks streamed"
+            log.info("HyStream sampler: %d steps on %s; %s; %s", total, model.model.device, plan, model.stats.summary())
+        finally:
+            model.release_device()
+            host.empty_cache()
+        return ({"samples": out},)

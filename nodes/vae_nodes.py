@@ -1,0 +1,68 @@
+"""HyStreamVAEDecode / HyStreamVAEEncode: tiled, bounded-memory VAE."""
+
+from __future__ import annotations
+
+from .. import pipeline
+from ..vae.tiling import Hooks, TileSpec
+from . import host
+
+
+def tile_inputs():
+    return {
+        "tile_size": ("INT", {"default": 256, "min": 0, "max": 2048, "step": 16,
+                              "tooltip": "Spatial tile in pixels (0 = the largest that fits free memory)."}),
+        "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 8,
+                                 "tooltip": "Blended overlap between spatial tiles, in pixels."}),
+        "temporal_tile": ("INT", {"default": 64, "min": 0, "max": 512, "step": 4,
+                                  "tooltip": "Temporal tile in frames (0 = automatic)."}),
+        "temporal_overlap": ("INT", {"default": 16, "min": 0, "max": 256, "step": 4,
+                                     "tooltip": "Blended overlap between temporal tiles, in frames."}),
+    }
+
+
+def run_stage(vae, fn):
+    progress = host.Progress(1)
+    hooks = Hooks(progress=lambda done, total: progress.update(done, total), interrupt=host.interrupt_check)
+    host.free_vram_for_stage()
+    try:
+        vae.to_device()
+        return fn(hooks)
+    finally:
+        vae.release_device()
+        host.empty_cache()
+
+
+class HyStreamVAEDecode:
+    DESCRIPTION = ("Decodes a video latent in blended tiles (time × space); frames go to RAM as each tile "
+                   "finishes, so VRAM holds one tile, never the whole video. Also decodes native HunyuanVideo latents.")
+    CATEGORY = "HyStream"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae": ("HYSTREAM_VAE", {"tooltip": "From HyStreamVAELoader."}),
+                             "samples": ("LATENT", {"tooltip": "The sampler's output (raw VAE latents)."}),
+                             **tile_inputs()}}
+
+    def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap):
+        spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
+        return (run_stage(vae, lambda hooks: pipeline.decode(vae, samples["samples"], spec, hooks)),)
+
+
+class HyStreamVAEEncode:
+    DESCRIPTION = ("Encodes video frames into a latent for video-to-video, in blended tiles. The video is cut to "
+                   "4k+1 frames and sides that are multiples of 16 (centred), with a warning saying what was cut.")
+    CATEGORY = "HyStream"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae": ("HYSTREAM_VAE", {"tooltip": "From HyStreamVAELoader."}),
+                             "images": ("IMAGE", {"tooltip": "Video frames, e.g. from HyStreamLoadVideo."}),
+                             **tile_inputs()}}
+
+    def encode(self, vae, images, tile_size, tile_overlap, temporal_tile, temporal_overlap):
+        spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
+        return ({"samples": run_stage(vae, lambda hooks: pipeline.encode_video(vae, images, spec, hooks))},)
