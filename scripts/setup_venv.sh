@@ -14,6 +14,11 @@ printf 'torch==2.14.1\ntorchvision==0.29.1\n' > "$constraints"
 "$py" -m pip install -q -c "$constraints" torch torchvision
 if [ "${1:-}" = "test" ]; then
   "$py" -m pip install -q -c "$constraints" -e "$repo[test]"
+  # The workflow check drives the real frontend in Debian's Chromium (never a downloaded browser).
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+      || echo "could not install chromium: the UI workflow test will report it"
+  fi
   comfy="${COMFYUI_PATH:-$repo/../shared/comfyui}"
   if [ -f "$comfy/requirements.txt" ]; then
     # torchaudio has no build for this torch; ComfyUI then only loses its audio nodes.
