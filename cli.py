@@ -1,7 +1,11 @@
 """Headless HyStream: `python -m hystream <command>`.
 
-smoke  builds a tiny random DiT in the Comfy-Org layout, loads it through the real loader and runs it
-       streamed and resident; checks they are bit-identical and prints the streaming counters.
+generate  prompt → mp4 with real model files, the same stages as the nodes (text encode → [video encode]
+          → sample → decode), tqdm progress and a per-stage report (time, peak device memory, bytes streamed).
+demo      builds tiny random models in the real layouts, starts the real ComfyUI (COMFYUI_PATH or
+          ../shared/comfyui) with this pack installed for the run, queues the example API workflow and
+          writes the mp4 and a report; without a ComfyUI it runs the same models headless.
+smoke     a tiny random DiT through the real loader, streamed vs resident: bit-identical?
 """
 
 from __future__ import annotations
@@ -12,10 +16,213 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
-from .errors import HyStreamError
+from .errors import HyStreamError, InputError
+
+GIB = 1024 ** 3
 
 
+# -- reporting -------------------------------------------------------------------------------------
+class Report:
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.device, self.stages = torch, device, []
+
+    @contextmanager
+    def stage(self, name: str, streamer=None):
+        torch = self.torch
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if streamer is not None:
+            streamer.stats.reset()
+        t0 = time.perf_counter()
+        entry = {"stage": name}
+        try:
+            yield entry
+        finally:
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            if self.device.type == "cuda":
+                entry["peak_vram_gib"] = round(torch.cuda.max_memory_allocated(self.device) / GIB, 3)
+            if streamer is not None:
+                stats = streamer.stats
+                entry.update(streamed_gib=round(stats.bytes_copied / GIB, 3), wait_s=round(stats.wait_seconds, 2),
+                             blocks_resident=stats.blocks_resident, blocks_streamed=stats.blocks_streamed)
+                if self.device.type != "cuda":
+                    entry["peak_device_weights_gib"] = round(stats.peak_device_bytes / GIB, 3)
+            self.stages.append(entry)
+
+    def print(self) -> None:
+        for e in self.stages:
+            extras = ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("stage", "seconds"))
+            print(f"  {e['stage']:<12s} {e['seconds']:>8.2f} s   {extras}")
+
+
+def tqdm_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step" if desc == "sampling" else "it", leave=True)
+
+
+# -- generate --------------------------------------------------------------------------------------
+def parse_lora(spec: str) -> tuple[str, float]:
+    path, _, strength = spec.rpartition(":") if ":" in spec else (spec, "", "1")
+    try:
+        return path, float(strength)
+    except ValueError:
+        raise InputError("--lora FILE:STRENGTH", repr(spec), "e.g. --lora my_lora.safetensors:0.8") from None
+
+
+def cmd_generate(args) -> dict:
+    import torch
+
+    from . import pipeline
+    from .loaders.dit_loader import load_dit
+    from .loaders.lora import load_lora
+    from .loaders.text_encoder_loader import load_text_encoder
+    from .loaders.vae_loader import load_vae
+    from .vae.tiling import Hooks, TileSpec
+    from .video_io import read_video, write_mp4
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loras = [parse_lora(s) for s in args.lora or []]
+    if not args.input_video:
+        pipeline.check_video_size(args.width, args.height, args.frames)  # before any model work
+    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, *(p for p, _ in loras)]:
+        if path and not os.path.exists(path):
+            raise InputError("existing files", f"no file at {path!r}", "check the paths")
+    report = Report(device)
+    tiles = TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap)
+
+    te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir)
+    try:
+        with report.stage("text encode", te.streamer):
+            positive = pipeline.encode_prompt(te, args.prompt)
+            negative = pipeline.encode_prompt(te, args.negative) if args.negative else None
+    finally:
+        te.close()
+
+    vae = load_vae(args.vae, device)
+    if args.input_video:
+        frames, _ = read_video(args.input_video, max_frames=args.frames)  # then cropped to 4k+1, sides % 16
+        with report.stage("video encode"):
+            bar = tqdm_bar(1, "VAE encode")
+            latent = pipeline.encode_video(vae, frames, tiles, Hooks(progress=lambda d, t: _tick(bar, d, t)))
+            bar.close()
+        denoise = args.denoise
+    else:
+        latent, denoise = pipeline.empty_latent(args.width, args.height, args.frames), 1.0
+    vae.release_device()
+
+    dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
+                   vram_budget_gb=args.vram_budget)
+    try:
+        attached = tuple((load_lora(p, dit.model), s) for p, s in loras)
+        settings = pipeline.SampleSettings(args.seed, args.steps, args.flow_shift, args.guidance, denoise, args.cfg)
+        with report.stage("sample", dit.streamer) as entry:
+            bar = tqdm_bar(args.steps, "sampling")
+            latent = pipeline.sample(dit, positive, latent, settings, negative=negative, loras=attached,
+                                     on_step=lambda s: _tick(bar, s.index + 1, s.total))
+            bar.close()
+            if dit.streamer.plan:
+                entry["plan"] = dit.streamer.plan.describe(len(dit.streamer.blocks))
+    finally:
+        dit.close()
+
+    vae.to_device()
+    with report.stage("decode"):
+        bar = tqdm_bar(1, "VAE decode")
+        video = pipeline.decode(vae, latent, tiles, Hooks(progress=lambda d, t: _tick(bar, d, t)))
+        bar.close()
+    vae.close()
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    write_mp4(video, out, args.fps, args.crf)
+    print(f"wrote {out}: {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}")
+    report.print()
+    return dict(command="generate", out=out, frames=video.shape[0], width=video.shape[2], height=video.shape[1],
+                device=str(device), stages=report.stages)
+
+
+def _tick(bar, done: int, total: int) -> None:
+    bar.total = total
+    bar.n = done
+    bar.refresh()
+
+
+# -- demo ------------------------------------------------------------------------------------------
+DEMO_SIZE = dict(width=128, height=96, frames=17, steps=8)
+
+
+def demo_workflow(repo: str) -> dict:
+    with open(os.path.join(repo, "example_workflows", "api", "hunyuan_t2v_lowvram.api.json")) as f:
+        wf = json.load(f)
+    for node in wf.values():  # tiny random models: a small video, few steps
+        if node["class_type"] == "EmptyHunyuanLatentVideo":
+            node["inputs"].update(width=DEMO_SIZE["width"], height=DEMO_SIZE["height"], length=DEMO_SIZE["frames"])
+        if node["class_type"] == "HyStreamSampler":
+            node["inputs"].update(steps=DEMO_SIZE["steps"])
+        if node["class_type"] == "HyStreamSaveVideo":
+            node["inputs"].update(filename_prefix="hystream_demo")
+    return wf
+
+
+def cmd_demo(args) -> dict:
+    from .comfy_server import REPO, ComfyHost, fetch_output, find_comfyui
+    from .demo import build_models
+
+    out_dir = os.path.abspath(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    print("building tiny random models in the real layouts …")
+    models = build_models(os.path.join(out_dir, "models"))
+    out = os.path.join(out_dir, "hystream_demo.mp4")
+    snapshot = None if args.headless else find_comfyui()
+    if snapshot is None:
+        print("running the same models through the headless pipeline" if args.headless else
+              "no ComfyUI found (set COMFYUI_PATH, or place it at ../shared/comfyui): running the same models "
+              "through the headless pipeline instead")
+        gen = argparse.Namespace(dit=models["dit"], llm=models["llm"], clip=models["clip"], vae=models["vae"],
+                                 prompt=args.prompt, negative=None, lora=[f"{models['lora']}:1.0"], input_video=None,
+                                 width=DEMO_SIZE["width"], height=DEMO_SIZE["height"], frames=DEMO_SIZE["frames"],
+                                 steps=DEMO_SIZE["steps"], seed=0, flow_shift=7.0, guidance=6.0, cfg=1.0, denoise=1.0,
+                                 vram_budget=None, prefetch=1, weight_dtype="auto", device=None, tokenizer_dir=None,
+                                 tile=256, tile_overlap=64, temporal_tile=64, temporal_overlap=16, fps=24.0, crf=19,
+                                 out=out)
+        return dict(cmd_generate(gen), command="demo", host=None)
+
+    print(f"starting ComfyUI from {snapshot} with HyStream installed for this run …")
+    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras")}
+    host = ComfyHost(snapshot, tempfile.mkdtemp(prefix="hystream-demo-"), folders)
+    t0 = time.perf_counter()
+    host.start()
+    try:
+        print(f"ComfyUI is up at {host.url} ({time.perf_counter() - t0:.0f} s); queueing the example workflow …")
+        wf = demo_workflow(REPO)
+        wf["4"]["inputs"]["prompt"] = args.prompt
+        from .comfy_server import queue_and_wait
+
+        t1 = time.perf_counter()
+        entry = queue_and_wait(host, wf, report=lambda s: print(f"\r  running … {s:.0f} s", end="", flush=True))
+        print()
+        item = entry["outputs"]["8"]["images"][0]
+        fetch_output(host, item, out)
+        log = host.log()
+    finally:
+        host.stop()
+    from .video_io import read_video
+
+    frames, fps = read_video(out)
+    lines = [line for line in log.splitlines() if "HyStream sampler:" in line]
+    print(f"wrote {out}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} at {fps:g} fps")
+    if lines:
+        print(lines[-1].strip())
+    return dict(command="demo", host=snapshot, out=out, frames=frames.shape[0], width=frames.shape[2],
+                height=frames.shape[1], seconds=round(time.perf_counter() - t1, 2),
+                sampler_log=lines[-1].strip() if lines else None)
+
+
+# -- smoke -----------------------------------------------------------------------------------------
 def cmd_smoke(args) -> dict:
     import torch
 
@@ -25,8 +232,7 @@ def cmd_smoke(args) -> dict:
     folder = args.out or tempfile.mkdtemp(prefix="hystream-smoke-")
     path = write_comfy_dit(folder)
     g = torch.Generator().manual_seed(args.seed)
-    frames, height, width = 5, args.height // 8, args.width // 8
-    inputs = dict(x=torch.randn(1, 16, (frames - 1) // 4 + 1, height, width, generator=g),
+    inputs = dict(x=torch.randn(1, 16, 2, args.height // 8, args.width // 8, generator=g),
                   timestep=torch.tensor([900.0]), txt=torch.randn(1, 24, TINY_DIT.text_dim, generator=g),
                   txt_mask=(torch.arange(24) < 17).long()[None], pooled=torch.randn(1, TINY_DIT.pooled_dim, generator=g),
                   guidance=torch.tensor([6000.0]))
@@ -44,17 +250,55 @@ def cmd_smoke(args) -> dict:
     same = bool(torch.equal(results["streamed"][0], results["resident"][0]))
     print(f"streamed output {'is bit-identical to' if same else 'DIFFERS from'} the resident one")
     report = dict(command="smoke", file=path, identical=same, shape=list(results["streamed"][0].shape),
-                  streamed_s=round(results["streamed"][1], 4), resident_s=round(results["resident"][1], 4),
                   **{f"streamed_{k}": v for k, v in results["streamed"][2].as_dict().items()})
     if not same:
         raise SystemExit(json.dumps(report))
     return report
 
 
+# -- plumbing --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hystream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="prompt → mp4 with real model files")
+    for name, help_ in (("dit", "the DiT file or diffusers folder"), ("llm", "LLaVA-Llama-3 file or folder"),
+                        ("clip", "CLIP-L file or folder"), ("vae", "the VAE file or folder")):
+        g.add_argument(f"--{name}", required=True, help=help_)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative", help="negative prompt (used when --cfg > 1)")
+    g.add_argument("--width", type=int, default=848)
+    g.add_argument("--height", type=int, default=480)
+    g.add_argument("--frames", type=int, default=61, help="4k+1 frames (video-to-video: at most this many are read)")
+    g.add_argument("--steps", type=int, default=30)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--flow-shift", type=float, default=7.0)
+    g.add_argument("--guidance", type=float, default=6.0, help="embedded guidance")
+    g.add_argument("--cfg", type=float, default=1.0, help="true CFG scale (> 1 runs the negative prompt)")
+    g.add_argument("--lora", action="append", metavar="FILE:STRENGTH")
+    g.add_argument("--input-video", help="video-to-video: the input video (cropped to 4k+1 frames, sides % 16)")
+    g.add_argument("--denoise", type=float, default=0.6, help="video-to-video strength")
+    g.add_argument("--vram-budget", type=float, default=0.0, help="GB for the sampling stage (0 = automatic)")
+    g.add_argument("--prefetch", type=int, default=1)
+    g.add_argument("--weight-dtype", default="auto", choices=["auto", "bf16", "fp16", "fp8_e4m3fn"])
+    g.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    g.add_argument("--tokenizer-dir")
+    g.add_argument("--tile", type=int, default=256)
+    g.add_argument("--tile-overlap", type=int, default=64)
+    g.add_argument("--temporal-tile", type=int, default=64)
+    g.add_argument("--temporal-overlap", type=int, default=16)
+    g.add_argument("--fps", type=float, default=24.0)
+    g.add_argument("--crf", type=int, default=19)
+    g.add_argument("--out", default="out.mp4")
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("demo", help="tiny random models through the real ComfyUI (or headless)")
+    d.add_argument("--out", default="hystream_demo", help="folder for the models, the mp4 and the report")
+    d.add_argument("--prompt", default="A red fox trots through fresh snow in a birch forest at sunrise.")
+    d.add_argument("--headless", action="store_true", help="skip ComfyUI even when one is found")
+    d.set_defaults(func=cmd_demo)
+
     s = sub.add_parser("smoke", help="tiny random DiT: streamed vs resident, through the real loader")
     s.add_argument("--out", help="folder for the random checkpoint (default: a temp folder)")
     s.add_argument("--device", default="cpu")
@@ -73,6 +317,14 @@ def main(argv=None) -> int:
     except HyStreamError as e:  # user errors: the message says what to do, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if str(e).startswith("ComfyUI"):
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        raise
+    if "command" in report and report["command"] in ("generate", "demo"):
+        with open(os.path.splitext(report.get("out", "report"))[0] + ".report.json", "w") as f:
+            json.dump(report, f, indent=2)
     print(json.dumps(report))
     return 0
 
