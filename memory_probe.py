@@ -18,9 +18,12 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 
 class LiveBytes(TorchDispatchMode):
-    def __init__(self):
+    def __init__(self, existing=()):
+        """existing: tensors alive before (weights, inputs); views of them are not counted as new."""
         super().__init__()
         self.seen = WeakIdKeyDictionary()
+        for t in existing:
+            self.seen[t.untyped_storage()] = 0
         self.cur = self.peak = 0
 
     def _free(self, nbytes: int) -> None:
@@ -51,3 +54,13 @@ def fake_peak_bytes(fn: Callable[..., object], *shapes_dtypes_devices) -> int:
             out = fn(*inputs)
         del out
     return probe.peak
+
+
+def flash_stub(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """What a flash / memory-efficient attention kernel allocates: the output and an fp32 log-sum-exp
+    per query (no L×S scores). For probes only: the values are not attention."""
+    b, h, lq, _ = query.shape
+    out = torch.empty(b, h, lq, value.shape[-1], dtype=query.dtype, device=query.device)
+    lse = torch.empty(b, h, lq, dtype=torch.float32, device=query.device)
+    del lse
+    return out

@@ -26,7 +26,7 @@ from .dtypes import check_weight_dtype, compute_dtype, dominant_float_dtype, sto
 from .recipes import block_sources, read_recipe, recipe_meta
 from .tensor_source import Meta, TensorSource, open_checkpoint
 
-BLOCK_RE = re.compile(r"(double_blocks|single_blocks)\.(\d+)\.(.+)")
+BLOCK_RE = re.compile(r"(txt_in\.individual_token_refiner\.blocks|double_blocks|single_blocks)\.(\d+)\.(.+)")
 
 
 @dataclass
@@ -75,8 +75,9 @@ def _block_index(name: str, cfg: DiTConfig) -> tuple[int, str] | None:
     m = BLOCK_RE.match(name)
     if not m:
         return None
-    kind, n, rest = m.groups()
-    return (int(n) if kind == "double_blocks" else cfg.depth_double + int(n)), rest
+    kind, n, rest = m.groups()  # streamed in the order they run: refiner, double, single
+    first = {"double_blocks": cfg.depth_refiner, "single_blocks": cfg.depth_refiner + cfg.depth_double}
+    return first.get(kind, 0) + int(n), rest
 
 
 def _activation_estimate(model: HunyuanVideoDiT):
@@ -116,17 +117,18 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         model.device = device
 
         def store(name, meta, in_block):
-            quantisable = in_block and name.endswith(".weight") and len(meta.shape) == 2
+            quantisable = (in_block and not name.startswith("txt_in.") and name.endswith(".weight")
+                           and len(meta.shape) == 2)  # the double and single blocks' Linears
             return store_dtype(weight_dtype, meta.dtype, quantisable=quantisable)
 
-        blocks, fixed_recipes = block_sources(source, layout.recipes, metas, cfg.num_blocks,
+        blocks, fixed_recipes = block_sources(source, layout.recipes, metas, len(model.blocks),
                                               lambda n: _block_index(n, cfg), store)
         fixed = {n: read_recipe(source, r, dt) for n, (r, dt) in fixed_recipes.items()}
         if device.type == "cuda":
             fixed = {n: t.pin_memory() for n, t in fixed.items()}
 
         if resident_blocks == "all":
-            resident = range(cfg.num_blocks)
+            resident = range(len(model.blocks))
         else:
             resident = resident_blocks or ()
         source_blocks = PackedSource(blocks)

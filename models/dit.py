@@ -15,6 +15,7 @@ from ..errors import InputError
 from .dit_blocks import DoubleStreamBlock, SingleStreamBlock
 from .dit_config import DiTConfig
 from .layers import LayerNorm, Linear, MLPEmbedder, PatchEmbed3d, TimestepEmbedder, modulate
+from .lean import auto_chunk, chunks
 from .rope import rope_cos_sin
 from .token_refiner import TokenRefiner
 
@@ -48,22 +49,22 @@ class HunyuanVideoDiT(nn.Module):
         self.final_layer = FinalLayer(h, cfg.out_channels * cfg.patch[0] * cfg.patch[1] * cfg.patch[2])
         self.compute_dtype = torch.float32
         self.device = torch.device("cpu")
+        self.lean = True  # chunked blocks (models/lean.py); False = the plain reference path
+        self.chunk_tokens: int | None = None  # lean chunk size; None = automatic
 
     def activation_bytes(self, x_shape, text_tokens: int) -> int:
-        """Peak activation memory of one forward, for the memory budget. Calibrated on the fake-tensor
-        estimator (shared/tools/memest): about 18 hidden-wide tensors per token live at the peak of the
-        plain blocks (the single block's [N, 5·hidden] concat and the FFN's [N, 4·hidden] hidden)."""
-        batch, _, frames, height, width = x_shape
-        pt, ph, pw = self.cfg.patch
-        img = (frames // pt) * (height // ph) * (width // pw)
-        size = torch.empty((), dtype=self.compute_dtype).element_size()
-        tokens = batch * (img + text_tokens)
-        return int(tokens * self.cfg.hidden * size * 19 + 2 * img * self.cfg.head_dim * 4)
+        """Peak activation memory of one forward at this size (weights excluded), measured on fake
+        tensors with this model's settings (models/dit_memory.py); what the memory budget plans with."""
+        from .dit_memory import forward_peak_bytes
+
+        device = "cuda" if self.device.type == "cuda" else "cpu"
+        return forward_peak_bytes(self.cfg, tuple(x_shape), int(text_tokens), self.compute_dtype, self.lean,
+                                  self.chunk_tokens, device)
 
     @property
     def blocks(self) -> list[nn.Module]:
-        """All streamable blocks in the order they run."""
-        return [*self.double_blocks, *self.single_blocks]
+        """All streamable blocks in the order they run: the token refiner's, the double, the single."""
+        return [*self.txt_in.individual_token_refiner.blocks, *self.double_blocks, *self.single_blocks]
 
     def _check_inputs(self, x, txt, pooled, guidance):
         cfg = self.cfg
@@ -116,14 +117,19 @@ class HunyuanVideoDiT(nn.Module):
         if txt_mask is not None:
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
         cos, sin = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, dev)
+        chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
 
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, cos, sin, key_mask)
+            img, txt = block(img, txt, vec, cos, sin, key_mask, chunk=chunk)
         tokens = torch.cat((img, txt), 1)
         del img, txt
         for block in self.single_blocks:
-            tokens = block(tokens, vec, cos, sin, n_img, key_mask)
-        out = self.final_layer(tokens[:, :n_img], vec)
+            tokens = block(tokens, vec, cos, sin, n_img, key_mask, chunk=chunk)
+        if chunk:  # the final norm/modulation per chunk too: its output is only [n, 64]
+            out = torch.cat([self.final_layer(tokens[:, a:b], vec) for a, b in chunks(n_img, chunk)], 1)
+        else:
+            out = self.final_layer(tokens[:, :n_img], vec)
+        del tokens
 
         c = self.cfg.out_channels
         out = out.reshape(batch, *grid, c, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)

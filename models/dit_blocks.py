@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import lean
 from .attention import attention
 from .layers import MLP, LayerNorm, Linear, Modulation, RMSNorm, gelu_tanh, modulate
 from .rope import apply_rope
@@ -45,7 +46,10 @@ class DoubleStreamBlock(nn.Module):
         x = x + getattr(self, f"{side}_attn_proj")(attn) * gate1
         return x + getattr(self, f"{side}_mlp")(modulate(getattr(self, f"{side}_norm2")(x), shift2, scale2)) * gate2
 
-    def forward(self, img, txt, vec, cos, sin, key_mask=None):
+    def forward(self, img, txt, vec, cos, sin, key_mask=None, chunk: int | None = None):
+        """chunk: tokens per chunk for the lean path (models/lean.py); None = the plain path."""
+        if chunk:
+            return lean.double_block(self, img, txt, vec, cos, sin, key_mask, chunk)
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
         iq, ik, iv = self._qkv("img", img, i_shift1, i_scale1)
@@ -72,7 +76,9 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(head_dim)
         self.linear2 = Linear(hidden + mlp_hidden, hidden)
 
-    def forward(self, x, vec, cos, sin, n_img: int, key_mask=None):
+    def forward(self, x, vec, cos, sin, n_img: int, key_mask=None, chunk: int | None = None):
+        if chunk:
+            return lean.single_block(self, x, vec, cos, sin, n_img, key_mask, chunk)
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(modulate(self.pre_norm(x), shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
         q, k, v = split_heads(qkv, self.heads)

@@ -34,7 +34,7 @@ def test_generate_text_to_video_with_lora(models, tmp_path):
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert [s["stage"] for s in report["stages"]] == ["text encode", "sample", "decode"]
     sample = report["stages"][1]
-    assert sample["blocks_streamed"] == 6 and sample["streamed_gib"] > 0
+    assert sample["blocks_streamed"] == 7 and sample["streamed_gib"] > 0  # 1 refiner + 2 double + 4 single
     assert json.load(open(tmp_path / "fox.report.json"))["frames"] == 9
     assert "sampling: 100%" in r.stderr  # tqdm progress
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hystream.loaders.dit_loader import load_dit
-from tiny_dit import diffusers_model, dit_inputs, reference_forward, save_layout
+from tiny_dit import TINY, diffusers_model, dit_inputs, reference_forward, save_layout
 
 LAYOUTS = {
     "tencent": "Tencent / kijai",
@@ -91,7 +91,7 @@ def test_config_read_from_shapes(saved):
 def test_fp8_stays_fp8_in_the_stream(saved):
     dit = load_dit(saved["fp8_scaled"][0])
     try:
-        layout = dit.streamer.layouts[0]
+        layout = dit.streamer.layouts[TINY.depth_refiner]  # the first double block
         dtypes = {s.name: s.dtype for s in layout.slots}
         assert dtypes["img_attn_qkv.weight"] == torch.float8_e4m3fn
         assert dtypes["img_attn_qkv.scale_weight"] == torch.float32

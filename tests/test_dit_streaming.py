@@ -11,8 +11,8 @@ from hystream.loaders.dit_loader import load_dit
 from tiny_dit import TINY, dit_inputs, save_layout, tencent_state_dict
 
 GIB = 1024 ** 3
-DEEPER = dataclasses.replace(TINY, depth_single=6)  # 8 blocks: room for "some resident" at prefetch 2
-N_BLOCKS = 8
+DEEPER = dataclasses.replace(TINY, depth_single=6)  # room for "some resident" at prefetch 2
+N_BLOCKS = 10  # + the token refiner's 2, streamed too
 
 
 @pytest.fixture(scope="module")

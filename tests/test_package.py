@@ -24,8 +24,8 @@ def pack_files():
         rel_dir = os.path.relpath(dirpath, ROOT)
         top = rel_dir.split(os.sep)[0]
         if rel_dir == ".":
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("tests", "bench", "build")]
-        elif top in ("tests", "bench", "example_workflows", ".git", ".venv", "build") or top.startswith("."):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("tests", "bench", "build", "scripts")]
+        elif top in ("tests", "bench", "scripts", "example_workflows", ".git", ".venv", "build") or top.startswith("."):
             dirnames[:] = []
             continue
         for f in filenames:
