@@ -5,6 +5,7 @@ generate  prompt → mp4 with real model files, the same stages as the nodes (te
 demo      builds tiny random models in the real layouts, starts the real ComfyUI (COMFYUI_PATH or
           ../shared/comfyui) with this pack installed for the run, queues the example API workflow and
           writes the mp4 and a report; without a ComfyUI it runs the same models headless.
+plan      before running: each stage's device memory at a size, whether it fits --vram, the settings
 smoke     a tiny random DiT through the real loader, streamed vs resident: bit-identical?
 """
 
@@ -222,6 +223,18 @@ def cmd_demo(args) -> dict:
                 sampler_log=lines[-1].strip() if lines else None)
 
 
+# -- plan ------------------------------------------------------------------------------------------
+def cmd_plan(args) -> dict:
+    from . import planner
+
+    plans = planner.plan_all(args.width, args.height, args.frames, args.vram, weight_dtype=args.weight_dtype,
+                             prefetch=args.prefetch)
+    print(planner.describe(plans, args.width, args.height, args.frames, args.vram))
+    fits = None if args.vram is None else all(p.fits for p in plans)
+    return dict(command="plan", width=args.width, height=args.height, frames=args.frames, vram_gib=args.vram,
+                fits=fits, stages=planner.as_dict(plans))
+
+
 # -- smoke -----------------------------------------------------------------------------------------
 def cmd_smoke(args) -> dict:
     import torch
@@ -298,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompt", default="A red fox trots through fresh snow in a birch forest at sunrise.")
     d.add_argument("--headless", action="store_true", help="skip ComfyUI even when one is found")
     d.set_defaults(func=cmd_demo)
+
+    pl = sub.add_parser("plan", help="how much VRAM each stage needs at a size, and the settings that fit")
+    pl.add_argument("--width", type=int, default=848)
+    pl.add_argument("--height", type=int, default=480)
+    pl.add_argument("--frames", type=int, default=61)
+    pl.add_argument("--vram", type=float, help="GPU memory to fit, in GiB")
+    pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn"])
+    pl.add_argument("--prefetch", type=int, default=1)
+    pl.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("smoke", help="tiny random DiT: streamed vs resident, through the real loader")
     s.add_argument("--out", help="folder for the random checkpoint (default: a temp folder)")

@@ -8,6 +8,7 @@ the tests that check memory is bounded; shared/tools/memest is the validated big
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Callable
 
@@ -54,6 +55,20 @@ def fake_peak_bytes(fn: Callable[..., object], *shapes_dtypes_devices) -> int:
             out = fn(*inputs)
         del out
     return probe.peak
+
+
+@contextlib.contextmanager
+def flash_attention():
+    """Within the block, scaled_dot_product_attention allocates what a GPU's flash / memory-efficient
+    kernel does (O(N)), whatever device the probe's fake tensors claim."""
+    import torch.nn.functional as F
+
+    saved = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = flash_stub
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = saved
 
 
 def flash_stub(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):

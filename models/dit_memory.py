@@ -14,8 +14,7 @@ import functools
 import torch
 from torch.nn.utils.stateless import functional_call
 
-from ..memory_probe import LiveBytes, flash_stub
-from . import attention as attention_module
+from ..memory_probe import LiveBytes, flash_attention
 from .dit_config import DiTConfig
 
 
@@ -32,9 +31,7 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
         model = HunyuanVideoDiT(small)
     model.lean, model.chunk_tokens, model.compute_dtype = lean, chunk_tokens, dtype
     model.device = torch.device(device)
-    saved = attention_module.sdpa
-    attention_module.sdpa = flash_stub
-    try:
+    with flash_attention():
         with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
             params = {n: torch.empty(p.shape, dtype=dtype, device=device) for n, p in model.named_parameters()}
             batch = x_shape[0]
@@ -47,6 +44,4 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
             with probe:
                 out = functional_call(model, params, (), inputs)
             del out
-    finally:
-        attention_module.sdpa = saved
     return probe.peak

@@ -55,7 +55,10 @@ class HyStreamSampler:
                                   on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
                                   interrupt=host.interrupt_check)
             plan = model.streamer.plan.describe(len(model.streamer.blocks)) if model.streamer.plan else "all blocks streamed"
-            log.info("HyStream sampler: %d steps on %s; %s; %s", total, model.model.device, plan, model.stats.summary())
+            text = positive[0][0].shape[1]
+            act = model.model.activation_bytes(tuple(samples.shape), text) / 1024 ** 3
+            log.info("HyStream sampler: %d steps on %s; plan: %s; activations %.2f GiB (lean blocks); %s", total,
+                     model.model.device, plan, act, model.stats.summary())
         finally:
             model.release_device()
             host.empty_cache()

@@ -14,7 +14,7 @@ FLOORS = [
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
     {"pipeline", "demo", "video_io"},
-    {"nodes", "cli"},
+    {"nodes", "cli", "planner"},
     {"__init__", "__main__"},  # entry points: ComfyUI's and `python -m hystream`'s
 ]
 

@@ -1,0 +1,81 @@
+"""Lean blocks: the same outputs as the plain ones for any chunking, bit-identical streamed vs resident,
+and a fake-tensor memory estimate that matches real allocations."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch.nn.utils.stateless import functional_call
+
+from hystream.loaders.dit_loader import load_dit
+from hystream.memory_probe import LiveBytes
+from hystream.models.dit import HunyuanVideoDiT
+from hystream.models.dit_config import DiTConfig
+from hystream.models.dit_memory import forward_peak_bytes
+from tiny_dit import dit_inputs, save_layout
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory, tiny_dit_sd):
+    return save_layout(tiny_dit_sd, "comfy", str(tmp_path_factory.mktemp("lean")))[0]
+
+
+@pytest.mark.parametrize("batch,valid", [(1, (8,)), (2, (8, 5))])
+def test_lean_equals_plain_for_any_chunking(path, batch, valid):
+    inputs = dit_inputs(batch, valid=valid)
+    dit = load_dit(path)
+    try:
+        with torch.no_grad():
+            dit.model.lean = False
+            plain = dit(**inputs)
+            dit.model.lean = True
+            for chunk in (None, 5, 7, 13, 1000):  # 36 image + 8/12 text tokens: 1 to 10 chunks
+                dit.model.chunk_tokens = chunk
+                assert (dit(**inputs) - plain).abs().max().item() <= 1e-5, chunk
+    finally:
+        dit.close()
+
+
+def test_lean_streamed_bit_identical_to_resident(path):
+    inputs = dit_inputs(1)
+    outs = []
+    for resident in (None, "all"):
+        dit = load_dit(path, resident_blocks=resident, prefetch_blocks=2)
+        dit.model.chunk_tokens = 7
+        try:
+            with torch.no_grad():
+                outs.append(dit(**inputs))
+        finally:
+            dit.close()
+    assert torch.equal(*outs)
+
+
+def test_fake_estimate_matches_a_real_run():
+    """The planner's fake-tensor peak equals the bytes a real run allocates (same model, same sizes,
+    weights excluded): counted on real CPU tensors with the same flash-style attention stand-in."""
+    from hystream.memory_probe import flash_attention
+
+    cfg = dataclasses.replace(DiTConfig(), hidden=256, heads=2, mlp_hidden=1024, single_mlp_hidden=1024,
+                              refiner_mlp_hidden=1024, text_dim=64, pooled_dim=32, depth_refiner=1,
+                              depth_double=1, depth_single=1)
+    shape, text = (1, 16, 3, 16, 24), 20
+    for lean, chunk in ((True, 64), (False, None)):
+        estimate = forward_peak_bytes(cfg, shape, text, torch.float32, lean, chunk, "cpu")
+        with torch.device("meta"):
+            model = HunyuanVideoDiT(cfg)
+        model.lean, model.chunk_tokens = lean, chunk
+        g = torch.Generator().manual_seed(0)
+        params = {n: torch.randn(p.shape, generator=g) * 0.02 for n, p in model.named_parameters()}
+        inputs = dict(x=torch.randn(shape), timestep=torch.tensor([500.0]), txt=torch.randn(1, text, 64),
+                      pooled=torch.randn(1, 32), guidance=torch.tensor([6000.0]))
+        probe = LiveBytes(existing=[*params.values(), *inputs.values()])
+        with flash_attention(), torch.no_grad(), probe:
+            functional_call(model, params, (), inputs)
+        assert abs(probe.peak - estimate) <= 0.01 * estimate, (lean, probe.peak, estimate)
+
+
+def test_lean_needs_a_fraction_of_the_plain_memory():
+    shape = (1, 16, 33, 48, 64)  # 384×512×129
+    plain = forward_peak_bytes(DiTConfig(), shape, 256, torch.bfloat16, False, None)
+    lean = forward_peak_bytes(DiTConfig(), shape, 256, torch.bfloat16, True, None)
+    assert lean < 0.2 * plain
