@@ -14,7 +14,8 @@ FLOORS = [
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
     {"pipeline", "demo", "video_io"},
-    {"nodes", "cli", "planner"},
+    {"planner"},
+    {"nodes", "cli"},
     {"__init__", "__main__"},  # entry points: ComfyUI's and `python -m hystream`'s
 ]
 
