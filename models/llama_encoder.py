@@ -4,7 +4,8 @@ Only what is used is built: the first N−2 decoder layers (HunyuanVideo conditi
 layer N−2, `hidden_states[-3]`, before the final norm), no final norm, no LM head, no embedding table
 (rows are looked up on the host and only those rows reach the device). The layers' Linear and RMSNorm
 modules are swapped for ours, which compute in the activation dtype whatever the stored dtype (fp16,
-bf16, fp8 with scale), so streamed fp8 weights stay fp8 until they are used.
+bf16, fp8 with scale), so streamed fp8 weights stay fp8 until they are used. (Llama's RMSNorm is the
+same computation as the DiT's q/k norm, with eps 1e-5.)
 """
 
 from __future__ import annotations
@@ -15,26 +16,12 @@ import torch
 from torch import nn
 
 from ..errors import StateDictError, UnsupportedVariantError
-from .layers import Linear, meta_param
+from .layers import Linear, RMSNorm
 
 HEAD_DIM = 128
 ROPE_THETA = 500000.0
 RMS_EPS = 1e-5
 SKIP_LAST_LAYERS = 2  # hidden_states[-3]: the output of layer N-2
-
-
-class LlamaRMSNorm(nn.Module):
-    """Llama's RMSNorm (fp32 statistics, weight × normalised input in the input dtype)."""
-
-    def __init__(self, dim: int, eps: float = RMS_EPS):
-        super().__init__()
-        self.eps = eps
-        self.weight = meta_param(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight.to(x.dtype) * xf.to(x.dtype)
 
 
 def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str):
@@ -78,7 +65,7 @@ def _swap_modules(module: nn.Module) -> None:
         if isinstance(child, nn.Linear):
             setattr(module, name, Linear(child.in_features, child.out_features, bias=child.bias is not None))
         elif type(child).__name__.endswith("RMSNorm"):
-            setattr(module, name, LlamaRMSNorm(child.weight.shape[0], getattr(child, "variance_epsilon", RMS_EPS)))
+            setattr(module, name, RMSNorm(child.weight.shape[0], getattr(child, "variance_epsilon", RMS_EPS)))
         else:
             _swap_modules(child)
 

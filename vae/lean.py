@@ -72,18 +72,26 @@ def context_range(a: int, ctx: int) -> tuple[int, int]:
     return s, ctx - (a - s)
 
 
-def resnet(block, x: torch.Tensor, chunk: int = CHUNK_FRAMES) -> torch.Tensor:
+def norm_act_conv(x: torch.Tensor, norm, conv, chunk: int) -> torch.Tensor:
+    """conv(SiLU(norm(x))) into a new tensor, output frames chunk by chunk, with exact causal context."""
     t = x.shape[2]
-    ctx = block.conv1.conv.kernel_size[0] - 1
-    stats = group_stats(x, block.norm1, chunk)
-    h = None
+    ctx = conv.conv.kernel_size[0] - 1
+    stats = group_stats(x, norm, chunk)
+    out = None
     for a, e in _chunks(t, chunk):
         s, missing = context_range(a, ctx)
-        out = causal_conv(block.conv1, normalise_act(x[:, :, s:e], block.norm1, stats), missing)
-        if h is None:
-            h = torch.empty(out.shape[:2] + (t,) + out.shape[3:], dtype=out.dtype, device=out.device)
-        h[:, :, a:e] = out[:, :, -(e - a):]
-        del out
+        y = causal_conv(conv, normalise_act(x[:, :, s:e], norm, stats), missing)
+        if out is None:
+            out = torch.empty(y.shape[:2] + (t,) + y.shape[3:], dtype=y.dtype, device=y.device)
+        out[:, :, a:e] = y[:, :, -(e - a):]
+        del y
+    return out
+
+
+def resnet(block, x: torch.Tensor, chunk: int = CHUNK_FRAMES) -> torch.Tensor:
+    t = x.shape[2]
+    ctx = block.conv2.conv.kernel_size[0] - 1
+    h = norm_act_conv(x, block.norm1, block.conv1, chunk)
     stats = group_stats(h, block.norm2, chunk)
     carry = None  # the normalised frames just before the chunk: h is overwritten as we go
     for a, e in _chunks(t, chunk):
@@ -125,14 +133,4 @@ def upsample(resample, x: torch.Tensor, chunk: int = CHUNK_FRAMES) -> torch.Tens
 
 def head(decoder, x: torch.Tensor, chunk: int = CHUNK_FRAMES) -> torch.Tensor:
     """conv_norm_out → SiLU → conv_out, chunked: only the 3-channel output is whole."""
-    t = x.shape[2]
-    ctx = decoder.conv_out.conv.kernel_size[0] - 1
-    stats = group_stats(x, decoder.conv_norm_out, chunk)
-    out = None
-    for a, e in _chunks(t, chunk):
-        s, missing = context_range(a, ctx)
-        y = causal_conv(decoder.conv_out, normalise_act(x[:, :, s:e], decoder.conv_norm_out, stats), missing)
-        if out is None:
-            out = torch.empty(y.shape[:2] + (t,) + y.shape[3:], dtype=y.dtype, device=y.device)
-        out[:, :, a:e] = y[:, :, -(e - a):]
-    return out
+    return norm_act_conv(x, decoder.conv_norm_out, decoder.conv_out, chunk)
