@@ -155,7 +155,7 @@ def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for n in range(cfg.depth_double):
-        for target, rows in ((f"img_attn_qkv", 3 * cfg.hidden), ("img_attn_proj", cfg.hidden)):
+        for target, rows in (("img_attn_qkv", 3 * cfg.hidden), ("img_attn_proj", cfg.hidden)):
             base = f"diffusion_model.double_blocks.{n}.{target}"
             sd[base + ".lora_down.weight"] = torch.randn(rank, cfg.hidden, generator=g) * 0.05
             sd[base + ".lora_up.weight"] = torch.randn(rows, rank, generator=g) * 0.05

@@ -23,7 +23,7 @@ from .models.lean import auto_chunk
 from .offload.budget import plan_residency
 from .pipeline import check_video_size
 from .vae.model import HunyuanVideoVAE, VAEConfig
-from .vae.tiling import TileSpec, frame_span
+from .vae.tiling import TileSpec
 
 GIB = 1024 ** 3
 LLAVA_SHAPES = {"embed_tokens.weight": (128320, 4096), "layers.0.self_attn.q_proj.weight": (4096, 4096),

@@ -16,7 +16,6 @@ Prints a table per stage and a JSON line last. Sizes: the four of the brief, plu
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

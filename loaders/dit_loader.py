@@ -24,7 +24,7 @@ from .dit_layout import detect_dit_layout
 from .key_check import check_tensors, scale_names
 from .dtypes import check_weight_dtype, compute_dtype, dominant_float_dtype, store_dtype
 from .recipes import block_sources, read_recipe, recipe_meta
-from .tensor_source import Meta, TensorSource, open_checkpoint
+from .tensor_source import TensorSource, open_checkpoint
 
 BLOCK_RE = re.compile(r"(txt_in\.individual_token_refiner\.blocks|double_blocks|single_blocks)\.(\d+)\.(.+)")
 

@@ -28,7 +28,7 @@ from ..offload.streamer import BlockStreamer
 from .dtypes import compute_dtype, dominant_float_dtype
 from .key_check import check_tensors, scale_names
 from .model_kind import describe_model
-from .recipes import Recipe, block_sources, read_recipe, recipe_meta
+from .recipes import Recipe, block_sources, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
 from .tokenizer_files import CLIP, LLAMA, find_tokenizer, load_clip_tokenizer, load_llama_tokenizer
 

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..errors import StateDictError, UnsupportedVariantError, WrongModelError
+from ..errors import StateDictError, UnsupportedVariantError
 
 ROPE_AXES_128 = (16, 56, 56)
 ROPE_THETA = 256.0
@@ -116,7 +116,3 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
         qkv_bias=("double_blocks.0.img_attn_qkv.bias" in shapes) if depth_double else True,
     )
 
-
-def not_a_dit_error(found: str, describe: str) -> WrongModelError:
-    return WrongModelError("a HunyuanVideo transformer (DiT) checkpoint", f"{found} in {describe}",
-                           "pick the file in models/diffusion_models (e.g. hunyuan_video_t2v_720p_bf16.safetensors)")

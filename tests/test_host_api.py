@@ -2,12 +2,10 @@
 (T2V, V2V, LoRA) queued on /prompt and followed on the websocket, mp4s fetched from /view, bad
 requests, /interrupt, and native ComfyUI nodes on HyStream's outputs."""
 
-import copy
 import json
 import os
 import re
 
-import pytest
 import torch
 
 from comfy_host import fetch_output, run_prompt, upload

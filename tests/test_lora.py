@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from hystream.errors import InputError
 from hystream.loaders.dit_loader import load_dit
 from hystream.loaders.lora import attach_loras, load_lora
-from tiny_dit import TINY, diffusers_model, dit_inputs, quantise_scaled_fp8, reference_forward, save_layout
+from tiny_dit import TINY, diffusers_model, dit_inputs, reference_forward, save_layout
 
 # Tencent-named targets with their (out, in) sizes in the tiny model
 H, M = TINY.hidden, TINY.mlp_hidden
