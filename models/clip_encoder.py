@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import StateDictError
+from .shapes import shape_reader
 
 HEAD_DIM = 64
 
@@ -17,11 +18,7 @@ def infer_clip_config(shapes: dict[str, tuple[int, ...]], describe: str, *, eos_
                       bos_token_id: int, pad_token_id: int):
     import transformers
 
-    def shape(name):
-        if name not in shapes:
-            raise StateDictError(f"tensor {name!r} of a CLIP text encoder", f"no such tensor in {describe}",
-                                 "the file is incomplete or not CLIP-L (clip_l.safetensors)")
-        return shapes[name]
+    shape = shape_reader(shapes, "a CLIP text encoder", describe, "the file is incomplete or not CLIP-L (clip_l.safetensors)")
 
     vocab, hidden = shape("embeddings.token_embedding.weight")
     if hidden % HEAD_DIM:

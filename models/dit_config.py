@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import StateDictError, UnsupportedVariantError
+from .shapes import shape_reader
 
 ROPE_AXES_128 = (16, 56, 56)
 ROPE_THETA = 256.0
@@ -57,11 +58,7 @@ def _count(shapes, pattern: str) -> int:
 
 def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the file") -> DiTConfig:
     """Read the config from Tencent-named shapes. Raises for the variants we do not run."""
-    def shape(name):
-        if name not in shapes:
-            raise StateDictError(f"tensor {name!r} of a HunyuanVideo DiT", f"no such tensor in {describe}",
-                                 "the file is incomplete or not a HunyuanVideo transformer")
-        return shapes[name]
+    shape = shape_reader(shapes, "a HunyuanVideo DiT", describe, "the file is incomplete or not a HunyuanVideo transformer")
 
     variants = [("byt5_in.", "HunyuanVideo 1.5 / HunyuanImage 2.1 (ByT5 glyph encoder)"),
                 ("time_r_in.", "a MeanFlow-distilled HunyuanImage model"),

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import StateDictError, UnsupportedVariantError
 from .layers import Linear, RMSNorm
+from .shapes import shape_reader
 
 HEAD_DIM = 128
 ROPE_THETA = 500000.0
@@ -28,11 +29,7 @@ def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str):
     """A transformers LlamaConfig from Llama-named shapes (prefix already stripped)."""
     import transformers
 
-    def shape(name):
-        if name not in shapes:
-            raise StateDictError(f"tensor {name!r} of a Llama text encoder", f"no such tensor in {describe}",
-                                 "the file is incomplete or not LLaVA-Llama-3")
-        return shapes[name]
+    shape = shape_reader(shapes, "a Llama text encoder", describe, "the file is incomplete or not LLaVA-Llama-3")
 
     vocab, hidden = shape("embed_tokens.weight")
     q_rows, q_in = shape("layers.0.self_attn.q_proj.weight")
