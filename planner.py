@@ -104,7 +104,7 @@ def clip_l_params() -> int:
 @functools.lru_cache(maxsize=8)
 def _llama_activations(tokens: int) -> int:
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.nn.utils.stateless import functional_call
+    from torch.func import functional_call
 
     from .models.llama_encoder import LlamaStates, infer_llama_config
 
@@ -140,7 +140,7 @@ def plan_text_encoder(vram: int | None, *, fp8: bool = True) -> StagePlan:
 def vae_tile_peak(tile: tuple[int, int, int], dtype: torch.dtype = torch.bfloat16) -> int:
     """Peak bytes of one decoder tile (latent t, h, w), measured on fake tensors (weights excluded)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.nn.utils.stateless import functional_call
+    from torch.func import functional_call
 
     with torch.device("meta"):
         decoder = HunyuanVideoVAE(VAEConfig()).decoder

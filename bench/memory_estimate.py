@@ -39,7 +39,7 @@ def param_bytes(module, dtype=DT) -> int:
 def dit_stage(frames: int, height: int, width: int, text: int, quick: bool) -> dict:
     from estimate import LiveBytes  # memest
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.nn.utils.stateless import functional_call
+    from torch.func import functional_call
 
     from hystream.memory_probe import flash_attention
     from hystream.models.dit import HunyuanVideoDiT
@@ -92,7 +92,7 @@ def text_stage() -> dict:
 def vae_stage(frames: int, height: int, width: int) -> dict:
     from estimate import LiveBytes
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.nn.utils.stateless import functional_call
+    from torch.func import functional_call
 
     from hystream.memory_probe import flash_attention
     from hystream.vae.model import HunyuanVideoVAE, VAEConfig

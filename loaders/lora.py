@@ -165,12 +165,17 @@ class Adapter:
         self.factor = strength * part.scale
         self.rows = part.rows
 
-    def merge(self, w: torch.Tensor) -> torch.Tensor:
-        """w + the low-rank delta, as a new tensor (w may be the stored weight itself)."""
-        delta = (self.up.to(w.dtype) @ self.down.to(w.dtype)) * self.factor
-        if self.rows is None:
+    def merge(self, w: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """w + the low-rank delta, as a new tensor (w may be the stored weight itself). w holds rows
+        [offset, offset + len(w)) of the full weight: only the delta's rows that fall there are added."""
+        first = self.rows[0] if self.rows else 0  # full-weight row of self.up's row 0
+        lo, hi = max(first, offset), min(first + self.up.shape[0], offset + w.shape[0])
+        if lo >= hi:
+            return w
+        delta = (self.up[lo - first:hi - first].to(w.dtype) @ self.down.to(w.dtype)) * self.factor
+        a, b = lo - offset, hi - offset
+        if a == 0 and b == w.shape[0]:
             return w + delta
-        a, b = self.rows
         return torch.cat([w[:a], w[a:b] + delta, w[b:]])
 
 

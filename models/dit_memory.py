@@ -12,7 +12,7 @@ import dataclasses
 import functools
 
 import torch
-from torch.nn.utils.stateless import functional_call
+from torch.func import functional_call
 
 from ..memory_probe import LiveBytes, flash_attention
 from .dit_config import DiTConfig

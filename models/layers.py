@@ -37,15 +37,23 @@ class Linear(nn.Module):
         self.register_buffer("scale_weight", None)  # bound by the loader for scaled-fp8 files
         self.lora: list = []  # LoRA adapters, merged into the weight at use (see loaders/lora.py)
 
-    def compute_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight as used: upcast (× scale) on the compute device, LoRA deltas added to that copy
-        only, so the stored weight — resident or streamed, bf16 or fp8 — is never modified."""
-        w = self.weight.to(dtype)
+    def compute_weight(self, dtype: torch.dtype, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The weight as used (output rows [a, b) only, if given): upcast (× scale) on the compute
+        device, LoRA deltas added to that copy only, so the stored weight — resident or streamed, bf16
+        or fp8 — is never modified. Taking rows lets a caller hold part of a fused weight upcast."""
+        a, b = rows or (0, self.out_features)
+        w = self.weight[a:b].to(dtype)
         if self.scale_weight is not None:
             w = w * self.scale_weight.to(dtype)
         for adapter in self.lora:
-            w = adapter.merge(w)
+            w = adapter.merge(w, a)
         return w
+
+    def compute_bias(self, dtype: torch.dtype, rows: tuple[int, int] | None = None) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        a, b = rows or (0, self.out_features)
+        return self.bias[a:b].to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.compute_weight(x.dtype), cast(self.bias, x.dtype))

@@ -9,7 +9,8 @@ values — and everything else exists one chunk of tokens at a time:
   the full keys/values, projected and added into the residual stream in place;
 - the MLP runs per chunk, so the [N, 4·hidden] hidden never exists whole; the single block's output
   projection is split over its attention and MLP parts instead of materialising cat([attn, mlp]).
-Weights are taken once per block (`compute_weight`: upcast, fp8 scale, LoRA) and sliced by rows.
+Weights are taken right where they are used and dropped after (`compute_weight`: upcast, fp8 scale, LoRA),
+fused ones by row range (q, k, v, MLP parts), so at most a few of a block's matrices exist upcast at once.
 """
 
 from __future__ import annotations
@@ -39,14 +40,10 @@ def gelu_(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.gelu_(x, approximate="tanh")
 
 
-def weights(linear: Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    w = linear.compute_weight(dtype)
-    return w, (None if linear.bias is None else linear.bias.to(dtype))
-
-
-def rows(wb, a: int, b: int):
-    w, bias = wb
-    return w[a:b], (None if bias is None else bias[a:b])
+def weights(linear: Linear, dtype: torch.dtype, a: int | None = None, b: int | None = None):
+    """(weight, bias) of `linear` as used, output rows [a, b) only if given."""
+    rows = None if a is None else (a, b)
+    return linear.compute_weight(dtype, rows), linear.compute_bias(dtype, rows)
 
 
 def project(x: torch.Tensor, wb, heads: int) -> torch.Tensor:
@@ -80,25 +77,26 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
     sides = []
     for name, x, offset, n_rope in (("img", img, 0, n_img), ("txt", txt, n_img, 0)):
         mods = getattr(block, f"{name}_mod")(vec)
-        qkv = weights(getattr(block, f"{name}_attn_qkv"), dt)
+        qkv = getattr(block, f"{name}_attn_qkv")
         norm1 = getattr(block, f"{name}_norm1")
         sides.append(dict(name=name, x=x, offset=offset, n_rope=n_rope, mods=mods, qkv=qkv,
                           norm_mod=lambda t, norm1=norm1, m=mods: modulate(norm1(t), m[0], m[1])))
     k = torch.empty(img.shape[0], n, heads, hidden // heads, dtype=dt, device=img.device)
     v = torch.empty_like(k)
     for s in sides:
-        fill_keys_values(k, v, s["x"], s["offset"], s["norm_mod"], rows(s["qkv"], hidden, 2 * hidden),
-                         rows(s["qkv"], 2 * hidden, 3 * hidden), getattr(block, f"{s['name']}_attn_k_norm"),
+        fill_keys_values(k, v, s["x"], s["offset"], s["norm_mod"], weights(s["qkv"], dt, hidden, 2 * hidden),
+                         weights(s["qkv"], dt, 2 * hidden, 3 * hidden), getattr(block, f"{s['name']}_attn_k_norm"),
                          heads, cos, sin, s["n_rope"], chunk)
     for s in sides:
         x, name, gate = s["x"], s["name"], s["mods"][2]
         q_norm = getattr(block, f"{name}_attn_q_norm")
         proj = weights(getattr(block, f"{name}_attn_proj"), dt)
-        wq = rows(s["qkv"], 0, hidden)
+        wq = weights(s["qkv"], dt, 0, hidden)
         for a, b in chunks(x.shape[1], chunk):
             q = rope_part(q_norm(project(s["norm_mod"](x[:, a:b]), wq, heads)), cos, sin, a, s["n_rope"])
             x[:, a:b] += F.linear(attention(q, k, v, key_mask), *proj) * gate
             del q
+        del proj, wq
     del k, v
     for s in sides:
         x, name, (_, _, _, shift2, scale2, gate2) = s["x"], s["name"], s["mods"]
@@ -108,23 +106,25 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
             h = gelu_(F.linear(modulate(norm2(x[:, a:b]), shift2, scale2), *fc1))
             x[:, a:b] += F.linear(h, *fc2) * gate2
             del h
+        del fc1, fc2
     return img, txt
 
 
 def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
     heads, dt, hidden = block.heads, x.dtype, block.hidden
     shift, scale, gate = block.modulation(vec)
-    w1, w2 = weights(block.linear1, dt), weights(block.linear2, dt)
 
     def norm_mod(t):
         return modulate(block.pre_norm(t), shift, scale)
 
     k = torch.empty(x.shape[0], x.shape[1], heads, hidden // heads, dtype=dt, device=x.device)
     v = torch.empty_like(k)
-    fill_keys_values(k, v, x, 0, norm_mod, rows(w1, hidden, 2 * hidden), rows(w1, 2 * hidden, 3 * hidden),
-                     block.k_norm, heads, cos, sin, n_img, chunk)
-    wq, wm = rows(w1, 0, hidden), rows(w1, 3 * hidden, w1[0].shape[0])
-    w2_attn, w2_mlp, b2 = w2[0][:, :hidden], w2[0][:, hidden:], w2[1]
+    fill_keys_values(k, v, x, 0, norm_mod, weights(block.linear1, dt, hidden, 2 * hidden),
+                     weights(block.linear1, dt, 2 * hidden, 3 * hidden), block.k_norm, heads, cos, sin, n_img, chunk)
+    wq = weights(block.linear1, dt, 0, hidden)
+    wm = weights(block.linear1, dt, 3 * hidden, block.linear1.out_features)
+    w2, b2 = weights(block.linear2, dt)
+    w2_attn, w2_mlp = w2[:, :hidden], w2[:, hidden:]
     for a, b in chunks(x.shape[1], chunk):
         xm = norm_mod(x[:, a:b])
         q = rope_part(block.q_norm(project(xm, wq, heads)), cos, sin, a, n_img)

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from torch.nn.utils.stateless import functional_call
+from torch.func import functional_call
 
 from hystream.loaders.dit_loader import load_dit
 from hystream.memory_probe import LiveBytes

@@ -211,3 +211,22 @@ def test_lora_adds_no_host_copy_of_the_model(tmp_path):
     m = json.loads(result.stdout.strip().splitlines()[-1])
     assert path.stat().st_size > 15 * m["block"]
     assert m["with_lora"] < m["plain"] + m["lora"] + 0.5 * m["block"], m  # the adapters, nothing like a model copy
+
+
+def test_row_ranges_of_a_fused_weight_carry_their_part_of_the_delta():
+    # The lean blocks take q, k, v and MLP rows of a fused weight separately: every row range must
+    # equal the same rows of the whole merged weight, for adapters on the whole weight or on a part.
+    from hystream.loaders.lora import Adapter, LoRAPart
+    from hystream.models.layers import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(8, 12)
+    lin.weight = torch.nn.Parameter(torch.randn(12, 8).to(torch.bfloat16), requires_grad=False)
+    lin.bias = torch.nn.Parameter(torch.randn(12), requires_grad=False)
+    lin.lora = [Adapter(LoRAPart("x", torch.randn(2, 8), torch.randn(12, 2), 0.5, None), 1.0, "cpu", torch.float32),
+                Adapter(LoRAPart("x", torch.randn(3, 8), torch.randn(4, 3), 1.0, (4, 8)), 0.7, "cpu", torch.float32)]
+    whole = lin.compute_weight(torch.float32)
+    assert not torch.equal(whole, lin.weight.float())
+    for a, b in [(0, 4), (4, 8), (8, 12), (2, 6), (6, 11), (0, 12), (5, 6)]:
+        torch.testing.assert_close(lin.compute_weight(torch.float32, (a, b)), whole[a:b], rtol=0, atol=1e-6)
+        assert torch.equal(lin.compute_bias(torch.float32, (a, b)), lin.bias[a:b])
