@@ -56,7 +56,7 @@ class Linear(nn.Module):
         return self.bias[a:b].to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.compute_weight(x.dtype), cast(self.bias, x.dtype))
+        return F.linear(x, self.compute_weight(x.dtype), self.compute_bias(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
