@@ -22,22 +22,23 @@ class HyStreamSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
+        d = SampleSettings()  # the defaults the headless pipeline uses
         return {"required": {
             "dit": ("HYSTREAM_DIT", {"tooltip": "From HyStreamDiTLoader (or HyStreamLoRA)."}),
             "positive": ("CONDITIONING", {"tooltip": "The prompt, from HyStreamTextEncode or ComfyUI's HunyuanVideo encoder."}),
             "latent": ("LATENT", {"tooltip": "EmptyHunyuanLatentVideo for text-to-video; HyStreamVAEEncode for video-to-video."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+            "seed": ("INT", {"default": d.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Noise seed (the same seed gives the same video in diffusers and ComfyUI)."}),
-            "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Sampling steps (20-50)."}),
-            "flow_shift": ("FLOAT", {"default": 7.0, "min": 0.1, "max": 100.0, "step": 0.1,
+            "steps": ("INT", {"default": d.steps, "min": 1, "max": 1000, "tooltip": "Sampling steps (20-50)."}),
+            "flow_shift": ("FLOAT", {"default": d.flow_shift, "min": 0.1, "max": 100.0, "step": 0.1,
                                      "tooltip": "Shifts the schedule toward high noise; 7 for 720p, 5-9 for lower."}),
-            "embedded_guidance": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1,
+            "embedded_guidance": ("FLOAT", {"default": d.embedded_guidance, "min": 0.0, "max": 30.0, "step": 0.1,
                                             "tooltip": "The guidance-distilled model's guidance strength (6 = default)."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+            "denoise": ("FLOAT", {"default": d.denoise, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "1 = text-to-video; below 1 keeps that much of the input video (V2V)."}),
         }, "optional": {
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
-            "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1,
+            "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True classifier-free guidance with the negative prompt (doubles the time); 1 = off."}),
         }}
 

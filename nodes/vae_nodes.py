@@ -8,14 +8,15 @@ from . import host
 
 
 def tile_inputs():
+    d = TileSpec()  # the defaults the headless pipeline uses
     return {
-        "tile_size": ("INT", {"default": 256, "min": 0, "max": 2048, "step": 16,
+        "tile_size": ("INT", {"default": d.size, "min": 0, "max": 2048, "step": 16,
                               "tooltip": "Spatial tile in pixels (0 = the largest that fits free memory)."}),
-        "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 8,
+        "tile_overlap": ("INT", {"default": d.overlap, "min": 0, "max": 1024, "step": 8,
                                  "tooltip": "Blended overlap between spatial tiles, in pixels."}),
-        "temporal_tile": ("INT", {"default": 64, "min": 0, "max": 512, "step": 4,
+        "temporal_tile": ("INT", {"default": d.temporal, "min": 0, "max": 512, "step": 4,
                                   "tooltip": "Temporal tile in frames (0 = automatic)."}),
-        "temporal_overlap": ("INT", {"default": 16, "min": 0, "max": 256, "step": 4,
+        "temporal_overlap": ("INT", {"default": d.temporal_overlap, "min": 0, "max": 256, "step": 4,
                                      "tooltip": "Blended overlap between temporal tiles, in frames."}),
     }
 
