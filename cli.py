@@ -183,13 +183,12 @@ def cmd_demo(args) -> dict:
         print("running the same models through the headless pipeline" if args.headless else
               "no ComfyUI found (set COMFYUI_PATH, or place it at ../shared/comfyui): running the same models "
               "through the headless pipeline instead")
-        gen = argparse.Namespace(dit=models["dit"], llm=models["llm"], clip=models["clip"], vae=models["vae"],
-                                 prompt=args.prompt, negative=None, lora=[f"{models['lora']}:1.0"], input_video=None,
-                                 width=DEMO_SIZE["width"], height=DEMO_SIZE["height"], frames=DEMO_SIZE["frames"],
-                                 steps=DEMO_SIZE["steps"], seed=0, flow_shift=7.0, guidance=6.0, cfg=1.0, denoise=1.0,
-                                 vram_budget=None, prefetch=1, weight_dtype="auto", device=None, tokenizer_dir=None,
-                                 tile=256, tile_overlap=64, temporal_tile=64, temporal_overlap=16, fps=24.0, crf=19,
-                                 out=out)
+        gen = build_parser().parse_args([  # generate's own defaults for everything not named here
+            "generate", "--dit", models["dit"], "--llm", models["llm"], "--clip", models["clip"], "--vae", models["vae"],
+            "--prompt", args.prompt, "--lora", f"{models['lora']}:1.0", "--width", str(DEMO_SIZE["width"]),
+            "--height", str(DEMO_SIZE["height"]), "--frames", str(DEMO_SIZE["frames"]),
+            "--steps", str(DEMO_SIZE["steps"]), "--denoise", "1.0", "--out", out])
+        gen.vram_budget = None  # tiny models: no residency planning
         return dict(cmd_generate(gen), command="demo", host=None)
 
     print(f"starting ComfyUI from {snapshot} with HyStream installed for this run …")
