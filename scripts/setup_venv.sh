@@ -30,5 +30,7 @@ if [ -n "$mode" ] && [ -f "$comfy/requirements.txt" ]; then
   # torchaudio has no build for this torch; ComfyUI then only loses its audio nodes.
   grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$comfy/requirements.txt" > "$venv/comfyui-requirements.txt"
   "$py" -m pip install -q -c "$constraints" -r "$venv/comfyui-requirements.txt"
+  # ...and what the host imports without listing it (found by starting it with HyStream installed)
+  "$py" "$repo/scripts/host_deps.py" "$comfy" --constraints "$constraints"
 fi
 "$py" -c "import torch, hystream; print('HyStream venv ready:', '$venv', 'torch', torch.__version__)"
