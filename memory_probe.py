@@ -43,12 +43,21 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
+@contextlib.contextmanager
+def fake_mode():
+    """Fake tensors for memory predictions: nothing is allocated. Grad-free, and outside inference mode
+    even when the caller is in it (ComfyUI runs nodes under inference_mode, where building modules on
+    fake tensors fails: their parameters' in-place detach_ is refused)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with torch.inference_mode(False), FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        yield
+
+
 def fake_peak_bytes(fn: Callable[..., object], *shapes_dtypes_devices) -> int:
     """Peak bytes `fn(*inputs)` would allocate, inputs given as (shape, dtype, device); nothing real is
     allocated (module weights may be real: they are read as fake)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+    with fake_mode():
         inputs = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype, device in shapes_dtypes_devices]
         probe = LiveBytes()
         with probe:

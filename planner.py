@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import BudgetError
-from .memory_probe import LiveBytes, flash_attention
+from .memory_probe import LiveBytes, fake_mode, flash_attention
 from .models.dit import HunyuanVideoDiT
 from .models.dit_config import DiTConfig
 from .models.dit_memory import forward_peak_bytes
@@ -103,14 +103,13 @@ def clip_l_params() -> int:
 
 @functools.lru_cache(maxsize=8)
 def _llama_activations(tokens: int) -> int:
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.func import functional_call
 
     from .models.llama_encoder import LlamaStates, infer_llama_config
 
     config = infer_llama_config(LLAVA_SHAPES, "LLaVA-Llama-3-8B")
     config.num_hidden_layers = 1  # layers run one after another: one has the peak
-    with flash_attention(), FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+    with flash_attention(), fake_mode():
         model = LlamaStates(config, torch.device("cuda"))
         params = {n: torch.empty(p.shape, dtype=torch.float16, device="cuda") for n, p in model.named_parameters()}
         embeds = torch.empty(1, tokens, 4096, dtype=torch.float16, device="cuda")
@@ -139,12 +138,11 @@ def plan_text_encoder(vram: int | None, *, fp8: bool = True) -> StagePlan:
 @functools.lru_cache(maxsize=32)
 def vae_tile_peak(tile: tuple[int, int, int], dtype: torch.dtype = torch.bfloat16) -> int:
     """Peak bytes of one decoder tile (latent t, h, w), measured on fake tensors (weights excluded)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.func import functional_call
 
     with torch.device("meta"):
         decoder = HunyuanVideoVAE(VAEConfig()).decoder
-    with flash_attention(), FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+    with flash_attention(), fake_mode():
         params = {n: torch.empty(p.shape, dtype=dtype, device="cuda") for n, p in decoder.named_parameters()}
         z = torch.empty(1, 16, *tile, dtype=dtype, device="cuda")
         probe = LiveBytes(existing=[*params.values(), z])

@@ -38,10 +38,9 @@ def param_bytes(module, dtype=DT) -> int:
 
 def dit_stage(frames: int, height: int, width: int, text: int, quick: bool) -> dict:
     from estimate import LiveBytes  # memest
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.func import functional_call
 
-    from hystream.memory_probe import flash_attention
+    from hystream.memory_probe import fake_mode, flash_attention
     from hystream.models.dit import HunyuanVideoDiT
     from hystream.models.dit_config import DiTConfig
     from hystream.models.dit_memory import forward_peak_bytes
@@ -58,7 +57,7 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool) -> d
     if not quick:
         model = full
         model.compute_dtype, model.device = DT, torch.device("cuda")
-        with flash_attention(), FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        with flash_attention(), fake_mode():
             params = {n: torch.empty(p.shape, dtype=DT, device="cuda") for n, p in model.named_parameters()}
             inputs = dict(x=torch.empty(shape, dtype=DT, device="cuda"), timestep=torch.empty(1, device="cuda"),
                           txt=torch.empty(1, text, cfg.text_dim, dtype=DT, device="cuda"),
@@ -91,10 +90,9 @@ def text_stage() -> dict:
 
 def vae_stage(frames: int, height: int, width: int) -> dict:
     from estimate import LiveBytes
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.func import functional_call
 
-    from hystream.memory_probe import flash_attention
+    from hystream.memory_probe import fake_mode, flash_attention
     from hystream.vae.model import HunyuanVideoVAE, VAEConfig
     from hystream.vae.tiling import TileSpec
 
@@ -106,7 +104,7 @@ def vae_stage(frames: int, height: int, width: int) -> dict:
     tile = (1, 16, min(t, temporal_l + 1), min(height // 8, size_l), min(width // 8, size_l))  # + 1 warm-up frame
     weights = param_bytes(vae.decoder) + param_bytes(vae.post_quant_conv)
     dec = vae.decoder
-    with flash_attention(), FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+    with flash_attention(), fake_mode():
         params = {n: torch.empty(p.shape, dtype=DT, device="cuda") for n, p in dec.named_parameters()}
         z = torch.empty(tile, dtype=DT, device="cuda")
         lb = LiveBytes(round_to=512)

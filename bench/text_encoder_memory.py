@@ -61,12 +61,12 @@ def activation_peak(config, tokens: int, dtype) -> int | None:
         return None
     sys.path.insert(0, MEMEST)
     from estimate import LiveBytes, attention_mode  # noqa: E402
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     from hystream.models.llama_encoder import LlamaStates
+    from hystream.memory_probe import fake_mode
     from hystream.offload.binding import bind
 
-    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+    with fake_mode():
         model = LlamaStates(config, torch.device("cuda"))
         for layer in model.layers:
             bind(layer, {n: torch.empty(p.shape, dtype=dtype, device="cuda") for n, p in layer.named_parameters()})

@@ -14,14 +14,13 @@ import functools
 import torch
 from torch.func import functional_call
 
-from ..memory_probe import LiveBytes, flash_attention
+from ..memory_probe import LiveBytes, fake_mode, flash_attention
 from .dit_config import DiTConfig
 
 
 @functools.lru_cache(maxsize=64)
 def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: torch.dtype, lean: bool,
                        chunk_tokens: int | None, device: str = "cuda") -> int:
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .dit import HunyuanVideoDiT
 
@@ -32,7 +31,7 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
     model.lean, model.chunk_tokens, model.compute_dtype = lean, chunk_tokens, dtype
     model.device = torch.device(device)
     with flash_attention():
-        with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        with fake_mode():
             params = {n: torch.empty(p.shape, dtype=dtype, device=device) for n, p in model.named_parameters()}
             batch = x_shape[0]
             inputs = dict(x=torch.empty(x_shape, dtype=dtype, device=device),

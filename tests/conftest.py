@@ -63,3 +63,18 @@ def comfy_host(comfy_snapshot, tmp_path_factory):
     host.start()
     yield host
     host.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "grad_mode: run outside torch.inference_mode() (the default for tests)")
+
+
+@pytest.fixture(autouse=True)
+def host_grad_mode(request):
+    """ComfyUI runs every node under torch.inference_mode(); the tests that stand in for it do too, so an
+    in-place write to an inference tensor outside it (e.g. on a worker thread) fails here as it would there."""
+    if request.node.get_closest_marker("grad_mode"):
+        yield
+        return
+    with torch.inference_mode():
+        yield
