@@ -16,7 +16,7 @@ class StreamStats:
     bytes_copied: int = 0  # host → device (CPU: file → ring) bytes moved by the streamer
     copies: int = 0
     wait_seconds: float = 0.0  # time the compute thread waited for a block that had not arrived
-    peak_device_bytes: int = 0  # CUDA: max_memory_allocated; elsewhere: resident + ring + fixed buffers
+    peak_device_bytes: int = 0  # CUDA: max_memory_allocated; CPU: fixed weights + the peak of our buffers alive at once
     forwards: int = 0
 
     def reset(self) -> None:

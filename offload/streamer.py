@@ -78,6 +78,7 @@ class BlockStreamer:
         self.on_block: Callable[[int], None] | None = None  # progress: called after each block
         self._resident: dict[int, torch.Tensor] = {}
         self._buffers: weakref.WeakSet = weakref.WeakSet()  # every buffer we allocate, for leak checks
+        self._live_bytes = 0  # device bytes of our buffers alive now, counted at allocation and at free
         self._session: _Session | None = None
         self._hooks: list = []
         for i, block in enumerate(self.blocks):
@@ -174,7 +175,14 @@ class BlockStreamer:
     def _alloc(self, nbytes: int, pinned: bool = False) -> torch.Tensor:
         buf = pinned_empty(nbytes) if pinned else torch.empty(nbytes, dtype=torch.uint8, device=self.device)
         self._buffers.add(buf)
+        if not pinned and not self.cuda:  # CUDA's allocator measures itself (max_memory_allocated)
+            self._live_bytes += nbytes
+            weakref.finalize(buf.untyped_storage(), self._freed, nbytes)  # the memory, not this view of it
+            self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, self.fixed_bytes + self._live_bytes)
         return buf
+
+    def _freed(self, nbytes: int) -> None:
+        self._live_bytes -= nbytes
 
     @contextlib.contextmanager
     def session(self, activation_bytes: int | None = None):
@@ -206,7 +214,6 @@ class BlockStreamer:
                 torch.cuda.reset_peak_memory_stats(self.device)
             if order:
                 s.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hystream-stream")
-            self._account(ring * slot_bytes)
             self._pump()
         except BaseException:
             self._close(implicit=implicit, force=True)
@@ -238,11 +245,6 @@ class BlockStreamer:
             s.staging.clear()
             s.futures.clear()
 
-    def _account(self, ring_bytes: int) -> None:
-        if not self.cuda:
-            held = self.fixed_bytes + ring_bytes + sum(b.numel() for b in self._resident.values())
-            self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, held)
-
     # -- the pipeline ------------------------------------------------------------------------------
     def _pump(self) -> None:
         """Queue copies up to `prefetch` blocks ahead of the next block to run."""
@@ -258,7 +260,13 @@ class BlockStreamer:
             s.next_submit += 1
 
     def _copy(self, s: _Session, seq: int):
-        """Worker thread: bring block `seq` into its ring slot. Returns the CUDA event of the copy."""
+        """Worker thread: bring block `seq` into its ring slot. Returns the CUDA event of the copy.
+        Runs in inference mode: grad modes are per thread, and the ring may have been allocated under the
+        host's inference_mode (ComfyUI runs nodes in it), whose tensors refuse in-place writes outside it."""
+        with torch.inference_mode():
+            return self._copy_block(s, seq)
+
+    def _copy_block(self, s: _Session, seq: int):
         index, slot = s.order[seq % len(s.order)], seq % s.ring
         nbytes = self.layouts[index].nbytes
         dst = s.slots[slot][:nbytes]
