@@ -75,6 +75,47 @@ def parse_lora(spec: str) -> tuple[str, float]:
         raise InputError("--lora FILE:STRENGTH", repr(spec), "e.g. --lora my_lora.safetensors:0.8") from None
 
 
+def check_generate(args, loras) -> None:
+    """Everything the run will need, checked before any model is opened: a bad --out, --fps, tile size or
+    missing file fails in a second, not after the whole generation."""
+    from . import pipeline
+    from .vae.tiling import TileSpec, check_tiles
+    from .video_io import check_output_settings, probe_video
+
+    check_output_settings(args.out, args.fps, args.crf)
+    if not args.input_video:
+        pipeline.check_video_size(args.width, args.height, args.frames)
+    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, *(p for p, _ in loras)]:
+        if path and not os.path.exists(path):
+            raise InputError("existing files", f"no file at {path!r}", "check the paths")
+    if args.tokenizer_dir and not os.path.isdir(args.tokenizer_dir):
+        raise InputError("--tokenizer-dir naming a folder", f"{args.tokenizer_dir!r}", "check the path")
+    check_tiles(TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap))
+    bad = [(flag, value, want) for flag, value, want, ok in (
+        ("--steps", args.steps, "at least 1", args.steps >= 1),
+        ("--cfg", args.cfg, "at least 1 (1 = off)", args.cfg >= 1),
+        ("--denoise", args.denoise, "from 0 to 1", 0 <= args.denoise <= 1),
+        ("--prefetch", args.prefetch, "from 0 to 8", 0 <= args.prefetch <= 8),
+        ("--vram-budget", args.vram_budget, "0 (automatic) or more", args.vram_budget is None or args.vram_budget >= 0),
+        ("--flow-shift", args.flow_shift, "above 0", args.flow_shift > 0)) if not ok]
+    if bad:
+        flag, value, want = bad[0]
+        raise InputError(f"{flag} {want}", f"{value}", f"fix {flag} (see python -m hystream generate --help)")
+    if args.cfg > 1 and not args.negative:
+        raise InputError("--negative when --cfg > 1", "no negative prompt", "add --negative \"…\" or set --cfg 1")
+    if args.input_video:
+        probe_video(args.input_video)
+
+
+def comfyui_tokenizers() -> dict[str, str] | None:
+    """ComfyUI's bundled tokenizers when the pack runs from ComfyUI/custom_nodes or $COMFYUI_PATH is set."""
+    from .comfy_server import host_of_this_pack
+    from .loaders.tokenizer_files import bundled_tokenizer_dirs
+
+    root = host_of_this_pack()
+    return bundled_tokenizer_dirs(root) if root else None
+
+
 def cmd_generate(args) -> dict:
     import torch
 
@@ -86,17 +127,14 @@ def cmd_generate(args) -> dict:
     from .vae.tiling import Hooks, TileSpec
     from .video_io import read_video, write_mp4
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loras = [parse_lora(s) for s in args.lora or []]
-    if not args.input_video:
-        pipeline.check_video_size(args.width, args.height, args.frames)  # before any model work
-    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, *(p for p, _ in loras)]:
-        if path and not os.path.exists(path):
-            raise InputError("existing files", f"no file at {path!r}", "check the paths")
+    check_generate(args, loras)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report = Report(device)
     tiles = TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap)
 
-    te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir)
+    te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir,
+                           host_tokenizer_dirs=comfyui_tokenizers())
     try:
         with report.stage("text encode", te.streamer):
             positive = pipeline.encode_prompt(te, args.prompt)
@@ -118,8 +156,12 @@ def cmd_generate(args) -> dict:
 
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
                    vram_budget_gb=args.vram_budget)
+    lora_notes = []
     try:
         attached = tuple((load_lora(p, dit.model), s) for p, s in loras)
+        for lora, _ in attached:
+            lora_notes.append(lora.summary())
+            print(lora.summary(), file=sys.stderr)
         settings = pipeline.SampleSettings(args.seed, args.steps, args.flow_shift, args.guidance, denoise, args.cfg)
         with report.stage("sample", dit.streamer) as entry:
             bar = tqdm_bar(args.steps, "sampling")
@@ -137,13 +179,11 @@ def cmd_generate(args) -> dict:
         video = pipeline.decode(vae, latent, tiles, Hooks(progress=lambda d, t: _tick(bar, d, t)))
         bar.close()
     vae.close()
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    write_mp4(video, out, args.fps, args.crf)
+    out = write_mp4(video, args.out, args.fps, args.crf)
     print(f"wrote {out}: {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}")
     report.print()
     return dict(command="generate", out=out, frames=video.shape[0], width=video.shape[2], height=video.shape[1],
-                device=str(device), stages=report.stages)
+                device=str(device), loras=lora_notes, stages=report.stages)
 
 
 def _tick(bar, done: int, total: int) -> None:
@@ -269,64 +309,86 @@ def cmd_smoke(args) -> dict:
 
 
 # -- plumbing --------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hystream", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and each flag's default (where it has one) after its help."""
 
-    g = sub.add_parser("generate", help="prompt → mp4 with real model files")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if not (default is None or default is False or default is argparse.SUPPRESS or action.required):
+            text += " (default: %(default)s)"
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .loaders.dtypes import WEIGHT_DTYPES
+    from .pipeline import SampleSettings
+    from .vae.tiling import TileSpec
+
+    d, t = SampleSettings(), TileSpec()  # the defaults the nodes show
+    p = argparse.ArgumentParser(prog="python -m hystream", description=__doc__, formatter_class=HelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
+
+    g = command("generate", "prompt → mp4 with real model files")
     for name, help_ in (("dit", "the DiT file or diffusers folder"), ("llm", "LLaVA-Llama-3 file or folder"),
                         ("clip", "CLIP-L file or folder"), ("vae", "the VAE file or folder")):
         g.add_argument(f"--{name}", required=True, help=help_)
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", required=True, help="what the video shows (up to 256 tokens)")
     g.add_argument("--negative", help="negative prompt (used when --cfg > 1)")
-    g.add_argument("--width", type=int, default=848)
-    g.add_argument("--height", type=int, default=480)
+    g.add_argument("--width", type=int, default=848, help="video width in pixels, a multiple of 16")
+    g.add_argument("--height", type=int, default=480, help="video height in pixels, a multiple of 16")
     g.add_argument("--frames", type=int, default=61, help="4k+1 frames (video-to-video: at most this many are read)")
-    g.add_argument("--steps", type=int, default=30)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--flow-shift", type=float, default=7.0)
-    g.add_argument("--guidance", type=float, default=6.0, help="embedded guidance")
-    g.add_argument("--cfg", type=float, default=1.0, help="true CFG scale (> 1 runs the negative prompt)")
-    g.add_argument("--lora", action="append", metavar="FILE:STRENGTH")
-    g.add_argument("--input-video", help="video-to-video: the input video (cropped to 4k+1 frames, sides % 16)")
-    g.add_argument("--denoise", type=float, default=0.6, help="video-to-video strength")
+    g.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
+    g.add_argument("--seed", type=int, default=d.seed, help="noise seed (same seed, same video as diffusers/ComfyUI)")
+    g.add_argument("--flow-shift", type=float, default=d.flow_shift, help="schedule shift (7 for 720p, 5-9 lower)")
+    g.add_argument("--guidance", type=float, default=d.embedded_guidance, help="embedded guidance")
+    g.add_argument("--cfg", type=float, default=d.cfg, help="true CFG scale (> 1 runs the negative prompt)")
+    g.add_argument("--lora", action="append", metavar="FILE:STRENGTH", help="a LoRA and its strength (repeatable)")
+    g.add_argument("--input-video", help="video-to-video: the input video (cropped to 4k+1 frames and sides that "
+                                         "are multiples of 16)")
+    g.add_argument("--denoise", type=float, default=0.6, help="video-to-video strength (1 = ignore the input)")
     g.add_argument("--vram-budget", type=float, default=0.0, help="GB for the sampling stage (0 = automatic)")
-    g.add_argument("--prefetch", type=int, default=1)
-    g.add_argument("--weight-dtype", default="auto", choices=["auto", "bf16", "fp16", "fp8_e4m3fn"])
+    g.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute (0 = synchronous)")
+    g.add_argument("--weight-dtype", default="auto", choices=WEIGHT_DTYPES,
+                   help="how the DiT's weights are stored (auto = as in the file)")
     g.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    g.add_argument("--tokenizer-dir")
-    g.add_argument("--tile", type=int, default=256)
-    g.add_argument("--tile-overlap", type=int, default=64)
-    g.add_argument("--temporal-tile", type=int, default=64)
-    g.add_argument("--temporal-overlap", type=int, default=16)
-    g.add_argument("--fps", type=float, default=24.0)
-    g.add_argument("--crf", type=int, default=19)
-    g.add_argument("--out", default="out.mp4")
+    g.add_argument("--tokenizer-dir", help="folder with the tokenizer files (default: beside the weights, then "
+                                           "ComfyUI's bundled ones)")
+    g.add_argument("--tile", type=int, default=t.size, help="VAE spatial tile in pixels (0 = automatic)")
+    g.add_argument("--tile-overlap", type=int, default=t.overlap, help="VAE spatial tile overlap in pixels")
+    g.add_argument("--temporal-tile", type=int, default=t.temporal, help="VAE temporal tile in frames (0 = automatic)")
+    g.add_argument("--temporal-overlap", type=int, default=t.temporal_overlap, help="VAE temporal tile overlap in frames")
+    g.add_argument("--fps", type=float, default=24.0, help="frames per second of the mp4")
+    g.add_argument("--crf", type=int, default=19, help="H.264 quality, 0-51 (lower is better and bigger)")
+    g.add_argument("--out", default="out.mp4", help="the mp4 to write (a report is written beside it)")
     g.set_defaults(func=cmd_generate)
 
-    d = sub.add_parser("demo", help="tiny random models through the real ComfyUI (or headless)")
-    d.add_argument("--out", default="hystream_demo", help="folder for the models, the mp4 and the report")
-    d.add_argument("--prompt", default="A red fox trots through fresh snow in a birch forest at sunrise.")
-    d.add_argument("--headless", action="store_true", help="skip ComfyUI even when one is found")
-    d.set_defaults(func=cmd_demo)
+    dm = command("demo", "tiny random models through the real ComfyUI (or headless)")
+    dm.add_argument("--out", default="hystream_demo", help="folder for the models, the mp4 and the report")
+    dm.add_argument("--prompt", default="A red fox trots through fresh snow in a birch forest at sunrise.",
+                    help="the prompt queued in the example workflow")
+    dm.add_argument("--headless", action="store_true", help="skip ComfyUI even when one is found")
+    dm.set_defaults(func=cmd_demo)
 
-    pl = sub.add_parser("plan", help="how much VRAM each stage needs at a size, and the settings that fit")
-    pl.add_argument("--width", type=int, default=848)
-    pl.add_argument("--height", type=int, default=480)
-    pl.add_argument("--frames", type=int, default=61)
+    pl = command("plan", "how much VRAM each stage needs at a size, and the settings that fit")
+    pl.add_argument("--width", type=int, default=848, help="video width in pixels")
+    pl.add_argument("--height", type=int, default=480, help="video height in pixels")
+    pl.add_argument("--frames", type=int, default=61, help="video frames (4k+1)")
     pl.add_argument("--vram", type=float, help="GPU memory to fit, in GiB")
-    pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn"])
-    pl.add_argument("--prefetch", type=int, default=1)
+    pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn"], help="DiT weights as stored")
+    pl.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute")
     pl.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("smoke", help="tiny random DiT: streamed vs resident, through the real loader")
+    s = command("smoke", "tiny random DiT: streamed vs resident, through the real loader")
     s.add_argument("--out", help="folder for the random checkpoint (default: a temp folder)")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--prefetch", type=int, default=1)
-    s.add_argument("--width", type=int, default=128)
-    s.add_argument("--height", type=int, default=96)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="cuda or cpu")
+    s.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute")
+    s.add_argument("--width", type=int, default=128, help="video width in pixels")
+    s.add_argument("--height", type=int, default=96, help="video height in pixels")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     s.set_defaults(func=cmd_smoke)
     return p
 

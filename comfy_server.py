@@ -28,6 +28,20 @@ def find_comfyui() -> str | None:
     return None
 
 
+def host_of_this_pack() -> str | None:
+    """The ComfyUI a user runs this pack in: $COMFYUI_PATH, else the checkout whose custom_nodes/ holds
+    the pack (for the CLI to find ComfyUI's bundled tokenizers)."""
+    env = os.environ.get("COMFYUI_PATH")
+    if env and os.path.isfile(os.path.join(env, "main.py")):
+        return os.path.abspath(env)
+    parent = os.path.dirname(os.path.realpath(REPO)), os.path.dirname(os.path.abspath(REPO))
+    for custom_nodes in parent:
+        root = os.path.dirname(custom_nodes)
+        if os.path.basename(custom_nodes) == "custom_nodes" and os.path.isfile(os.path.join(root, "main.py")):
+            return root
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

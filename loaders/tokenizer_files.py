@@ -16,10 +16,17 @@ from __future__ import annotations
 import json
 import os
 
-from ..errors import NotFoundError
+from ..errors import CorruptFileError, NotFoundError
 
 LLAMA = ("LLaVA-Llama-3", ("tokenizer.json",), ("tokenizer",))
 CLIP = ("CLIP-L", ("vocab.json", "merges.txt"), ("tokenizer_2", "tokenizer"))
+
+
+def bundled_tokenizer_dirs(comfyui_root: str) -> dict[str, str]:
+    """The tokenizers ComfyUI ships beside its code (`comfy/` is a namespace package: locate it by the
+    root of the checkout, i.e. the folder of `folder_paths.py`, never by the user-data base path)."""
+    return {"llama": os.path.join(comfyui_root, "comfy", "text_encoders", "llama_tokenizer"),
+            "clip": os.path.join(comfyui_root, "comfy", "sd1_tokenizer")}
 
 
 def _beside(weights_path: str, subfolders: tuple[str, ...]) -> list[str]:
@@ -45,24 +52,37 @@ def find_tokenizer(kind, weights_path: str, explicit: str | None = None, host_di
                         "as tokenizer_dir")
 
 
+def _unreadable(name: str, folder: str, files, e: Exception) -> CorruptFileError:
+    return CorruptFileError(f"the {name} tokenizer ({', '.join(files)}) in a readable form",
+                            f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} in {folder!r}",
+                            "replace the tokenizer files with the ones that came with the model (or ComfyUI's "
+                            "bundled copies), or name another folder as tokenizer_dir")
+
+
 def load_llama_tokenizer(folder: str):
     from transformers import PreTrainedTokenizerFast
 
     specials = {}
     config = os.path.join(folder, "tokenizer_config.json")
-    if os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            cfg = json.load(f)
-        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-            value = cfg.get(key)
-            if isinstance(value, dict):
-                value = value.get("content")
-            if isinstance(value, str):
-                specials[key] = value
-    return PreTrainedTokenizerFast(tokenizer_file=os.path.join(folder, "tokenizer.json"), **specials)
+    try:
+        if os.path.isfile(config):
+            with open(config, encoding="utf-8") as f:
+                cfg = json.load(f)
+            for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+                value = cfg.get(key) if isinstance(cfg, dict) else None
+                if isinstance(value, dict):
+                    value = value.get("content")
+                if isinstance(value, str):
+                    specials[key] = value
+        return PreTrainedTokenizerFast(tokenizer_file=os.path.join(folder, "tokenizer.json"), **specials)
+    except Exception as e:  # JSON, tokenizers' Rust errors, I/O: one message
+        raise _unreadable(LLAMA[0], folder, ("tokenizer.json", "tokenizer_config.json"), e) from None
 
 
 def load_clip_tokenizer(folder: str):
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    try:
+        return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    except Exception as e:
+        raise _unreadable(CLIP[0], folder, CLIP[1], e) from None

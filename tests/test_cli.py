@@ -76,3 +76,83 @@ def test_smoke():
     r = hystream("smoke")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["identical"] is True
+
+
+def test_every_subcommand_help_renders_with_a_line_per_flag():
+    """`--help` of every subcommand renders (a stray % in a help string crashes argparse), and every flag
+    says what it does."""
+    from hystream.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) >= {"generate", "demo", "plan", "smoke"}
+    for name in [None, *sub.choices]:
+        r = hystream(*([name] if name else []), "--help")
+        assert r.returncode == 0 and "usage:" in r.stdout and "Traceback" not in r.stderr, (name, r.stderr[-2000:])
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest != "help":
+                assert action.help and action.help.strip(), f"{name} {action.option_strings} has no help line"
+    assert "(default: 848)" in hystream("generate", "--help").stdout
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--out", "video.avi"], ["ending in .mp4"]),
+    (["--fps", "0"], ["fps above 0"]),
+    (["--crf", "99"], ["crf a whole number"]),
+    (["--tile", "20"], ["tile_size"]),
+    (["--temporal-overlap", "48"], ["temporal_overlap"]),
+    (["--steps", "0"], ["--steps at least 1"]),
+    (["--cfg", "3"], ["--negative"]),
+    (["--denoise", "1.5"], ["--denoise from 0 to 1"]),
+    (["--tokenizer-dir", "/nonexistent/tok"], ["--tokenizer-dir"]),
+    (["--lora", "/nonexistent/l.safetensors:1"], ["no file at"]),
+    (["--input-video", "__BAD_VIDEO__"], ["a video ffmpeg can read"]),
+])
+def test_generate_checks_its_settings_before_any_model_work(models, tmp_path, flags, words):
+    """Bad settings fail in a second with our message, before a model is opened: the text encoder file
+    given here is empty, so any model work would fail on it first."""
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    flags = [str(tmp_path / "bad.mp4") if f == "__BAD_VIDEO__" else f for f in flags]
+    args = ["generate", "--dit", models["dit"], "--llm", str(empty), "--clip", models["clip"], "--vae", models["vae"],
+            "--prompt", "x", "--width", "64", "--height", "48", "--frames", "5", "--out", str(tmp_path / "o.mp4")]
+    r = hystream(*args, *flags)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert all(w in r.stderr for w in words), r.stderr
+    assert "empty.safetensors" not in r.stderr  # the model files were never opened
+
+
+def test_cli_finds_comfyuis_bundled_tokenizers(models, tmp_path):
+    """A ComfyUI user's text encoders have no tokenizer beside them: `generate` looks in the ComfyUI that
+    holds the pack (custom_nodes/) or in $COMFYUI_PATH, as the nodes do."""
+    import shutil
+
+    from hystream.demo import write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
+
+    te = tmp_path / "text_encoders"
+    te.mkdir()
+    for key in ("llm", "clip"):
+        shutil.copy(models[key], te / os.path.basename(models[key]))
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "main.py").write_text("# stand-in\n")
+    write_tiny_llama_tokenizer(str(comfy / "comfy" / "text_encoders" / "llama_tokenizer"))
+    write_tiny_clip_tokenizer(str(comfy / "comfy" / "sd1_tokenizer"))
+    args = ["generate", "--dit", models["dit"], "--llm", str(te / os.path.basename(models["llm"])),
+            "--clip", str(te / os.path.basename(models["clip"])), "--vae", models["vae"], "--prompt", "a fox",
+            "--width", "32", "--height", "32", "--frames", "1", "--steps", "1"]
+    r = hystream(*args, "--out", str(tmp_path / "none.mp4"))
+    assert r.returncode == 2 and "tokenizer" in r.stderr  # nowhere to find them yet
+    env = dict(os.environ, COMFYUI_PATH=str(comfy))
+    r = subprocess.run([sys.executable, "-m", "hystream", *args, "--out", str(tmp_path / "env.mp4")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import hystream as pack
+
+    os.symlink(os.path.dirname(pack.__file__), comfy / "custom_nodes" / "hystream")
+    r = subprocess.run([sys.executable, "-m", "hystream", *args, "--out", str(tmp_path / "nodes.mp4")],
+                       capture_output=True, text=True, cwd=str(comfy / "custom_nodes"), timeout=600,
+                       env={k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"})
+    assert r.returncode == 0, r.stderr[-2000:]
