@@ -77,3 +77,15 @@ def list_some(items, limit: int = 6) -> str:
     if len(items) > limit:
         shown += f" (and {len(items) - limit} more)"
     return shown or "(none)"
+
+
+class NonFiniteError(HyStreamError):
+    """NaN or Inf in a stage's output: the video would be black or noise, so it is never passed on."""
+
+    kind = "Numerical failure (NaN/Inf)"
+
+
+class OutputError(HyStreamError):
+    """An output (the mp4, a report) could not be written where asked."""
+
+    kind = "Could not write the output"
