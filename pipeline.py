@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .loaders.lora import LoRA, attach_loras
 from .models.text_encoder import PromptEmbeds
 from .sampling.euler import Step, cfg_combine, euler, noise, noised
@@ -60,6 +60,28 @@ def read_conditioning(cond, what: str = "positive") -> Cond:
         if mask.shape[1] != states.shape[1]:
             raise InputError(f"an attention_mask as long as the text ({states.shape[1]})", f"{mask.shape[1]}", fix)
     return Cond(states, mask, pooled.reshape(1, -1))
+
+
+# -- numerics --------------------------------------------------------------------------------------
+CAUSES = ("fp16 compute overflowing (use weight_dtype auto or bf16), a damaged or incomplete model file "
+          "(download it again), or a LoRA strength too high (lower it)")
+
+
+def non_finite_count(t: torch.Tensor, rows: int = 8) -> int:
+    """How many NaN/Inf values `t` holds, checked a few rows at a time (no whole-size mask)."""
+    bad = 0
+    flat = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(1, -1)
+    for a in range(0, flat.shape[0], rows):
+        bad += int((~torch.isfinite(flat[a:a + rows])).sum())
+    return bad
+
+
+def check_finite(t: torch.Tensor, what: str, fix: str = CAUSES) -> torch.Tensor:
+    bad = non_finite_count(t)
+    if bad:
+        raise NonFiniteError(f"finite values in {what}", f"{bad:,} of {t.numel():,} values are NaN or Inf",
+                             f"the likely causes are {fix}")
+    return t
 
 
 # -- sizes -----------------------------------------------------------------------------------------
@@ -137,11 +159,15 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
         pooled = cond.pooled.expand(batch, -1)
         return dit(xt, t.expand(batch), states, mask, pooled, guidance).float().cpu()
 
+    done = [0]
+
     def velocity(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if interrupt is not None:
             interrupt()
         v = run(pos, xt, t)
-        return cfg_combine(v, run(neg, xt, t), s.cfg) if neg is not None else v
+        v = cfg_combine(v, run(neg, xt, t), s.cfg) if neg is not None else v
+        done[0] += 1  # checked every step: a NaN at step 3 of 30 stops there, not after 27 wasted steps
+        return check_finite(v, f"the DiT's output at sampling step {done[0]} of {len(sigmas) - 1}")
 
     text = max(pos.states.shape[1], neg.states.shape[1] if neg is not None else 0)
     streamer = dit.streamer
@@ -161,14 +187,21 @@ def encode_prompt(text_encoder, prompt: str) -> list:
     """Prompt → native CONDITIONING (cached per prompt and encoder files)."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("a non-empty prompt", repr(prompt), "describe the video you want")
-    return to_conditioning(text_encoder.encode(prompt))
+    embeds = text_encoder.encode(prompt)
+    check_finite(embeds.states, "the LLaVA-Llama-3 prompt states")
+    check_finite(embeds.pooled, "the CLIP-L pooled prompt vector")
+    return to_conditioning(embeds)
 
 
 def decode(vae, latent: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
     """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1]."""
-    return vae_codec.decode(vae.model, latent, spec, hooks)
+    check_finite(latent, "the latent to decode", "a sampler that failed numerically; " + CAUSES)
+    return check_finite(vae_codec.decode(vae.model, latent, spec, hooks), "the decoded frames",
+                        "a damaged VAE file (download it again) or fp16 VAE compute overflowing")
 
 
 def encode_video(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
     """IMAGE frames → raw latents (posterior mean), cropped to 4k+1 frames and sides multiple of 16."""
-    return vae_codec.encode(vae.model, frames, spec, crop=True, hooks=hooks)
+    check_finite(frames, "the input frames", "an input video that did not decode correctly")
+    return check_finite(vae_codec.encode(vae.model, frames, spec, crop=True, hooks=hooks), "the encoded latents",
+                        "a damaged VAE file (download it again) or fp16 VAE compute overflowing")

@@ -21,7 +21,7 @@ from ..offload.host_store import auto_host_tier
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dit_layout import detect_dit_layout
-from .key_check import check_tensors, scale_names
+from .key_check import check_fp8_scales, check_tensors, scale_names
 from .dtypes import check_weight_dtype, compute_dtype, dominant_float_dtype, store_dtype
 from .recipes import block_sources, read_recipe, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
@@ -111,6 +111,8 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         check_tensors({n: tuple(p.shape) for n, p in model.named_parameters()}, metas,
                       optional=scale_names(model, metas), unused=layout.unused, describe=source.describe,
                       what="a HunyuanVideo T2V DiT")
+        check_fp8_scales(metas, marker=any(k.endswith("scaled_fp8") for k in source.keys()),
+                         describe=source.describe, what="the DiT")
 
         file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if BLOCK_RE.match(n))
         model.compute_dtype = compute_dtype(weight_dtype, file_dtype, device)

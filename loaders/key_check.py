@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from ..errors import StateDictError, list_some
-from ..models.layers import Linear
+from ..models.layers import FP8_DTYPES, Linear
 from .tensor_source import Meta
 
 
@@ -37,3 +37,19 @@ def check_tensors(expected: dict[str, tuple[int, ...]], found: dict[str, Meta], 
         raise StateDictError("tensor shapes consistent with the config read from the file",
                              f"{len(wrong)} contradicting shapes ({list_some(wrong, 3)}) in {describe}",
                              "the file mixes tensors of different models; download it again")
+
+
+def check_fp8_scales(found: dict[str, Meta], *, marker: bool, describe: str, what: str) -> None:
+    """A Comfy `scaled_fp8` file (its `scaled_fp8` marker, or any `X.scale_weight`) must carry a scale for
+    every fp8 matrix: without it the weights would be used ×1, a silently wrong model. Plain fp8 files
+    (no marker, no scales at all, e.g. kijai's e4m3fn) are real = stored and need none."""
+    scales = {n for n in found if n.endswith(".scale_weight")}
+    if not (marker or scales):
+        return
+    fp8 = [n for n, m in found.items() if n.endswith(".weight") and len(m.shape) == 2 and m.dtype in FP8_DTYPES]
+    missing = sorted(n[: -len("weight")] + "scale_weight" for n in fp8 if n[: -len("weight")] + "scale_weight" not in scales)
+    if missing:
+        raise StateDictError(f"a scale_weight for every fp8 weight of {what} (a Comfy scaled_fp8 file)",
+                             f"{len(missing)} of {len(fp8)} scales missing ({list_some(missing, 3)}) in {describe}",
+                             "the file is damaged or was edited: download the scaled_fp8 release again, or use the "
+                             "fp16/bf16 file")

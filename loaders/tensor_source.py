@@ -115,7 +115,12 @@ class TorchPickleSource(TensorSource):
         self.describe = path
         self.metadata = {}
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap can only be used" not in str(e):
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
         except Exception as e:  # pickle errors, zip errors, refused globals
             raise CorruptFileError("a PyTorch checkpoint loadable with weights_only=True",
                                    f"{type(e).__name__}: {str(e).splitlines()[0][:200]} in {path!r}",

@@ -26,7 +26,7 @@ from ..models.text_encoder import HunyuanTextEncoder
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dtypes import compute_dtype, dominant_float_dtype
-from .key_check import check_tensors, scale_names
+from .key_check import check_fp8_scales, check_tensors, scale_names
 from .model_kind import describe_model
 from .recipes import Recipe, block_sources, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
@@ -36,7 +36,8 @@ LLAMA_ANCHOR = "layers.0.self_attn.q_proj.weight"
 LLAVA_EXTRAS = ("vision_tower.", "multi_modal_projector.", "lm_head.", "language_model.lm_head.", "image_newline",
                 "model.vision_tower.", "model.multi_modal_projector.", "scaled_fp8")
 CLIP_ANCHOR = "embeddings.token_embedding.weight"
-CLIP_IGNORED = ("text_projection.weight", "logit_scale", "embeddings.position_ids", "scaled_fp8")
+CLIP_IGNORED = ("text_projection.weight", "logit_scale", "embeddings.position_ids", "scaled_fp8", ".scale_input")
+FP8_EXTRAS = (".scale_weight",)
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _prefix(keys, anchor: str) -> str | None:
 def _llama_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[str]]:
     keys = source.keys()
     prefix = _prefix(keys, LLAMA_ANCHOR)
-    if prefix is None:
+    if prefix is None or _prefix(keys, CLIP_ANCHOR) is not None:  # CLIP's layers also end in self_attn.q_proj
         raise WrongModelError("a LLaVA-Llama-3 text encoder (HF Llama names)",
                               f"{describe_model(keys)} in {source.describe}",
                               "pick llava_llama3_fp16.safetensors (or _fp8_scaled) from models/text_encoders")
@@ -115,6 +116,8 @@ def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: 
                         for n in scale_names(layer, [k[len(f"layers.{i}."):] for k in metas if k.startswith(f"layers.{i}.")])}
         check_tensors(expected, metas, optional=layer_scales, unused=unexpected, describe=source.describe,
                       what="the LLaVA-Llama-3 text encoder")
+        check_fp8_scales(metas, marker=any(k.endswith("scaled_fp8") for k in source.keys()),
+                         describe=source.describe, what="the LLaVA-Llama-3 text encoder")
 
         file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if n.startswith("layers."))
         dtype = compute_dtype("auto", file_dtype, device)
@@ -146,6 +149,8 @@ def _load_clip(path: str, device: torch.device, tokenizer) -> tuple[ClipPooled, 
                                   f"{describe_model(keys)} in {source.describe}",
                                   "pick clip_l.safetensors from models/text_encoders (or models/clip)")
         local = {k[len(prefix):]: k for k in keys if k.startswith(prefix) and not k[len(prefix):].endswith(CLIP_IGNORED)}
+        scales = {n: k for n, k in local.items() if n.endswith(FP8_EXTRAS)}  # scaled fp8: read with their weights
+        local = {n: k for n, k in local.items() if n not in scales}
         outside = [k for k in keys if not k.startswith(prefix) and k not in CLIP_IGNORED]
         metas = {n: source.info(k) for n, k in local.items()}
         config = infer_clip_config({n: m.shape for n, m in metas.items()}, source.describe,
@@ -157,6 +162,8 @@ def _load_clip(path: str, device: torch.device, tokenizer) -> tuple[ClipPooled, 
         shapes = dict(clip.model.state_dict())
         check_tensors({k: tuple(shapes[k].shape) for k in model_keys}, {lead + n: m for n, m in metas.items()},
                       unused=outside, describe=source.describe, what="CLIP-L")
+        check_fp8_scales(metas | {n: source.info(k) for n, k in scales.items()},
+                         marker=any(k.endswith("scaled_fp8") for k in keys), describe=source.describe, what="CLIP-L")
         dtype = compute_dtype("auto", dominant_float_dtype(m.dtype for m in metas.values()), device)
         clip.load({lead + n: _dequantised(source, k) for n, k in local.items()}, device, dtype)
         return clip, source

@@ -98,9 +98,12 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
     depth_double = _count(shapes, r"double_blocks\.(\d+)\.")
     depth_single = _count(shapes, r"single_blocks\.(\d+)\.")
     depth_refiner = _count(shapes, r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.")
-    if depth_double + depth_single == 0:
-        raise StateDictError("double_blocks.N and single_blocks.N", f"no transformer blocks in {describe}",
-                             "the file is incomplete")
+    empty = [name for name, n in (("double_blocks", depth_double), ("single_blocks", depth_single),
+                                  ("txt_in.individual_token_refiner.blocks", depth_refiner)) if n == 0]
+    if empty:  # every HunyuanVideo DiT has all three kinds: a file without one is cut short, not a smaller model
+        raise StateDictError("double_blocks.N, single_blocks.N and the token refiner's blocks",
+                             f"no {' and no '.join(empty)} in {describe}",
+                             "the file is incomplete (a cut-short download or a partial save): download it again")
     mlp_hidden = shape("double_blocks.0.img_mlp.fc1.weight")[0] if depth_double else 4 * hidden
     single_mlp = shape("single_blocks.0.linear1.weight")[0] - 3 * hidden if depth_single else mlp_hidden
     refiner_mlp = shape("txt_in.individual_token_refiner.blocks.0.mlp.fc1.weight")[0] if depth_refiner else 4 * hidden
