@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..errors import InputError, list_some
+from ..errors import InputError, WrongModelError, list_some
 from ..models.layers import Linear
 from .dit_layout import DIFFUSERS_TO_TENCENT, SWAPPED
 from .model_kind import describe_model
@@ -53,7 +54,53 @@ class LoRAPart:
 class LoRA:
     name: str
     parts: list[LoRAPart] = field(default_factory=list)
-    unmatched: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)  # file keys applied nowhere
+    tensors: int = 0  # keys in the file
+
+    @property
+    def applied_tensors(self) -> int:
+        return self.tensors - len(self.unmatched)
+
+    def summary(self) -> str:
+        """What the user is told: everything applied, or how much was and which keys were not."""
+        if not self.unmatched:
+            return f"LoRA {self.name}: all {self.tensors} tensors applied to {len(self.parts)} layers."
+        return (f"LoRA {self.name}: PARTLY applied — {self.applied_tensors} of {self.tensors} tensors "
+                f"({len(self.parts)} layers); {len(self.unmatched)} not applied, e.g. "
+                f"{list_some(sorted(self.unmatched), 4)}. Check that the LoRA was trained for HunyuanVideo T2V.")
+
+
+# Key fragments (module names with '.' → '_') that only other model families' LoRAs have. Flux shares
+# most of HunyuanVideo's names (and, at full size, its shapes), so its own names are what tell it apart.
+FOREIGN_FAMILIES = [
+    ("Flux", re.compile(r"(^|_)(img|txt)_mlp_[02]$|(^|_)(img|txt)_mod_lin$|(^|_)modulation_lin$|"
+                        r"(^|_)(img|txt)_attn_norm_(query|key)_norm$")),
+    ("Stable Diffusion / SDXL", re.compile(r"(^|_)(input|output)_blocks_\d|(^|_)(down|up)_blocks_\d+_(attentions|resnets)|"
+                                           r"(^|_)mid_block_|^lora_te\d?_|(^|_)text_model_encoder_layers")),
+    ("Wan", re.compile(r"(^|_)blocks_\d+_(self_attn|cross_attn)_(q|k|v|o)$|(^|_)blocks_\d+_ffn_[02]$")),
+    ("LTX-Video", re.compile(r"(^|_)transformer_blocks_\d+_attn[12]_")),
+]
+FLUX_DEPTHS = (19, 38)  # Flux's double/single block counts (HunyuanVideo: 20/40)
+
+
+def foreign_family(modules: list[str]) -> tuple[str, list[str]] | None:
+    """(family, example keys) when a LoRA's module names belong to another model, else None."""
+    flat = [_strip(m).replace(".", "_").lower() for m in modules]
+    for family, pattern in FOREIGN_FAMILIES:
+        hits = [m for m, f in zip(modules, flat) if pattern.search(f)]
+        if hits:
+            return family, hits
+    # Flux LoRAs on the blocks both models share (attention, linear1/2; diffusers names are the same as
+    # HunyuanVideo's throughout) are told apart by depth: Flux has 19 + 38 blocks, HunyuanVideo 20 + 40
+    deepest = {}
+    for f in flat:
+        if (m := re.match(r"(single_transformer_blocks|transformer_blocks|double_blocks|single_blocks)_(\d+)_", f)):
+            kind = "single" if m.group(1).startswith("single") else "double"
+            deepest[kind] = max(deepest.get(kind, -1), int(m.group(2)))
+    if (deepest.get("double"), deepest.get("single")) == (FLUX_DEPTHS[0] - 1, FLUX_DEPTHS[1] - 1):
+        return "Flux", [f"double blocks up to {FLUX_DEPTHS[0] - 1} and single blocks up to {FLUX_DEPTHS[1] - 1} "
+                        f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks; HunyuanVideo has 20 + 40)"]
+    return None
 
 
 def _split(key: str) -> tuple[str, str] | None:
@@ -112,10 +159,17 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
             raise InputError("a LoRA file (lora_A/lora_B, lora_down/lora_up keys)",
                              f"{describe_model(keys)} in {source.describe}",
                              "pick a LoRA from models/loras; full models go in their own loader")
+        foreign = foreign_family(list(groups))
+        if foreign is not None:
+            family, examples = foreign
+            raise WrongModelError("a HunyuanVideo (T2V) LoRA", f"a {family} LoRA in {source.describe} "
+                                  f"(its keys name {list_some(examples, 3)})",
+                                  f"use a LoRA trained for HunyuanVideo; {family} LoRAs would apply only partly "
+                                  "and change the video unpredictably")
         linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
         underscored = {n.replace(".", "_"): n for n in linears}
         diffusers = _diffusers_index(model)
-        lora = LoRA(os.path.basename(str(path)))
+        lora = LoRA(os.path.basename(str(path)), tensors=len(keys))
         for module, kinds in groups.items():
             if "down" not in kinds or "up" not in kinds:
                 lora.unmatched.extend(kinds.values())
@@ -151,8 +205,7 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
                          "this LoRA is for another model; HunyuanVideo LoRAs name double_blocks/single_blocks "
                          "(Tencent) or transformer_blocks (diffusers)")
     if lora.unmatched:
-        log.warning("HyStream: %d of %d keys of LoRA %s match nothing in the model and are ignored, e.g. %s",
-                    len(lora.unmatched), len(keys), lora.name, list_some(sorted(lora.unmatched), 3))
+        log.warning("HyStream: %s", lora.summary())
     return lora
 
 
