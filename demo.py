@@ -16,7 +16,8 @@ from .models.dit import HunyuanVideoDiT
 from .models.dit_config import DiTConfig
 
 # widths tied together: the DiT's text input = the Llama's hidden size, its pooled input = CLIP's
-LLAMA_HIDDEN, CLIP_HIDDEN = 128, 128
+LLAMA_HIDDEN, CLIP_HIDDEN = 512, 128
+LLAMA_KV_HEADS = 2  # 4 query heads of 128 sharing 2 KV heads: grouped attention like the real 32 / 8
 TINY_DIT = DiTConfig(hidden=256, heads=2, depth_double=2, depth_single=4, depth_refiner=1, mlp_hidden=1024,
                      single_mlp_hidden=1024, refiner_mlp_hidden=1024, text_dim=LLAMA_HIDDEN, pooled_dim=CLIP_HIDDEN)
 FILES = {  # the names ComfyUI's example workflows (and ours) use
@@ -74,16 +75,19 @@ def _scaled_fp8(sd: dict[str, torch.Tensor], linear: str) -> dict[str, torch.Ten
     return out
 
 
-def write_comfy_llava(folder: str, vocab: int, seed: int = 0, layers: int = 5) -> str:
-    """LLaVA-Llama-3 as Comfy-Org's llava_llama3_fp8_scaled (HF names under model., lm_head kept)."""
+def write_comfy_llava(folder: str, vocab: int, seed: int = 0, layers: int = 5, scaled_fp8: bool = True) -> str:
+    """LLaVA-Llama-3 as Comfy-Org ships it (HF names under model., lm_head kept): llava_llama3_fp8_scaled
+    (Linear weights fp8 × scale_weight), or llava_llama3_fp16."""
     import transformers
 
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=LLAMA_HIDDEN, intermediate_size=2 * LLAMA_HIDDEN,
                                    num_hidden_layers=layers, num_attention_heads=LLAMA_HIDDEN // 128,
-                                   num_key_value_heads=LLAMA_HIDDEN // 128, head_dim=128, initializer_range=0.1)
+                                   num_key_value_heads=LLAMA_KV_HEADS, head_dim=128, initializer_range=0.1)
     model = transformers.LlamaForCausalLM(cfg)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
+    if not scaled_fp8:
+        return _save({k: v.half() for k, v in sd.items()}, folder, "llava_llama3_fp16.safetensors")
     return _save(_scaled_fp8(sd, r"layers\.\d+\..*_proj\.weight$"), folder, FILES["llm"][1])
 
 
@@ -129,9 +133,11 @@ def vae_to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tens
     return out
 
 
-def write_comfy_vae(folder: str, seed: int = 0, full_size: bool = False, name: str = FILES["vae"][1]) -> str:
-    """A causal VAE in Comfy-Org's ldm layout, bf16: small (channels 32/32/64/64, one resnet per level),
-    or with the real widths (128/256/512/512, two per level) that ComfyUI's own VAE loader assumes."""
+def write_comfy_vae(folder: str, seed: int = 0, full_size: bool = False, name: str = FILES["vae"][1],
+                    ldm_names: bool = True) -> str:
+    """A causal VAE in Comfy-Org's ldm layout (or, ldm_names=False, Tencent/kijai's diffusers-style names),
+    bf16: small (channels 32/32/64/64, one resnet per level), or with the real widths (128/256/512/512,
+    two per level) that ComfyUI's own VAE loader assumes."""
     from .vae.model import HunyuanVideoVAE, VAEConfig
 
     torch.manual_seed(seed)
@@ -147,7 +153,7 @@ def write_comfy_vae(folder: str, seed: int = 0, full_size: bool = False, name: s
         else:
             t = (1.0 if "norm" in k and k.endswith("weight") else 0.0) + 0.02 * torch.randn(v.shape, generator=g)
         sd[k] = t.to(torch.bfloat16)
-    return _save(vae_to_ldm(sd, cfg.levels), folder, name)
+    return _save(vae_to_ldm(sd, cfg.levels) if ldm_names else sd, folder, name)
 
 
 def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed: int = 0) -> str:

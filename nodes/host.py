@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 
+from ..errors import OutputError
+from ..loaders.tokenizer_files import bundled_tokenizer_dirs
+
 try:  # inside ComfyUI
     import comfy.latent_formats
     import comfy.model_management as model_management
@@ -41,11 +44,16 @@ def models_dir(folder: str) -> str:
     return folder_paths.get_folder_paths(folder)[0]
 
 
+def folder_description(folder: str) -> str:
+    """`models/diffusion_models` and the user's real folders for it (extra_model_paths included)."""
+    paths = folder_paths.get_folder_paths(folder)
+    return f"models/{folder} ({', '.join(paths)})" if paths else f"models/{folder}"
+
+
 def host_tokenizer_dirs() -> dict[str, str]:
-    """The tokenizers ComfyUI ships (comfy is a namespace package: use base_path, not comfy.__file__)."""
-    base = folder_paths.base_path
-    return {"llama": os.path.join(base, "comfy", "text_encoders", "llama_tokenizer"),
-            "clip": os.path.join(base, "comfy", "sd1_tokenizer")}
+    """The tokenizers ComfyUI ships beside its code: the folder of folder_paths.py, which is not
+    `base_path` when ComfyUI Desktop (or --base-directory) puts the user's data elsewhere."""
+    return bundled_tokenizer_dirs(os.path.dirname(os.path.abspath(folder_paths.__file__)))
 
 
 def input_videos() -> list[str]:
@@ -54,18 +62,51 @@ def input_videos() -> list[str]:
     return sorted(f for f in files if f.lower().endswith(VIDEO_EXTENSIONS))
 
 
-def input_path(name: str) -> str:
-    return folder_paths.get_annotated_filepath(name)
+def model_folder(path: str) -> str | None:
+    """A folder inside one of ComfyUI's model folders (models/…, extra_model_paths, the input folder), as
+    a real path; relative paths count from models/. None for anything else: a node never reads files
+    outside ComfyUI's folders on behalf of a (possibly remote) user."""
+    folders = [p for paths, _ in folder_paths.folder_names_and_paths.values() for p in paths]
+    roots = {os.path.realpath(p) for p in [folder_paths.models_dir, folder_paths.get_input_directory(), *folders]}
+    # a relative name counts from models/ and from every other models root (extra_model_paths' base folders)
+    bases = [folder_paths.models_dir, *dict.fromkeys(os.path.dirname(p) for p in folders)]
+    for base in bases:
+        target = os.path.realpath(os.path.join(base, os.path.expanduser(path)))
+        if os.path.isdir(target) and any(os.path.commonpath([target, r]) == r for r in roots):
+            return target
+    return None
 
 
-def input_exists(name: str) -> bool:
-    return folder_paths.exists_annotated_filepath(name)
+def input_file(name) -> str | None:
+    """The real path of an input file named as LoadImage accepts it (`clip.mp4`, `clip.mp4 [input]`,
+    `[output]`, `[temp]`), or None when it does not exist or lies outside that ComfyUI folder (absolute
+    paths, `../`, symlinks leading out): the server never reads other files on a user's behalf."""
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        return None
+    rel, base = folder_paths.annotated_filepath(name.strip())
+    base = os.path.realpath(base or folder_paths.get_input_directory())
+    if os.path.isabs(rel):
+        return None
+    path = os.path.realpath(os.path.join(base, rel))
+    if os.path.commonpath([path, base]) != base or not os.path.isfile(path):
+        return None
+    return path
 
 
 def output_target(prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
     """(folder, file-name stem, counter, subfolder) for a new output, ComfyUI's numbering."""
     out_dir = folder_paths.get_output_directory()
-    folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, width, height)
+    full = os.path.realpath(os.path.join(out_dir, os.path.dirname(os.path.normpath(prefix or "."))))
+    if not isinstance(prefix, str) or os.path.isabs(prefix) or \
+            os.path.commonpath([full, os.path.realpath(out_dir)]) != os.path.realpath(out_dir):
+        raise OutputError("a filename_prefix inside ComfyUI's output folder (it may name a subfolder)",
+                          f"{prefix!r}, which leads outside {out_dir}", "use a plain name such as HyStream or videos/HyStream")
+    try:
+        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, width, height)
+        os.makedirs(folder, exist_ok=True)
+    except Exception as e:  # the host refuses prefixes leading out of the output folder; full disks, permissions
+        raise OutputError("a filename_prefix inside ComfyUI's output folder (it may name a subfolder)",
+                          f"{prefix!r}: {e}", "use a plain name such as HyStream or videos/HyStream") from None
     return folder, stem, counter, subfolder
 
 
@@ -82,6 +123,11 @@ def free_vram_for_stage() -> None:
 
 def empty_cache() -> None:
     model_management.soft_empty_cache()
+
+
+def is_interrupt(e: BaseException) -> bool:
+    """The host's Cancel (it must reach ComfyUI as it is)."""
+    return HOST_AVAILABLE and isinstance(e, model_management.InterruptProcessingException)
 
 
 def interrupt_check() -> None:

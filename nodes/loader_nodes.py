@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InputError, NotFoundError
 from ..loaders.dit_loader import LoadedDiT, load_dit
 from ..loaders.dtypes import WEIGHT_DTYPES
 from ..loaders.lora import LoRA, load_lora
 from ..loaders.text_encoder_loader import load_text_encoder
 from ..loaders.vae_loader import load_vae
 from . import host
+from .guard import node_errors
 
 CATEGORY = "HyStream"
 
@@ -24,13 +26,27 @@ class DiTHandle:
     loras: tuple[tuple[LoRA, float], ...] = ()
 
 
-def missing_file(folder: str, name: str) -> bool | str:
-    """VALIDATE_INPUTS answer: True, or our message for ComfyUI's node error."""
-    if name and host.model_path(folder, name):
+def missing_file(folder: str, name, input_name: str) -> bool | str:
+    """VALIDATE_INPUTS answer: True, or our message naming the input. A None name is an input linked
+    from another node (a switch, a primitive): its value exists only at run time, checked by model_file."""
+    if name is None or (isinstance(name, str) and name and host.model_path(folder, name)):
         return True
-    return (f"File not found: expected {name!r} in models/{folder}; found {len(host.model_files(folder))} other "
-            f"files there. What to do: put the file in {host.models_dir(folder)} (or an extra_model_paths folder) "
-            "and refresh the page.")
+    return file_message(folder, name, input_name)
+
+
+def file_message(folder: str, name, input_name: str) -> str:
+    return (f"{input_name}: File not found: expected {name!r} in {host.folder_description(folder)}; found "
+            f"{len(host.model_files(folder))} other files there. What to do: put the file in "
+            f"{host.models_dir(folder)} (or an extra_model_paths folder), refresh the page and pick it in {input_name}.")
+
+
+def model_file(folder: str, name, input_name: str) -> str:
+    """The full path of a model file, or our error (run time; linked inputs skip VALIDATE_INPUTS)."""
+    path = host.model_path(folder, name) if isinstance(name, str) and name else None
+    if path is None:
+        raise NotFoundError(f"a file from models/{folder} in {input_name}", f"{name!r}",
+                            file_message(folder, name, input_name).split("What to do: ", 1)[1])
+    return path
 
 
 class HyStreamDiTLoader:
@@ -60,10 +76,11 @@ class HyStreamDiTLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, dit_name):
-        return missing_file("diffusion_models", dit_name)
+        return missing_file("diffusion_models", dit_name, "dit_name")
 
+    @node_errors("loading the DiT")
     def load(self, dit_name, weight_dtype, vram_budget_gb, prefetch_blocks):
-        dit = load_dit(host.model_path("diffusion_models", dit_name), host.device(), weight_dtype=weight_dtype,
+        dit = load_dit(model_file("diffusion_models", dit_name, "dit_name"), host.device(), weight_dtype=weight_dtype,
                        prefetch_blocks=prefetch_blocks, vram_budget_gb=vram_budget_gb)
         dit.release_device()
         return (DiTHandle(dit),)
@@ -86,21 +103,32 @@ class HyStreamTextEncoderLoader:
             "clip_name": (files, {"tooltip": "CLIP-L from models/text_encoders (or models/clip): clip_l.safetensors."}),
         }, "optional": {
             "tokenizer_dir": ("STRING", {"default": "", "tooltip":
-                "Folder with tokenizer.json (Llama-3) and/or vocab.json + merges.txt (CLIP). Empty: look beside "
-                "the weights, then in ComfyUI's bundled tokenizers."}),
+                "Folder with tokenizer.json (Llama-3) and/or vocab.json + merges.txt (CLIP), inside ComfyUI's "
+                "models folders (relative to models/). Empty: look beside the weights, then in ComfyUI's "
+                "bundled tokenizers."}),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, llm_name, clip_name):
-        for name in (llm_name, clip_name):
-            ok = missing_file("text_encoders", name)
-            if ok is not True:
-                return ok
-        return True
+        # ComfyUI files the answer under every input named here, so the message itself says which one it is
+        problems = [missing_file("text_encoders", name, input_name)
+                    for input_name, name in (("llm_name", llm_name), ("clip_name", clip_name))]
+        problems = [p for p in problems if p is not True]
+        return " ".join(problems) if problems else True
 
+    @node_errors("loading the text encoders")
     def load(self, llm_name, clip_name, tokenizer_dir=""):
-        te = load_text_encoder(host.model_path("text_encoders", llm_name), host.model_path("text_encoders", clip_name),
-                               host.device(), tokenizer_dir=tokenizer_dir.strip() or None,
+        tokenizers = None
+        if tokenizer_dir and tokenizer_dir.strip():
+            tokenizers = host.model_folder(tokenizer_dir.strip())
+            if tokenizers is None:
+                raise InputError("tokenizer_dir: a folder inside ComfyUI's models folders (relative to models/, "
+                                 "e.g. text_encoders/llava_tokenizer)", repr(tokenizer_dir),
+                                 "put the tokenizer files in a folder under ComfyUI/models and name it, or leave "
+                                 "tokenizer_dir empty to use the files beside the weights or ComfyUI's own")
+        te = load_text_encoder(model_file("text_encoders", llm_name, "llm_name"),
+                               model_file("text_encoders", clip_name, "clip_name"),
+                               host.device(), tokenizer_dir=tokenizers,
                                host_tokenizer_dirs=host.host_tokenizer_dirs())
         te.release_device()
         return (te,)
@@ -120,10 +148,11 @@ class HyStreamVAELoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name):
-        return missing_file("vae", vae_name)
+        return missing_file("vae", vae_name, "vae_name")
 
+    @node_errors("loading the VAE")
     def load(self, vae_name):
-        vae = load_vae(host.model_path("vae", vae_name), host.device())
+        vae = load_vae(model_file("vae", vae_name, "vae_name"), host.device())
         vae.release_device()
         return (vae,)
 
@@ -149,8 +178,10 @@ class HyStreamLoRA:
 
     @classmethod
     def VALIDATE_INPUTS(cls, lora_name):
-        return missing_file("loras", lora_name)
+        return missing_file("loras", lora_name, "lora_name")
 
+    @node_errors("loading the LoRA")
     def apply(self, dit, lora_name, strength):
-        lora = load_lora(host.model_path("loras", lora_name), dit.dit.model)
-        return (DiTHandle(dit.dit, dit.loras + ((lora, float(strength)),)),)
+        lora = load_lora(model_file("loras", lora_name, "lora_name"), dit.dit.model)
+        handle = DiTHandle(dit.dit, dit.loras + ((lora, float(strength)),))
+        return {"ui": {"text": [lora.summary()]}, "result": (handle,)}  # shown on the node (web/hystream.js)

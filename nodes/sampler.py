@@ -8,6 +8,7 @@ from .. import pipeline
 from ..pipeline import SampleSettings
 from ..sampling.schedule import start_index
 from . import host
+from .guard import node_errors
 
 log = logging.getLogger("hystream")
 
@@ -42,6 +43,7 @@ class HyStreamSampler:
                               "tooltip": "True classifier-free guidance with the negative prompt (doubles the time); 1 = off."}),
         }}
 
+    @node_errors("sampling")
     def sample(self, dit, positive, latent, seed, steps, flow_shift, embedded_guidance, denoise, negative=None, cfg=1.0):
         settings = SampleSettings(seed, steps, flow_shift, embedded_guidance, denoise, cfg)
         samples = latent["samples"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import pipeline
 from . import host
+from .guard import node_errors
 
 
 class HyStreamTextEncode:
@@ -22,6 +23,7 @@ class HyStreamTextEncode:
                                   "tooltip": "What the video shows: subject, action, scene, light, camera."}),
         }}
 
+    @node_errors("encoding the prompt")
     def encode(self, text_encoder, prompt):
         layers = len(text_encoder.streamer.blocks)
         progress = host.Progress(layers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import pipeline
 from ..vae.tiling import Hooks, TileSpec
 from . import host
+from .guard import node_errors
 
 
 def tile_inputs():
@@ -46,6 +47,7 @@ class HyStreamVAEDecode:
                              "samples": ("LATENT", {"tooltip": "The sampler's output (raw VAE latents)."}),
                              **tile_inputs()}}
 
+    @node_errors("VAE decoding")
     def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         return (run_stage(vae, lambda hooks: pipeline.decode(vae, samples["samples"], spec, hooks)),)
@@ -64,6 +66,7 @@ class HyStreamVAEEncode:
                              "images": ("IMAGE", {"tooltip": "Video frames, e.g. from HyStreamLoadVideo."}),
                              **tile_inputs()}}
 
+    @node_errors("VAE encoding")
     def encode(self, vae, images, tile_size, tile_overlap, temporal_tile, temporal_overlap):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         return ({"samples": run_stage(vae, lambda hooks: pipeline.encode_video(vae, images, spec, hooks))},)

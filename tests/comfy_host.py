@@ -57,3 +57,26 @@ def run_prompt(host: "ComfyHost", workflow: dict, timeout: float = 300, on_messa
         ws.close()
 
 
+
+
+def our_error_kinds() -> set[str]:
+    """Class names of HyStream's error family (the `kind` users read first in a message)."""
+    from hystream import errors
+
+    return {c.__name__ for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.HyStreamError)}
+
+
+def outcome(result: dict) -> str:
+    """'ok'; 'refused: …' (ComfyUI rejected the prompt at queue time, with its node errors); 'ours: …'
+    (an execution error from HyStream's error family, with what/found/what-to-do); anything else is
+    'generic: …' — a bare traceback a user would see, which the host tests treat as a failure."""
+    if result["status"] == "success":
+        return "ok"
+    if result["status"] == "rejected":
+        return "refused: " + json.dumps(result["answer"].get("node_errors") or result["answer"])[:600]
+    err = result.get("error") or {}
+    kind = str(err.get("exception_type", "")).rsplit(".", 1)[-1]
+    message = str(err.get("exception_message", ""))
+    if kind in our_error_kinds() and "expected" in message and "What to do" in message:
+        return "ours: " + message[:600]
+    return f"generic: {result['status']} {err.get('node_type')} {err.get('exception_type')}: {message[:600]}"

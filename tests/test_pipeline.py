@@ -21,7 +21,7 @@ from tiny_vae import reference_vae, save_vae
 
 PROMPT = "A cat walks on the grass, realistic style."
 NEGATIVE = "blurry, low quality"
-CFG = dataclasses.replace(TINY, text_dim=128, pooled_dim=128)  # widths of the tiny Llama and CLIP
+CFG = dataclasses.replace(TINY, text_dim=512, pooled_dim=128)  # widths of the tiny Llama and CLIP
 HEIGHT, WIDTH, FRAMES = 32, 48, 9
 
 
@@ -135,7 +135,7 @@ def test_native_conditioning_without_mask_or_padding(world):
     """ComfyUI's own text encoder gives unpadded states and may omit the mask: same result."""
     positive = pipeline.encode_prompt(world["te"], PROMPT)
     native = [[positive[0][0].clone(), {"pooled_output": positive[0][1]["pooled_output"]}]]
-    padded = [[torch.cat([positive[0][0], torch.randn(1, 5, 128)], 1),
+    padded = [[torch.cat([positive[0][0], torch.randn(1, 5, positive[0][0].shape[-1])], 1),
                {"pooled_output": positive[0][1]["pooled_output"],
                 "attention_mask": torch.cat([positive[0][1]["attention_mask"], torch.zeros(1, 5, dtype=torch.long)], 1)}]]
     dit = load_dit(world["files"]["dit"])

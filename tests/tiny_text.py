@@ -28,14 +28,15 @@ def tokenizers(folder: str):
     return llama, clip
 
 
-def reference_models(llama_tok, clip_tok, seed: int = 0, hidden: int = 128):
-    """transformers LlamaModel and CLIPTextModel with random weights rounded to fp16 (the files are fp16)."""
+def reference_models(llama_tok, clip_tok, seed: int = 0, hidden: int = 512, kv_heads: int = 2):
+    """transformers LlamaModel and CLIPTextModel with random weights rounded to fp16 (the files are fp16).
+    Head dim 128 as the real model, several query heads sharing fewer KV heads (the real one: 32 / 8)."""
     import transformers
 
     torch.manual_seed(seed)
     lcfg = transformers.LlamaConfig(vocab_size=len(llama_tok), hidden_size=hidden, intermediate_size=2 * hidden,
                                     num_hidden_layers=LLAMA_LAYERS, num_attention_heads=hidden // 128,
-                                    num_key_value_heads=hidden // 128, head_dim=128, rms_norm_eps=1e-5,
+                                    num_key_value_heads=kv_heads, head_dim=128, rms_norm_eps=1e-5,
                                     rope_theta=500000.0, max_position_embeddings=8192, initializer_range=0.1)
     llama = transformers.LlamaModel(lcfg).eval()
     ccfg = transformers.CLIPTextConfig(vocab_size=len(clip_tok), hidden_size=128, intermediate_size=256,
