@@ -64,7 +64,9 @@ LOAD_AND_EXPORT = """async ([api, name]) => {
     window.app.canvas.ds.offset = [20, 40];
     window.app.graph.setDirtyCanvas(true, true);
     const p = await window.app.graphToPrompt();
-    return p.workflow;
+    // JSON.stringify drops keys whose value is undefined; Playwright's own serialisation would turn them
+    // into null, which the frontend's schema rejects on load ("Expected array, received null ...")
+    return JSON.stringify(p.workflow);
 }"""
 
 
@@ -81,7 +83,7 @@ def main() -> None:
                 name = file[: -len(".api.json")]
                 with open(os.path.join(api_dir, file)) as f:
                     api = json.load(f)
-                workflow = page.evaluate(LOAD_AND_EXPORT, [api, name])
+                workflow = json.loads(page.evaluate(LOAD_AND_EXPORT, [api, name]))
                 workflow.setdefault("extra", {})["info"] = {"title": TITLES.get(name, name), "source": "HyStream"}
                 with open(os.path.join(REPO, "example_workflows", f"{name}.json"), "w") as f:
                     json.dump(workflow, f, indent=2)

@@ -1,6 +1,8 @@
 """The check a workflow sharer needs: each UI workflow dropped on the real ComfyUI frontend (headless
-Chromium) loads with no missing node types, no console errors, no broken links, every widget value
-fitting its widget, and queues as exactly the API workflow it was exported from."""
+Chromium, loaded through the same `handleFile` a drop uses) loads with no toast, alert or dialog of any
+kind, no console error, no missing node type, no broken link, every widget value fitting its widget, and
+queues as exactly the API workflow it was exported from. A control case proves the checker sees the
+frontend's schema alert; a run from the editor shows the LoRA node's report on the node."""
 
 import json
 import os
@@ -16,12 +18,28 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
-CHECK = """async (workflow) => {
-    const app = window.app;
-    await app.loadGraphData(workflow);
-    await new Promise(r => setTimeout(r, 500));
-    const graph = app.graph;
-    const missing = workflow.nodes.map(n => n.type).filter(t => !LiteGraph.registered_node_types[t]);
+DROP = """async ([text, name]) => {
+    const file = new File([text], name, {type: "application/json"});
+    await window.app.handleFile(file);
+}"""
+
+NOTICES = """() => {
+    const visible = (e) => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);
+    const text = (e) => (e.innerText || e.textContent || "").trim().slice(0, 500);
+    return {
+        toasts: [...document.querySelectorAll(".p-toast-message")].filter(visible).map(text),
+        dialogs: [...document.querySelectorAll(".p-dialog, [role=dialog], [role=alertdialog]")].filter(visible).map(text),
+    };
+}"""
+
+DISMISS = """() => {
+    for (const b of document.querySelectorAll(".p-toast-message .p-toast-close-button, .p-toast-icon-close")) b.click();
+    for (const b of document.querySelectorAll(".p-dialog .p-dialog-close-button, .p-dialog-header-close")) b.click();
+}"""
+
+CHECK = """async () => {
+    const app = window.app, graph = app.graph;
+    const missing = graph._nodes.map(n => n.type).filter(t => !LiteGraph.registered_node_types[t]);
     const broken = [];
     for (const link of Object.values(graph.links ?? {})) {
         if (!link) continue;
@@ -59,15 +77,42 @@ def page(comfy_host, tmp_path_factory):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 900})
-        page.errors = []
+        page.errors, page.alerts = [], []
         page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("dialog", lambda d: (page.alerts.append(f"{d.type}: {d.message}"), d.dismiss()))
         page.goto(comfy_host.url)
         page.wait_for_function("window.app && window.app.graph", timeout=120000)
         time.sleep(2)
-        page.keyboard.press("Escape")
+        page.keyboard.press("Escape")  # the first-run template browser
+        time.sleep(0.5)
+        page.evaluate(DISMISS)
         yield page
         browser.close()
+
+
+def drop(page, workflow: dict, name: str) -> dict:
+    """Drop a workflow file on the editor; return every toast, alert and dialog that follows."""
+    page.keyboard.press("Escape")
+    page.evaluate(DISMISS)
+    time.sleep(0.3)
+    page.errors.clear()
+    page.alerts.clear()
+    page.evaluate(DROP, [json.dumps(workflow), name])
+    time.sleep(1.5)
+    notices = page.evaluate(NOTICES)
+    notices["alerts"] = list(page.alerts)
+    return notices
+
+
+def test_the_checker_sees_the_frontends_schema_alert(page):
+    """Control: a workflow with the nulls the old exporter wrote must raise the alert the check looks for."""
+    with open(os.path.join(EXAMPLES, UI[0])) as f:
+        workflow = json.load(f)
+    workflow["floatingLinks"] = None
+    workflow.setdefault("extra", {})["reroutes"] = None
+    notices = drop(page, workflow, "broken.json")
+    assert any("zod" in t.lower() or "invalid workflow" in t.lower() for t in notices["toasts"] + notices["dialogs"]), notices
 
 
 @pytest.mark.parametrize("name", UI)
@@ -77,13 +122,43 @@ def test_ui_workflow_loads_cleanly_in_the_frontend(page, name):
     with open(os.path.join(EXAMPLES, "api", name.replace(".json", ".api.json"))) as f:
         api = json.load(f)
     assert "class_type" not in json.dumps(workflow)[:200]  # UI format, not API format
-    page.errors.clear()
-    result = page.evaluate(CHECK, workflow)
-    assert result["missing"] == [] and result["broken"] == [] and result["misfit"] == [], result
+    notices = drop(page, workflow, name)
+    assert notices == {"toasts": [], "dialogs": [], "alerts": []}, notices
     assert page.errors == [], page.errors
+    result = page.evaluate(CHECK)
+    assert result["missing"] == [] and result["broken"] == [] and result["misfit"] == [], result
     assert result["nodes"] == len(api)
     # the upload widget's preview is the frontend's own (ComfyUI ignores it): not part of the contract
     queued = {k: {"class_type": v["class_type"], "inputs": {i: x for i, x in v["inputs"].items() if not i.endswith("-preview")}}
               for k, v in result["prompt"].items()}
     assert queued == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
     assert os.path.exists(os.path.join(EXAMPLES, name.replace(".json", ".jpg")))  # the template thumbnail
+
+
+QUEUE_SMALL = """async () => {
+    for (const node of window.app.graph._nodes) for (const w of node.widgets ?? []) {
+        if (node.type === "EmptyHunyuanLatentVideo" && w.name in {width: 1, height: 1}) w.value = 64;
+        if (node.type === "EmptyHunyuanLatentVideo" && w.name === "length") w.value = 5;
+        if (node.type === "HyStreamSampler" && w.name === "steps") w.value = 2;
+    }
+    await window.app.queuePrompt(0, 1);
+}"""
+
+REPORT = """() => {
+    const node = window.app.graph._nodes.find(n => n.type === "HyStreamLoRA");
+    return node?.widgets?.find(w => w.name === "hystream_report")?.value ?? null;
+}"""
+
+
+def test_lora_report_shows_on_the_node_after_a_run(page):
+    name = "hunyuan_t2v_lora_lowvram.json"
+    with open(os.path.join(EXAMPLES, name)) as f:
+        workflow = json.load(f)
+    assert drop(page, workflow, name) == {"toasts": [], "dialogs": [], "alerts": []}
+    page.evaluate(QUEUE_SMALL)
+    page.wait_for_function(REPORT, timeout=180000)
+    report = page.evaluate(REPORT)
+    assert "hunyuan_video_demo_lora.safetensors" in report and "tensors applied" in report, report
+    saved = page.evaluate("async () => JSON.stringify((await window.app.graphToPrompt()).workflow)")
+    assert "tensors applied" not in saved  # the report is not saved into the workflow
+    assert page.errors == [], page.errors
