@@ -5,7 +5,10 @@ many blocks as asked (default 2 double + 4 single, 2.5 GB of blocks in bf16: siz
 24 GB box with room to spare), then in one process:
   1. streamed run (every block read from the file one block ahead): peak RSS / VRAM
   2. resident run (every block loaded once): peak RSS / VRAM
-  3. both loaded, forwards interleaved streamed/resident: median time of each, their ratio
+  3. timing, each model loaded alone in its own session (nothing of the other runs meanwhile), in
+     alternating rounds (streamed, resident, streamed, …) so machine drift hits both: median of each
+  4. cold cache: streamed forwards with the file's pages dropped from the OS cache before each one
+     (posix_fadvise DONTNEED), i.e. every block read from the disk, as on a first run
 and the max abs difference of the outputs (must be 0). The JSON line is printed last.
 
     python bench/dit_stream.py [--device cuda] [--double 2 --single 4] [--frames 2 --height 32 --width 32]
@@ -23,7 +26,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import GIB, PeakRSS, median, sync, timed, trim  # noqa: E402
+from measure import GIB, PeakRSS, drop_page_cache, median, sync, timed, trim  # noqa: E402
 
 from hystream.demo import random_dit_state_dict  # noqa: E402
 from hystream.loaders.dit_loader import load_dit  # noqa: E402
@@ -51,7 +54,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32, help="latent width (pixels / 8)")
     ap.add_argument("--text", type=int, default=64, help="valid text tokens")
     ap.add_argument("--prefetch", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed forwards per round")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating streamed / resident timing rounds")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
@@ -87,18 +91,26 @@ def main() -> None:
         del dit
         trim()
 
-    streamed = load_dit(path, device, prefetch_blocks=args.prefetch)
-    resident = load_dit(path, device, resident_blocks="all")
-    t_streamed, t_resident = [], []
-    with streamed.streamer.session():  # as the sampler runs it: one ring for all the steps
-        forward(streamed), forward(resident)  # warm-up
-        streamed.streamer.stats.reset()
-        for _ in range(args.repeats):
-            t_streamed.append(timed(lambda: forward(streamed), device))
-            t_resident.append(timed(lambda: forward(resident), device))
-    stats = streamed.stats.as_dict()
-    streamed.close()
-    resident.close()
+    times = {"streamed": [], "resident": [], "cold": []}
+    stats = {}
+    for _ in range(args.rounds):
+        for mode, resident in (("streamed", None), ("resident", "all")):
+            dit = load_dit(path, device, prefetch_blocks=args.prefetch, resident_blocks=resident)
+            with dit.streamer.session():  # as the sampler runs it: one ring for all the steps
+                forward(dit)  # warm-up (and the page cache)
+                dit.streamer.stats.reset()
+                times[mode] += [timed(lambda: forward(dit), device) for _ in range(args.repeats)]
+            stats = dit.stats.as_dict() if mode == "streamed" else stats
+            dit.close()
+            del dit
+            trim()
+    dit = load_dit(path, device, prefetch_blocks=args.prefetch)
+    cold_ok = True
+    for _ in range(args.repeats):
+        cold_ok &= drop_page_cache(path)
+        times["cold"].append(timed(lambda: forward(dit), device))
+    dit.close()
+    t_streamed, t_resident = times["streamed"], times["resident"]
 
     diff = (results["streamed"]["out"] - results["resident"]["out"]).abs().max().item()
     blocks_gb = os.path.getsize(path) / GIB
@@ -106,9 +118,11 @@ def main() -> None:
     report = dict(
         bench="dit_stream", device=str(device), torch_threads=torch.get_num_threads(), hidden=cfg.hidden,
         heads=cfg.heads, blocks=cfg.num_blocks, file_gib=round(blocks_gb, 3), image_tokens=tokens,
-        text_tokens=args.text, prefetch=args.prefetch, repeats=args.repeats,
+        text_tokens=args.text, prefetch=args.prefetch, repeats=args.repeats, rounds=args.rounds,
         time_streamed_s=round(median(t_streamed), 4), time_resident_s=round(median(t_resident), 4),
         time_ratio=round(median(t_streamed) / median(t_resident), 4),
+        time_streamed_cold_s=round(median(times["cold"]), 4) if cold_ok else None,
+        time_ratio_cold=round(median(times["cold"]) / median(t_resident), 4) if cold_ok else None,
         peak_rss_streamed_gib=round(results["streamed"]["peak_rss"] / GIB, 3),
         peak_rss_resident_gib=round(results["resident"]["peak_rss"] / GIB, 3),
         peak_device_streamed_gib=round(results["streamed"]["stats"]["peak_device_bytes"] / GIB, 3),

@@ -65,3 +65,16 @@ def timed(fn, device) -> float:
 
 def median(xs) -> float:
     return statistics.median(xs)
+
+
+def drop_page_cache(path: str) -> bool:
+    """Evict the file's pages from the OS page cache (posix_fadvise DONTNEED), so the next reads come from
+    the disk: the cold-cache case of a first run. False where the platform cannot."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return True
+    finally:
+        os.close(fd)
