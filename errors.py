@@ -89,3 +89,11 @@ class OutputError(HyStreamError):
     """An output (the mp4, a report) could not be written where asked."""
 
     kind = "Could not write the output"
+
+
+def format_bytes(n: float) -> str:
+    """`12.3 GiB`, `640 MiB`, `4.8 KiB`: sizes in messages, readable at any scale."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}" if n / size < 100 else f"{n / size:.0f} {unit}"
+    return f"{int(n)} B"

@@ -53,12 +53,3 @@ def plan_residency(block_bytes: Sequence[int], budget_bytes: int, *, fixed_bytes
         f"{max(block_bytes, default=0) / GIB:.2f} + activations {activation_bytes / GIB:.2f} GiB)",
         f"a budget of {budget_bytes / GIB:.2f} GiB",
         "raise vram_budget_gb (0 = automatic), or lower the resolution or frame count to shrink the activations")
-
-
-def free_device_bytes(device: torch.device) -> int | None:
-    """Free memory the stage may use on `device`, or None where it is not meaningful (CPU)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.95)  # leave room for cuBLAS workspaces and fragmentation
-    return None

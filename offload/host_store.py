@@ -3,8 +3,10 @@
 Tiers:
 - "mapped": nothing is held; every fetch reads the block's pages from the checkpoint file (the OS page
   cache keeps hot pages, the process RSS stays at the ring). The CPU path and the low-RAM CUDA path.
-- "pinned": each block packed once into page-locked RAM (filled lazily on first use, straight from the
-  file: never a second full copy of the model), so host→device copies are truly asynchronous.
+- "pinned": blocks packed into page-locked arenas (consecutive blocks, about ARENA_BYTES each, locked at
+  their exact size), each block filled lazily on first use straight from the file: never a second full
+  copy of the model, and the locked bytes are the weights' bytes (plus page alignment). When the system
+  refuses to lock more memory, the blocks not yet held are served as in the mapped tier instead.
 """
 
 from __future__ import annotations
@@ -13,68 +15,103 @@ import threading
 
 import torch
 
+from .backend import PAGE, PinnedBuffer
+from .host_memory import available_ram_bytes
 from .source import BlockSource
 
-
-def available_ram_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), psutil elsewhere when installed, else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
+ARENA_BYTES = 1 << 30  # blocks are grouped into page-locked arenas of about this size
+LOCK_SHARE = 0.8  # never lock an arena that would take more than this share of the RAM left
 
 
-def auto_host_tier(streamed_bytes: int, headroom: float = 0.75) -> str:
-    """Pin the blocks when they fit comfortably in free RAM, else serve them from the mapped file
-    through a small pinned staging ring (the low-RAM tier: 32 GB boxes with a 26 GB DiT)."""
-    free = available_ram_bytes()
-    return "pinned" if free is None or streamed_bytes <= headroom * free else "mapped"
+def arena_plan(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> list[tuple[int, int]]:
+    """(arena, offset) of each block: consecutive blocks fill an arena up to about `arena_bytes`; every
+    block starts on a page boundary."""
+    where, arena, offset = [], 0, 0
+    for n in sizes:
+        if offset and offset + n > arena_bytes:
+            arena, offset = arena + 1, 0
+        where.append((arena, offset))
+        offset += -(-n // PAGE) * PAGE
+    return where
 
 
-def pinned_empty(nbytes: int) -> torch.Tensor:
-    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+def pinned_bytes(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> int:
+    """What the pinned tier locks for blocks of these sizes: the real figure the tier choice must use."""
+    where = arena_plan(sizes, arena_bytes)
+    ends: dict[int, int] = {}
+    for (arena, offset), n in zip(where, sizes):
+        ends[arena] = max(ends.get(arena, 0), offset + n)
+    return sum(ends.values())
+
+
+def auto_host_tier(pinned_total: int, headroom: float = 0.75, available: int | None = None) -> str:
+    """Pin the blocks when their locked size fits comfortably in the RAM left (container limits
+    included), else serve them from the mapped file through a small pinned staging ring (the low-RAM
+    tier: 32 GB boxes with a 26 GB DiT)."""
+    free = available_ram_bytes() if available is None else available
+    return "pinned" if free is None or pinned_total <= headroom * free else "mapped"
 
 
 class HostStore:
-    def __init__(self, source: BlockSource, tier: str):
+    def __init__(self, source: BlockSource, tier: str, backend=None):
         if tier not in ("mapped", "pinned"):
             raise ValueError(f"host tier must be 'mapped' or 'pinned', not {tier!r}")
         self.source = source
         self.tier = tier
-        self._packed: dict[int, torch.Tensor] = {}
+        self.backend = backend
+        sizes = [source.layout(i).nbytes for i in range(len(source))]
+        self._sizes = sizes
+        self._where = arena_plan(sizes)
+        self._arena_size: dict[int, int] = {}
+        for (arena, offset), n in zip(self._where, sizes):
+            self._arena_size[arena] = max(self._arena_size.get(arena, 0), offset + n)
+        self._arenas: dict[int, PinnedBuffer] = {}
+        self._filled: set[int] = set()
+        self._refused = False  # the system would not lock more memory: the rest is served from the file
         self._lock = threading.Lock()
 
     @property
     def held_bytes(self) -> int:
-        return sum(b.numel() for b in self._packed.values())
+        """Page-locked bytes held now."""
+        return sum(a.nbytes for a in self._arenas.values())
 
-    def packed(self, index: int) -> torch.Tensor:
-        """The block's pinned packed buffer, filled on first use (pinned tier only)."""
+    def packed(self, index: int) -> torch.Tensor | None:
+        """The block's page-locked bytes, filled on first use; None when it is not held (mapped tier, or
+        locking more memory was refused): then the caller reads it from the file."""
+        if self.tier != "pinned":
+            return None
         with self._lock:
-            buf = self._packed.get(index)
+            arena, offset = self._where[index]
+            buf = self._arenas.get(arena)
             if buf is None:
-                buf = pinned_empty(self.source.layout(index).nbytes)
-                self.source.fill(index, buf)
-                self._packed[index] = buf
-            return buf
+                free = available_ram_bytes()  # re-checked now: the host (or another model) may have taken RAM since
+                if self._refused or (free is not None and self._arena_size[arena] > LOCK_SHARE * free):
+                    self._refused = True
+                    return None
+                buf = self.backend.alloc_pinned(self._arena_size[arena]) if self.backend is not None else None
+                if buf is None:
+                    self._refused = True
+                    return None
+                self._arenas[arena] = buf
+            view = buf.tensor[offset:offset + self._sizes[index]]
+            if index not in self._filled:
+                self.backend.host_write(view)
+                self.source.fill(index, view)
+                self._filled.add(index)
+            return view
 
     def fill(self, index: int, out: torch.Tensor) -> None:
-        """Write the block's packed bytes into a CPU buffer."""
-        if self.tier == "pinned":
-            src = self.packed(index)
+        """Write the block's packed bytes into a host buffer."""
+        src = self.packed(index)
+        if src is not None:
             out[:src.numel()].copy_(src)
         else:
             self.source.fill(index, out)
 
     def release(self) -> None:
+        """Unlock and free every arena: the memory goes back to the OS, not to a pinned pool."""
         with self._lock:
-            self._packed.clear()
+            for buf in self._arenas.values():
+                buf.release()
+            self._arenas.clear()
+            self._filled.clear()

@@ -1,22 +1,33 @@
 """The block streamer: runs a module whose blocks execute in order with only a ring of blocks on the
-compute device, each arriving `prefetch` blocks ahead of the compute.
+compute device, each arriving up to `prefetch` blocks ahead of the compute.
 
 It attaches with forward hooks, so any `nn.Module` list of blocks works (our DiT blocks, transformers'
-Llama layers). Per block, the pre-hook waits for that block's copy (a CUDA event on CUDA, a finished
-worker read on CPU), binds its parameters to views of its ring slot and queues the next block's copy;
-the post-hook records "compute done" on the slot and unbinds. On CUDA the copies run on a side stream
-and are ordered by events only: no `synchronize()` on the compute thread. On CPU a worker thread reads
-the next block from the mapped file while the current one computes. Blocks marked resident stay bound
-to their own device buffers and are skipped by the stream.
+Llama layers). A worker thread brings each block into its ring slot; per block, the pre-hook makes the
+compute wait for that block's copy, binds its parameters to views of the slot and queues the next copy;
+the post-hook records "compute done" on the slot and unbinds. Blocks marked resident stay bound to their
+own device buffers and are skipped by the stream. Device operations go through a backend (backend.py).
+
+The ordering protocol on a GPU (events only; the compute thread never waits for the host):
+- a session's copy stream first waits for the compute stream: fresh ring slots may be memory the
+  allocator took back from kernels the compute stream still has queued;
+- a copy into a slot waits for the event recorded after the previous block computed from that slot;
+- the compute waits for the copy's event before the block runs;
+- a page-locked staging buffer (the mapped tier) is refilled by the host only after the copy out of it
+  has finished (a host wait on its event, in the worker thread);
+- when the session closes, the compute stream waits for the copy stream (ring slots are freed in its
+  order) and the host waits for both (staging buffers are freed, stall timings read).
+Copies in flight never exceed the ring: with fewer streamed blocks than `prefetch + 1`, the effective
+prefetch is the ring size minus one, so a copy never lands in the slot being computed from.
 
 A session holds the ring; it opens with the root module's forward (or explicitly, around a sampling
 loop, so the next step's first blocks prefetch during the last blocks of this step) and closes in all
-cases, exceptions and interrupts included, releasing every ring slot and staging buffer.
+cases — exceptions, Cancel and Ctrl-C included — releasing every ring slot and staging buffer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,9 +36,11 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..errors import BudgetError, format_bytes
+from .backend import OOM_ERRORS, backend_for
 from .binding import bind, unbind
-from .budget import Plan, free_device_bytes, plan_residency
-from .host_store import HostStore, pinned_empty
+from .budget import Plan, plan_residency
+from .host_store import HostStore
 from .source import BlockSource
 from .stats import StreamStats
 
@@ -39,46 +52,47 @@ class _Session:
         self.ring = ring
         self.implicit = implicit  # opened by a bare forward: do not prefetch past its last block
         self.slots: list[torch.Tensor] = []
-        self.free_events: list = [None] * ring  # CUDA: compute on this slot finished
-        self.staging: list[torch.Tensor] = []  # CUDA low-RAM tier: pinned bounce buffers
-        self.staging_events: list = [None] * ring
+        self.free_events: list = [None] * ring  # the compute from this slot finished
+        self.staging: list = [None] * ring  # page-locked bounce buffers (mapped tier on a GPU), made on demand
+        self.staging_events: list = [None] * ring  # the copy out of this staging buffer finished
         self.futures: dict[int, Future] = {}
         self.next_submit = 0  # sequence number of the next block copy to queue
         self.next_run = 0  # sequence number of the next streamed block to compute
         self.bound: dict[int, int] = {}  # block index → sequence number, while it computes
         self.executor: ThreadPoolExecutor | None = None
+        self.compute = None  # the stream the blocks compute on
         self.copy_stream = None
+        self.stalls: list = []  # (compute ready, copy done) event pairs: the GPU's wait per block
 
 
 class BlockStreamer:
     def __init__(self, root: nn.Module, blocks: Sequence[nn.Module], source: BlockSource,
                  device: torch.device | str, *, prefetch: int = 1, resident: Iterable[int] = (),
-                 host_tier: str = "mapped", fixed_bytes: int = 0):
+                 host_tier: str = "mapped", fixed_bytes: int = 0, backend=None):
         if len(blocks) != len(source):
             raise ValueError(f"{len(blocks)} blocks but the source describes {len(source)}")
         self.root = root
         self.blocks = list(blocks)
         self.source = source
-        self.device = torch.device(device)
-        self.cuda = self.device.type == "cuda"
-        if self.cuda and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.backend = backend or backend_for(device)
+        self.device = self.backend.device
         self.requested_prefetch = self.prefetch = max(0, int(prefetch))
-        self.store = HostStore(source, host_tier if self.cuda else "mapped")
+        self.store = HostStore(source, "mapped" if self.backend.host_is_device else host_tier, self.backend)
         self.layouts = [source.layout(i) for i in range(len(blocks))]
         self._meta = [{s.name: torch.empty(s.shape, dtype=s.dtype, device="meta") for s in lay.slots}
                       for lay in self.layouts]
         self.fixed_bytes = fixed_bytes  # device bytes held outside the blocks (CPU accounting)
         self.stats = StreamStats(blocks_total=len(blocks))
         self.budget_bytes: int | None = None  # None: residency as set; 0: automatic; else bytes
+        self.reserve_bytes = 0  # device memory an automatic budget leaves to others (the host's reserve)
         self.activation_estimate: Callable[[tuple, dict], int] | None = None  # from the forward's inputs
         self.plan: Plan | None = None
         self.what = "the model"  # named in budget errors
         self.interrupt: Callable[[], None] | None = None  # raises to abort between blocks
         self.on_block: Callable[[int], None] | None = None  # progress: called after each block
         self._resident: dict[int, torch.Tensor] = {}
-        self._buffers: weakref.WeakSet = weakref.WeakSet()  # every buffer we allocate, for leak checks
-        self._live_bytes = 0  # device bytes of our buffers alive now, counted at allocation and at free
+        self._buffers: weakref.WeakSet = weakref.WeakSet()  # every device buffer we allocate, for leak checks
+        self._live_bytes = 0  # host-device bytes of our buffers alive now, counted at allocation and at free
         self._session: _Session | None = None
         self._hooks: list = []
         for i, block in enumerate(self.blocks):
@@ -88,28 +102,40 @@ class BlockStreamer:
 
     # -- set-up ------------------------------------------------------------------------------------
     def _attach(self) -> None:
-        self._hooks.append(self.root.register_forward_pre_hook(
-            lambda m, a, kw: self._root_forward(a, kw), with_kwargs=True))
-        self._hooks.append(self.root.register_forward_hook(lambda m, a, o: self._close(implicit=True), always_call=True))
+        # The root's forward is wrapped (not hooked) so the session also closes on KeyboardInterrupt:
+        # PyTorch's always_call forward hooks run for Exception only.
+        inner = self.root.forward
+
+        @functools.wraps(inner)
+        def forward(*args, **kwargs):
+            opened = self._root_forward(args, kwargs)
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                if opened:
+                    self._close(implicit=True)
+
+        self.root.forward = forward
         for i, block in enumerate(self.blocks):
             self._hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: self._before(i)))
             self._hooks.append(block.register_forward_hook(lambda m, a, o, i=i: self._after(i), always_call=True))
 
     def detach(self) -> None:
-        """Remove the hooks and free everything (resident blocks, host store)."""
+        """Remove the hooks and free everything (resident blocks, the page-locked host store)."""
         self._close(implicit=False, force=True)
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        self.root.__dict__.pop("forward", None)
         self.set_resident(())
         self.store.release()
 
-    def _root_forward(self, args: tuple, kwargs: dict) -> None:
+    def _root_forward(self, args: tuple, kwargs: dict) -> bool:
         self.stats.forwards += 1
         if self._session is None and self.budget_bytes is not None:
             estimate = self.activation_estimate(args, kwargs) if self.activation_estimate else 0
             self.apply_budget(estimate)
-        self._open(implicit=True)
+        return self._open(implicit=True)
 
     def apply_budget(self, activation_bytes: int = 0) -> Plan | None:
         """Choose resident blocks and prefetch depth for `budget_bytes` (0 = free device memory).
@@ -119,7 +145,7 @@ class BlockStreamer:
             return None
         budget = self.budget_bytes
         if budget == 0:
-            free = free_device_bytes(self.device)
+            free = self.backend.free_bytes(self.reserve_bytes)
             if free is None:
                 self.set_resident(())
                 return None
@@ -158,24 +184,25 @@ class BlockStreamer:
     def _load_to_device(self, i: int) -> torch.Tensor:
         n = self.layouts[i].nbytes
         buf = self._alloc(n)
-        if not self.cuda:
+        if self.backend.host_is_device:
             self.store.fill(i, buf)
             return buf
-        host = self.store.packed(i) if self.store.tier == "pinned" else self._alloc(n, pinned=True)
-        if self.store.tier != "pinned":
-            self.store.fill(i, host)
-        buf.copy_(host)  # synchronous: set-up time, not the hot path
+        host = self.store.packed(i)
+        if host is None:  # served from the file: read it into ordinary memory first
+            host = torch.empty(n, dtype=torch.uint8)
+            self.source.fill(i, host)
+        self.backend.upload(buf, host)  # the host waits: set-up time, not the hot path
         return buf
 
     # -- sessions ----------------------------------------------------------------------------------
     def live_buffers(self) -> list[torch.Tensor]:
-        """Device, ring and staging buffers still alive (resident blocks' included); for leak checks."""
+        """Device and ring buffers still alive (resident blocks' included); for leak checks."""
         return list(self._buffers)
 
-    def _alloc(self, nbytes: int, pinned: bool = False) -> torch.Tensor:
-        buf = pinned_empty(nbytes) if pinned else torch.empty(nbytes, dtype=torch.uint8, device=self.device)
+    def _alloc(self, nbytes: int) -> torch.Tensor:
+        buf = self.backend.alloc(nbytes)
         self._buffers.add(buf)
-        if not pinned and not self.cuda:  # CUDA's allocator measures itself (max_memory_allocated)
+        if self.backend.host_is_device:  # a GPU's allocator measures itself (max_memory_allocated)
             self._live_bytes += nbytes
             weakref.finalize(buf.untyped_storage(), self._freed, nbytes)  # the memory, not this view of it
             self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, self.fixed_bytes + self._live_bytes)
@@ -206,13 +233,19 @@ class BlockStreamer:
         self._session = s
         try:
             slot_bytes = max((self.layouts[i].nbytes for i in order), default=0)
-            s.slots = [self._alloc(slot_bytes) for _ in range(ring)]
-            if self.cuda:
-                s.copy_stream = torch.cuda.Stream(self.device)
-                if self.store.tier == "mapped":
-                    s.staging = [self._alloc(slot_bytes, pinned=True) for _ in range(ring)]
-                torch.cuda.reset_peak_memory_stats(self.device)
+            s.compute = self.backend.current_stream()
+            try:
+                for _ in range(ring):
+                    s.slots.append(self._alloc(slot_bytes))
+            except OOM_ERRORS as e:
+                raise BudgetError(
+                    f"{ring} ring slot(s) of {format_bytes(slot_bytes)} on {self.device} for {self.what}",
+                    f"out of memory after {len(s.slots)} ({str(e).splitlines()[0][:200]})",
+                    "lower prefetch_blocks (ring = prefetch + 1 slots), set a vram_budget_gb that fits, or "
+                    "free memory held by other programs") from None
             if order:
+                s.copy_stream = self.backend.new_stream()
+                s.copy_stream.wait_stream(s.compute)
                 s.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hystream-stream")
             self._pump()
         except BaseException:
@@ -231,66 +264,90 @@ class BlockStreamer:
             for fut in s.futures.values():
                 if not fut.cancelled():
                     with contextlib.suppress(BaseException):
-                        fut.result()
+                        self.backend.result(fut)
             if s.executor is not None:
                 s.executor.shutdown(wait=True)
         finally:
             for i in list(s.bound):
                 unbind(self.blocks[i], self._meta[i], self._meta[i])
-            if self.cuda:
-                torch.cuda.current_stream(self.device).wait_stream(s.copy_stream)
-                self.stats.peak_device_bytes = max(self.stats.peak_device_bytes,
-                                                   torch.cuda.max_memory_allocated(self.device))
+            if s.copy_stream is not None:
+                s.compute.wait_stream(s.copy_stream)  # the ring is freed in the compute stream's order
+                end = self.backend.event(blocking=True)
+                end.record(s.compute)
+                end.synchronize()  # every copy and compute of the session done: staging can go, timings read
+                self._account_stalls(s)
+            peak = self.backend.peak_bytes()
+            if peak is not None:
+                self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, peak)
             s.slots.clear()
+            for pinned in s.staging:
+                if pinned is not None:
+                    pinned.release()
             s.staging.clear()
             s.futures.clear()
 
+    def _account_stalls(self, s: _Session) -> None:
+        for ready, done in s.stalls:
+            self.stats.stall_seconds += max(0.0, ready.elapsed_time(done)) / 1000.0
+        s.stalls.clear()
+
     # -- the pipeline ------------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Queue copies up to `prefetch` blocks ahead of the next block to run."""
+        """Queue copies up to `prefetch` blocks ahead of the next block to run, never more than the ring
+        holds besides the block computing."""
         s = self._session
         if not s.order:
             return
-        limit = s.next_run + self.prefetch
+        limit = s.next_run + min(self.prefetch, s.ring - 1)
         if s.implicit:
             limit = min(limit, len(s.order))
         while s.next_submit < limit:
             seq = s.next_submit
-            s.futures[seq] = s.executor.submit(self._copy, s, seq)
+            s.futures[seq] = self.backend.submit(s.executor, self._copy, s, seq)
             s.next_submit += 1
 
     def _copy(self, s: _Session, seq: int):
-        """Worker thread: bring block `seq` into its ring slot. Returns the CUDA event of the copy.
+        """Worker thread: bring block `seq` into its ring slot. Returns the event of the copy.
         Runs in inference mode: grad modes are per thread, and the ring may have been allocated under the
         host's inference_mode (ComfyUI runs nodes in it), whose tensors refuse in-place writes outside it."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self.backend.context():
             return self._copy_block(s, seq)
 
     def _copy_block(self, s: _Session, seq: int):
         index, slot = s.order[seq % len(s.order)], seq % s.ring
         nbytes = self.layouts[index].nbytes
         dst = s.slots[slot][:nbytes]
-        if not self.cuda:
+        if self.backend.host_is_device:  # the worker reads the file straight into the slot
             self.store.fill(index, dst)
             event = None
         else:
-            if self.store.tier == "pinned":
-                host = self.store.packed(index)
-            else:
-                if s.staging_events[slot] is not None:
-                    s.staging_events[slot].synchronize()  # this worker waits, never the compute thread
-                host = s.staging[slot][:nbytes]
-                self.store.fill(index, host)
-            with torch.cuda.device(self.device), torch.cuda.stream(s.copy_stream):
+            src = self.store.packed(index)
+            if src is None:  # served from the file through a page-locked staging buffer
+                src = self._staging(s, slot, nbytes)
+                self.backend.host_write(src)
+                self.source.fill(index, src)
+            with self.backend.on(s.copy_stream):
                 if s.free_events[slot] is not None:
                     s.copy_stream.wait_event(s.free_events[slot])
-                dst.copy_(host, non_blocking=True)
-                event = torch.cuda.Event()
+                self.backend.copy(dst, src)
+                event = self.backend.event(timing=True, blocking=True)
                 event.record(s.copy_stream)
             s.staging_events[slot] = event
         self.stats.bytes_copied += nbytes
         self.stats.copies += 1
         return event
+
+    def _staging(self, s: _Session, slot: int, nbytes: int) -> torch.Tensor:
+        if s.staging_events[slot] is not None:
+            s.staging_events[slot].synchronize()  # the previous copy out of it is done (this worker waits)
+        if s.staging[slot] is None:
+            pinned = self.backend.alloc_pinned(max(self.layouts[i].nbytes for i in s.order))
+            if pinned is None:
+                raise BudgetError("page-locked host memory for one staging buffer per ring slot",
+                                  f"the system refused to lock {format_bytes(nbytes)} more",
+                                  "close other programs, or lower prefetch_blocks")
+            s.staging[slot] = pinned
+        return s.staging[slot].tensor[:nbytes]
 
     def _before(self, i: int) -> None:
         if self.interrupt is not None:
@@ -304,12 +361,15 @@ class BlockStreamer:
         seq = s.next_run
         if s.order[seq % len(s.order)] != i:
             seq = self._resync(i)
-        fut = s.futures.pop(seq, None) or s.executor.submit(self._copy, s, seq)
+        fut = s.futures.pop(seq, None) or self.backend.submit(s.executor, self._copy, s, seq)
         t0 = time.perf_counter()
-        event = fut.result()
+        event = self.backend.result(fut)
         self.stats.wait_seconds += time.perf_counter() - t0
         if event is not None:
-            torch.cuda.current_stream(self.device).wait_event(event)
+            ready = self.backend.event(timing=True)
+            ready.record(s.compute)
+            s.compute.wait_event(event)
+            s.stalls.append((ready, event))
         bind(self.blocks[i], self.layouts[i].views(s.slots[seq % s.ring]))
         s.bound[i] = seq
         s.next_run = seq + 1
@@ -320,7 +380,7 @@ class BlockStreamer:
         """Blocks ran out of the expected order (a forward aborted and restarted): drain and restart at i."""
         s = self._session
         for fut in s.futures.values():
-            fut.result()
+            self.backend.result(fut)
         s.futures.clear()
         L = len(s.order)
         seq = s.next_submit + (s.pos[i] - s.next_submit) % L
@@ -331,10 +391,9 @@ class BlockStreamer:
         s = self._session
         if s is not None and i in s.bound:
             seq = s.bound.pop(i)
-            if self.cuda:
-                done = torch.cuda.Event()
-                done.record(torch.cuda.current_stream(self.device))
-                s.free_events[seq % s.ring] = done
+            done = self.backend.event()
+            done.record(s.compute)
+            s.free_events[seq % s.ring] = done
             unbind(self.blocks[i], self._meta[i], self._meta[i])
         if self.on_block is not None:
             self.on_block(i)
@@ -343,4 +402,3 @@ class BlockStreamer:
         gib = sum(lay.nbytes for lay in self.layouts) / 1024 ** 3
         return (f"BlockStreamer({len(self.blocks)} blocks, {gib:.2f} GiB, {len(self._resident)} resident, "
                 f"prefetch {self.prefetch}, device {self.device}, host tier {self.store.tier})")
-
