@@ -67,6 +67,8 @@ def comfy_host(comfy_snapshot, tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "grad_mode: run outside torch.inference_mode() (the default for tests)")
+    config.addinivalue_line("markers", "stream_protocol: the streamer's CUDA ordering protocol, checked with a "
+                                       "simulated CUDA (or the real one under bench/gpu_check.py)")
 
 
 @pytest.fixture(autouse=True)

@@ -82,7 +82,9 @@ def test_sampling_session_keeps_ring_across_steps(files):
             with dit.streamer.session():
                 got = [dit(**dict(inputs, timestep=torch.tensor([t]))) for t in (900.0, 500.0, 100.0)]
         assert all(torch.equal(a, b) for a, b in zip(got, want))
-        assert dit.stats.copies == 3 * N_BLOCKS + 2  # and the first two blocks of a fourth step, prefetched
+        # and at most the first two blocks of a fourth step, prefetched (the ones not yet started when the
+        # session closes are cancelled)
+        assert 3 * N_BLOCKS <= dit.stats.copies <= 3 * N_BLOCKS + 2
         assert dit.streamer.live_buffers() == []
     finally:
         dit.close()

@@ -1,0 +1,64 @@
+"""The protocol tests can fail: each ordering call in offload/ (wait_event, wait_stream, synchronize(),
+.wait(), record_stream), removed one at a time from a copy of the pack, must make `pytest -m
+stream_protocol` fail. A call whose removal goes unnoticed is either unneeded or untested."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORDERING = re.compile(r"\.(wait_event|wait_stream|synchronize|wait|record_stream)\(")
+
+
+def ordering_calls():
+    found = []
+    for name in sorted(os.listdir(os.path.join(REPO, "offload"))):
+        if not name.endswith(".py"):
+            continue
+        lines = open(os.path.join(REPO, "offload", name)).read().splitlines()
+        for n, line in enumerate(lines):
+            code = line.split("#")[0]
+            if ORDERING.search(code) and not code.strip().startswith(("def ", "return ")):
+                found.append((name, n, line.strip()))
+    return found
+
+
+CALLS = ordering_calls()
+
+
+def test_the_streamer_has_ordering_calls_to_mutate():
+    assert len(CALLS) >= 6, CALLS
+
+
+@pytest.fixture(scope="module")
+def copy_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mutants")
+    shutil.copytree(REPO, root / "hystream", ignore=shutil.ignore_patterns(
+        ".venv", ".git", "__pycache__", "hystream_demo", "example_workflows", "bench", "*.jpg"))
+    where = subprocess.run([sys.executable, "-c", "import hystream; print(hystream.__file__)"], cwd=root / "hystream",
+                           env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True).stdout
+    assert where.startswith(str(root)), where  # the copy is what the mutant runs import
+    return root
+
+
+@pytest.mark.parametrize("file, line, code", CALLS, ids=[f"{f}:{n + 1}" for f, n, _ in CALLS])
+def test_removing_an_ordering_call_is_caught(copy_root, file, line, code):
+    path = copy_root / "hystream" / "offload" / file
+    original = path.read_text()
+    lines = original.splitlines()
+    indent = lines[line][: len(lines[line]) - len(lines[line].lstrip())]
+    lines[line] = indent + "pass  # mutant: " + code
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        env = dict(os.environ, PYTHONPATH=str(copy_root))
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "stream_protocol",
+                            "tests/test_stream_protocol.py"], cwd=copy_root / "hystream", env=env,
+                           capture_output=True, text=True, timeout=900)
+    finally:
+        path.write_text(original)
+    assert r.returncode != 0, f"removing `{code}` ({file}:{line + 1}) went unnoticed:\n{r.stdout[-1500:]}"
+    assert "Violation" in r.stdout or "violation" in r.stdout or "Error" in r.stdout, r.stdout[-1500:]
