@@ -66,18 +66,39 @@ def fake_peak_bytes(fn: Callable[..., object], *shapes_dtypes_devices) -> int:
     return probe.peak
 
 
+def sdpa_kernel(device_type: str, dtype: torch.dtype, capability: tuple[int, int] | None = None,
+                head_dim: int = 128) -> str:
+    """The kernel scaled_dot_product_attention picks: "flash" and "efficient" need O(N) memory, "math"
+    materialises the [B, H, Lq, Lk] scores (in fp32). PyTorch's rules: flash on sm80+ for fp16/bf16 with
+    head dim ≤ 256; memory-efficient on sm50+ for fp32/fp16, and for bf16 only on sm80+; else math. The
+    CPU's fused kernel is blockwise (flash-like)."""
+    if device_type != "cuda":
+        return "flash"
+    if capability is None:
+        capability = torch.cuda.get_device_capability()
+    if capability >= (8, 0) and dtype in (torch.float16, torch.bfloat16) and head_dim <= 256:
+        return "flash"
+    if capability >= (5, 0) and (dtype in (torch.float32, torch.float16) or (dtype == torch.bfloat16 and capability >= (8, 0))):
+        return "efficient"
+    return "math"
+
+
 @contextlib.contextmanager
-def flash_attention():
-    """Within the block, scaled_dot_product_attention allocates what a GPU's flash / memory-efficient
-    kernel does (O(N)), whatever device the probe's fake tensors claim."""
+def attention_kernel(kind: str = "flash"):
+    """Within the block, scaled_dot_product_attention allocates what the named kernel allocates on a GPU,
+    whatever device the probe's fake tensors claim (see sdpa_kernel)."""
     import torch.nn.functional as F
 
     saved = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = flash_stub
+    F.scaled_dot_product_attention = math_stub if kind == "math" else flash_stub
     try:
         yield
     finally:
         F.scaled_dot_product_attention = saved
+
+
+def flash_attention():
+    return attention_kernel("flash")
 
 
 def flash_stub(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -87,4 +108,20 @@ def flash_stub(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
     out = torch.empty(b, h, lq, value.shape[-1], dtype=query.dtype, device=query.device)
     lse = torch.empty(b, h, lq, dtype=torch.float32, device=query.device)
     del lse
+    return out
+
+
+def math_stub(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """What SDPA's math kernel allocates: fp32 copies of half-precision q, k, v (it reduces in fp32), the
+    [B, H, Lq, Lk] scores and their softmax in fp32, the output. For probes only."""
+    b, h, lq, d = query.shape
+    lk = key.shape[-2]
+    half = query.dtype in (torch.float16, torch.bfloat16)
+    copies = [torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in (query, key, value)] if half else []
+    scores = torch.empty(b, h, lq, lk, dtype=torch.float32, device=query.device)
+    probs = torch.empty_like(scores)
+    del scores
+    out32 = torch.empty(b, h, lq, value.shape[-1], dtype=torch.float32, device=query.device)
+    del probs, copies
+    out = torch.empty(b, h, lq, d, dtype=query.dtype, device=query.device) if half else out32
     return out

@@ -172,13 +172,28 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
     text = max(pos.states.shape[1], neg.states.shape[1] if neg is not None else 0)
     streamer = dit.streamer
     streamer.interrupt = interrupt
+    chunk = model.chunk_tokens
     try:
-        with torch.no_grad(), attach_loras(model, loras), \
-                streamer.session(activation_bytes=model.activation_bytes(tuple(x.shape), text)):
-            x = euler(velocity, x, sigmas, on_step)
+        with torch.no_grad(), attach_loras(model, loras):
+            model.chunk_tokens = chunk or fit_chunk(dit, tuple(x.shape), text)
+            with streamer.session(activation_bytes=model.activation_bytes(tuple(x.shape), text)):
+                x = euler(velocity, x, sigmas, on_step)
     finally:
         streamer.interrupt = None
+        model.chunk_tokens = chunk
     return x / SCALING_FACTOR
+
+
+def fit_chunk(dit, x_shape: tuple, text: int) -> int | None:
+    """On a GPU, the query chunk whose activations fit what the stage leaves for them (the budget or the
+    free memory, minus the fixed weights and the smallest ring). Only changes anything where SDPA falls
+    back to its math kernel (GPUs before sm80 in bf16/fp16): there a chunk's N×N scores dominate."""
+    streamer = dit.streamer
+    budget = streamer.budget_bytes or streamer.backend.free_bytes(streamer.reserve_bytes)
+    if budget is None or dit.model.attention_kernel() != "math":
+        return None
+    ring = 2 * max((streamer.block_bytes(i) for i in range(len(streamer.blocks))), default=0)
+    return dit.model.choose_chunk(x_shape, text, budget - streamer.fixed_bytes - ring)
 
 
 

@@ -26,6 +26,8 @@ from .vae.model import HunyuanVideoVAE, VAEConfig
 from .vae.tiling import TileSpec
 
 GIB = 1024 ** 3
+CUDA_CONTEXT_BYTES = GIB // 2  # the CUDA context and library workspaces, outside PyTorch's allocator
+FLASH_CAPABLE = (8, 0)  # sm80+: bf16 compute and the flash kernel
 LLAVA_SHAPES = {"embed_tokens.weight": (128320, 4096), "layers.0.self_attn.q_proj.weight": (4096, 4096),
                 "layers.0.self_attn.k_proj.weight": (1024, 4096), "layers.0.mlp.gate_proj.weight": (14336, 4096),
                 **{f"layers.{i}.input_layernorm.weight": (4096,) for i in range(32)}}
@@ -72,13 +74,24 @@ def dit_weights(cfg: DiTConfig, weight_dtype: str) -> tuple[list[int], int]:
 
 
 def plan_dit(width: int, height: int, frames: int, vram: int | None, *, weight_dtype: str = "bf16",
-             prefetch: int = 1, text_tokens: int = 256, cfg: DiTConfig = DiTConfig()) -> StagePlan:
+             prefetch: int = 1, text_tokens: int = 256, cfg: DiTConfig = DiTConfig(),
+             capability: tuple[int, int] = FLASH_CAPABLE, lora_rank: int = 0) -> StagePlan:
+    """capability: the GPU's (sm); before sm80 the DiT computes in fp32 (no bf16 kernels) and attention
+    runs SDPA's memory-efficient kernel; the planner uses the model's own dtype and kernel rules."""
     shape = (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
-    act = forward_peak_bytes(cfg, shape, text_tokens, torch.bfloat16, True, None, "cuda")
+    with torch.device("meta"):
+        model = HunyuanVideoDiT(cfg)
+    model.device, model.sdpa_capability = torch.device("cuda", 0), tuple(capability)
+    model.compute_dtype = torch.bfloat16 if tuple(capability) >= FLASH_CAPABLE else torch.float32
+    model.block_weight_dtype = torch.float8_e4m3fn if weight_dtype == "fp8_e4m3fn" else torch.bfloat16
     blocks, fixed = dit_weights(cfg, weight_dtype)
     tokens = shape[2] * (shape[3] // 2) * (shape[4] // 2) + text_tokens
+    if vram is not None and model.attention_kernel() == "math":
+        model.chunk_tokens = model.choose_chunk(shape, text_tokens, vram - fixed - 2 * max(blocks))
+    act = model.activation_bytes(shape, text_tokens) if not lora_rank else _with_lora(model, shape, text_tokens, lora_rank)
     minimum = fixed + 2 * max(blocks) + act
-    chunk = f"chunks of {auto_chunk(tokens):,} of {tokens:,} tokens"
+    chunk = (f"chunks of {model.chunk_tokens or auto_chunk(tokens):,} of {tokens:,} tokens, "
+             f"{str(model.compute_dtype).replace('torch.', '')} compute, {model.attention_kernel()} attention")
     if vram is None:
         return StagePlan("DiT", fixed + 2 * max(blocks), act,
                          f"prefetch 1, every block streamed through 2 slots, {chunk}", None)
@@ -90,6 +103,16 @@ def plan_dit(width: int, height: int, frames: int, vram: int | None, *, weight_d
                          False, fixed + max(blocks) + act)
     return StagePlan("DiT", plan.total_bytes - act, act,
                      f"prefetch {plan.prefetch}, {len(plan.resident)}/{len(blocks)} blocks resident, {chunk}", True)
+
+
+def _with_lora(model, shape, text_tokens, rank) -> int:
+    from .memory_probe import sdpa_kernel
+    from .models.dit_memory import forward_peak_bytes as peak
+
+    stored = model.block_weight_dtype if model.block_weight_dtype != model.compute_dtype else None
+    kernel = sdpa_kernel("cuda", model.compute_dtype, model.sdpa_capability, model.cfg.head_dim)
+    return peak(model.cfg, tuple(shape), text_tokens, model.compute_dtype, True, model.chunk_tokens, "cuda", kernel,
+                stored, rank)
 
 
 @functools.lru_cache(maxsize=1)
@@ -170,22 +193,26 @@ def plan_vae(width: int, height: int, frames: int, vram: int | None, spec: TileS
 
 
 def plan_all(width: int, height: int, frames: int, vram_gb: float | None = None, *, weight_dtype: str = "bf16",
-             prefetch: int = 1) -> list[StagePlan]:
+             prefetch: int = 1, capability: tuple[int, int] = FLASH_CAPABLE) -> list[StagePlan]:
+    """Each stage's plan for a GPU of `vram_gb`, of which the CUDA context takes CUDA_CONTEXT_BYTES first."""
     check_video_size(width, height, frames)
-    vram = None if vram_gb is None else int(vram_gb * GIB)
-    return [plan_text_encoder(vram), plan_dit(width, height, frames, vram, weight_dtype=weight_dtype, prefetch=prefetch),
+    vram = None if vram_gb is None else int(vram_gb * GIB) - CUDA_CONTEXT_BYTES
+    return [plan_text_encoder(vram), plan_dit(width, height, frames, vram, weight_dtype=weight_dtype, prefetch=prefetch,
+                                              capability=capability),
             plan_vae(width, height, frames, vram)]
 
 
 def describe(plans: list[StagePlan], width: int, height: int, frames: int, vram_gb: float | None) -> str:
-    budget = f"budget {vram_gb:g} GiB" if vram_gb is not None else "no budget given: the minimum settings"
+    budget = (f"budget {vram_gb:g} GiB, {CUDA_CONTEXT_BYTES / GIB:g} GiB of it for the CUDA context"
+              if vram_gb is not None else "no budget given: the minimum settings")
     lines = [f"HyStream memory plan for {width}×{height}, {frames} frames ({budget})",
              f"{'stage':<14s}{'weights':>9s}{'activ.':>9s}{'total':>9s}  {'fits':<5s} settings"]
     for p in plans:
         fits = {True: "yes", False: "NO", None: "-"}[p.fits]
         lines.append(f"{p.stage:<14s}{p.weights / GIB:>9.2f}{p.activations / GIB:>9.2f}{p.total / GIB:>9.2f}  {fits:<5s} {p.settings}")
-    lines.append("GiB; stages run one after another, so the largest total is what the GPU needs "
-                 f"({max(p.total for p in plans) / GIB:.2f} GiB), plus the CUDA context (~0.5-1 GiB).")
+    need = max(p.total for p in plans) + CUDA_CONTEXT_BYTES
+    lines.append("GiB; stages run one after another, so the largest total plus the CUDA context "
+                 f"({CUDA_CONTEXT_BYTES / GIB:g} GiB) is what the GPU needs: {need / GIB:.2f} GiB.")
     return "\n".join(lines)
 
 

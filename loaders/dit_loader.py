@@ -17,12 +17,12 @@ import torch
 from ..models.dit import HunyuanVideoDiT
 from ..models.dit_config import DiTConfig, infer_dit_config
 from ..offload.binding import bind
-from ..offload.host_store import auto_host_tier
+from ..offload.host_store import auto_host_tier, pinned_bytes
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dit_layout import detect_dit_layout
 from .key_check import check_fp8_scales, check_tensors, scale_names
-from .dtypes import check_weight_dtype, compute_dtype, dominant_float_dtype, store_dtype
+from .dtypes import check_compute_dtype, check_weight_dtype, compute_dtype, dominant_float_dtype, store_dtype
 from .recipes import block_sources, read_recipe, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
 
@@ -54,7 +54,7 @@ class LoadedDiT:
         """Place the non-block parts on the compute device (blocks arrive with each run)."""
         if not self.on_device:
             device = self.model.device
-            bind(self.model, {n: t.to(device, non_blocking=True) for n, t in self.fixed_host.items()})
+            bind(self.model, {n: t.to(device) for n, t in self.fixed_host.items()})
             self.on_device = True
 
     def release_device(self) -> None:
@@ -66,7 +66,8 @@ class LoadedDiT:
             self.on_device = False
 
     def close(self) -> None:
-        """Free device buffers, pinned memory and the file handles."""
+        """Free device buffers (the non-block parts too), page-locked memory and the file handles."""
+        self.release_device()
         self.streamer.detach()
         self.source.close()
 
@@ -90,7 +91,7 @@ def _activation_estimate(model: HunyuanVideoDiT):
 
 def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str = "auto", prefetch_blocks: int = 1,
              vram_budget_gb: float | None = None, resident_blocks: Iterable[int] | str | None = None,
-             host_tier: str = "auto") -> LoadedDiT:
+             host_tier: str = "auto", compute: str = "auto", backend=None) -> LoadedDiT:
     """Open a DiT checkpoint (file or folder, any supported layout) for streamed execution.
 
     vram_budget_gb: device memory for the whole stage (weights + ring + activations); the blocks that
@@ -98,8 +99,11 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         every block streams). None = no budget: `resident_blocks` decides.
     resident_blocks: None → every block streams; "all" → every block stays on the device; or indices.
     host_tier: "pinned" | "mapped" | "auto" (CUDA; auto pins when the blocks fit in free RAM).
+    compute: "auto" | "bf16" | "fp16" | "fp32" — fp16 only when chosen here (see loaders/dtypes.py).
+    backend: the streamer's device backend (tests pass a simulated CUDA); default from `device`.
     """
     check_weight_dtype(weight_dtype)
+    check_compute_dtype(compute)
     device = torch.device(device)
     source = open_checkpoint(path, subfolders=("transformer",))
     try:
@@ -115,7 +119,8 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
                          describe=source.describe, what="the DiT")
 
         file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if BLOCK_RE.match(n))
-        model.compute_dtype = compute_dtype(weight_dtype, file_dtype, device)
+        model.compute_dtype = compute_dtype(weight_dtype, file_dtype, device, compute=compute, fp16_ok=False)
+        model.block_weight_dtype = store_dtype(weight_dtype, file_dtype, quantisable=True)
         model.device = device
 
         def store(name, meta, in_block):
@@ -125,9 +130,9 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
 
         blocks, fixed_recipes = block_sources(source, layout.recipes, metas, len(model.blocks),
                                               lambda n: _block_index(n, cfg), store)
+        # the small non-block parts (0.18 GiB at full size) stay in ordinary memory: nothing is locked
+        # for a one-off upload per stage, and nothing stays locked when the model is dropped
         fixed = {n: read_recipe(source, r, dt) for n, (r, dt) in fixed_recipes.items()}
-        if device.type == "cuda":
-            fixed = {n: t.pin_memory() for n, t in fixed.items()}
 
         if resident_blocks == "all":
             resident = range(len(model.blocks))
@@ -135,9 +140,9 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
             resident = resident_blocks or ()
         source_blocks = PackedSource(blocks)
         tier = host_tier if host_tier != "auto" else auto_host_tier(
-            sum(source_blocks.layout(i).nbytes for i in range(len(source_blocks))))
+            pinned_bytes([source_blocks.layout(i).nbytes for i in range(len(source_blocks))]))
         streamer = BlockStreamer(model, model.blocks, source_blocks, device, prefetch=prefetch_blocks,
-                                 resident=resident, host_tier=tier,
+                                 resident=resident, host_tier=tier, backend=backend,
                                  fixed_bytes=sum(t.numel() * t.element_size() for t in fixed.values()))
         streamer.what = "the DiT"
         if vram_budget_gb is not None and resident_blocks is None:

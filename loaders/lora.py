@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, WrongModelError, list_some
-from ..models.layers import Linear
+from ..models.layers import Linear, LowRankAdapter
 from .dit_layout import DIFFUSERS_TO_TENCENT, SWAPPED
 from .model_kind import describe_model
 from .tensor_source import open_checkpoint
@@ -209,42 +209,19 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
     return lora
 
 
-class Adapter:
-    """One LoRA part on the compute device (its A and B stay there for the run: rank × (in + out))."""
-
-    def __init__(self, part: LoRAPart, strength: float, device, dtype):
-        self.down = part.down.to(device=device, dtype=dtype)
-        self.up = part.up.to(device=device, dtype=dtype)
-        self.factor = strength * part.scale
-        self.rows = part.rows
-
-    def merge(self, w: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """w + the low-rank delta, as a new tensor (w may be the stored weight itself). w holds rows
-        [offset, offset + len(w)) of the full weight: only the delta's rows that fall there are added."""
-        first = self.rows[0] if self.rows else 0  # full-weight row of self.up's row 0
-        lo, hi = max(first, offset), min(first + self.up.shape[0], offset + w.shape[0])
-        if lo >= hi:
-            return w
-        delta = (self.up[lo - first:hi - first].to(w.dtype) @ self.down.to(w.dtype)) * self.factor
-        a, b = lo - offset, hi - offset
-        if a == 0 and b == w.shape[0]:
-            return w + delta
-        return torch.cat([w[:a], w[a:b] + delta, w[b:]])
-
-
 @contextlib.contextmanager
 def attach_loras(model: nn.Module, loras, device=None, dtype=None):
     """Attach (LoRA, strength) pairs to `model`'s Linears for the duration of the block."""
     device = device or getattr(model, "device", "cpu")
     dtype = dtype or getattr(model, "compute_dtype", torch.float32)
-    attached: list[tuple[Linear, Adapter]] = []
+    attached: list[tuple[Linear, LowRankAdapter]] = []
     try:
         for lora, strength in loras:
             if strength == 0:
                 continue
             for part in lora.parts:
                 module = model.get_submodule(part.target)
-                adapter = Adapter(part, strength, device, dtype)
+                adapter = LowRankAdapter(part.down, part.up, strength * part.scale, part.rows, device, dtype)
                 module.lora.append(adapter)
                 attached.append((module, adapter))
         yield

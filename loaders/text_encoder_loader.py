@@ -65,6 +65,8 @@ class LoadedTextEncoder:
             self.encoder.clip.to("cpu")
 
     def close(self) -> None:
+        """Free everything: CLIP-L leaves the device, the streamer its buffers, the files their handles."""
+        self.release_device()
         self.streamer.detach()
         for s in self.sources:
             s.close()

@@ -51,15 +51,44 @@ class HunyuanVideoDiT(nn.Module):
         self.device = torch.device("cpu")
         self.lean = True  # chunked blocks (models/lean.py); False = the plain reference path
         self.chunk_tokens: int | None = None  # lean chunk size; None = automatic
+        self.block_weight_dtype: torch.dtype | None = None  # how the blocks' Linears are stored (the loader says)
+        self.sdpa_capability: tuple[int, int] | None = None  # the GPU's, for the attention kernel (None: ask it)
 
-    def activation_bytes(self, x_shape, text_tokens: int) -> int:
-        """Peak activation memory of one forward at this size (weights excluded), measured on fake
-        tensors with this model's settings (models/dit_memory.py); what the memory budget plans with."""
+    def attention_kernel(self) -> str:
+        """The SDPA kernel this model's attention will get (flash / efficient / math), see memory_probe."""
+        from ..memory_probe import sdpa_kernel
+
+        return sdpa_kernel(self.device.type, self.compute_dtype, self.sdpa_capability, self.cfg.head_dim)
+
+    def activation_bytes(self, x_shape, text_tokens: int, chunk_tokens: int | None = None) -> int:
+        """Peak activation memory of one forward at this size (weights excluded; their upcast and LoRA
+        temporaries included), measured on fake tensors with this model's settings and the attention
+        kernel SDPA will pick (models/dit_memory.py); what the memory budget plans with."""
         from .dit_memory import forward_peak_bytes
 
         device = "cuda" if self.device.type == "cuda" else "cpu"
+        stored = self.block_weight_dtype if self.block_weight_dtype not in (None, self.compute_dtype) else None
+        rank = max((a.up.shape[1] for m in self.modules() if isinstance(m, Linear) for a in m.lora), default=0)
         return forward_peak_bytes(self.cfg, tuple(x_shape), int(text_tokens), self.compute_dtype, self.lean,
-                                  self.chunk_tokens, device)
+                                  chunk_tokens or self.chunk_tokens, device, self.attention_kernel(), stored, rank)
+
+    def choose_chunk(self, x_shape, text_tokens: int, limit_bytes: int) -> int | None:
+        """The largest query chunk whose activations fit `limit_bytes` (halving from the automatic one), or
+        None when the automatic chunk fits. It matters where SDPA falls back to its math kernel (scores of
+        chunk × all tokens): elsewhere activations barely depend on the chunk."""
+        from .dit_memory import MIN_CHUNK
+
+        if not self.lean:
+            return None
+        tokens = x_shape[2] * (x_shape[3] // self.cfg.patch[1]) * (x_shape[4] // self.cfg.patch[2]) + int(text_tokens)
+        chunk = auto_chunk(tokens)
+        if self.activation_bytes(x_shape, text_tokens, chunk) <= limit_bytes:
+            return None
+        while chunk > MIN_CHUNK:
+            chunk = max(MIN_CHUNK, chunk // 2)
+            if self.activation_bytes(x_shape, text_tokens, chunk) <= limit_bytes:
+                return chunk
+        return MIN_CHUNK
 
     @property
     def blocks(self) -> list[nn.Module]:

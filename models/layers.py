@@ -62,6 +62,32 @@ class Linear(nn.Module):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
 
+class LowRankAdapter:
+    """A low-rank update B·A·factor to one Linear's weight (a LoRA part), applied to the weight's transient
+    compute copy at use; `rows` places it in a row range of a fused projection. A and B stay on the compute
+    device for the run: rank × (in + out) values."""
+
+    def __init__(self, down: torch.Tensor, up: torch.Tensor, factor: float, rows: tuple[int, int] | None,
+                 device, dtype):
+        self.down = down.to(device=device, dtype=dtype)
+        self.up = up.to(device=device, dtype=dtype)
+        self.factor = factor
+        self.rows = rows
+
+    def merge(self, w: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """w + the low-rank delta, as a new tensor (w may be the stored weight itself). w holds rows
+        [offset, offset + len(w)) of the full weight: only the delta's rows that fall there are added."""
+        first = self.rows[0] if self.rows else 0  # full-weight row of self.up's row 0
+        lo, hi = max(first, offset), min(first + self.up.shape[0], offset + w.shape[0])
+        if lo >= hi:
+            return w
+        delta = (self.up[lo - first:hi - first].to(w.dtype) @ self.down.to(w.dtype)) * self.factor
+        a, b = lo - offset, hi - offset
+        if a == 0 and b == w.shape[0]:
+            return w + delta
+        return torch.cat([w[:a], w[a:b] + delta, w[b:]])
+
+
 class RMSNorm(nn.Module):
     """RMS norm over the last dim, statistics in fp32 (as Tencent's and diffusers' q/k norms)."""
 

@@ -243,15 +243,14 @@ def test_partial_match_is_reported_with_counts(tmp_path, base, caplog):
 def test_row_ranges_of_a_fused_weight_carry_their_part_of_the_delta():
     # The lean blocks take q, k, v and MLP rows of a fused weight separately: every row range must
     # equal the same rows of the whole merged weight, for adapters on the whole weight or on a part.
-    from hystream.loaders.lora import Adapter, LoRAPart
-    from hystream.models.layers import Linear
+    from hystream.models.layers import Linear, LowRankAdapter
 
     torch.manual_seed(0)
     lin = Linear(8, 12)
     lin.weight = torch.nn.Parameter(torch.randn(12, 8).to(torch.bfloat16), requires_grad=False)
     lin.bias = torch.nn.Parameter(torch.randn(12), requires_grad=False)
-    lin.lora = [Adapter(LoRAPart("x", torch.randn(2, 8), torch.randn(12, 2), 0.5, None), 1.0, "cpu", torch.float32),
-                Adapter(LoRAPart("x", torch.randn(3, 8), torch.randn(4, 3), 1.0, (4, 8)), 0.7, "cpu", torch.float32)]
+    lin.lora = [LowRankAdapter(torch.randn(2, 8), torch.randn(12, 2), 0.5, None, "cpu", torch.float32),
+                LowRankAdapter(torch.randn(3, 8), torch.randn(4, 3), 0.7, (4, 8), "cpu", torch.float32)]
     whole = lin.compute_weight(torch.float32)
     assert not torch.equal(whole, lin.weight.float())
     for a, b in [(0, 4), (4, 8), (8, 12), (2, 6), (6, 11), (0, 12), (5, 6)]:
