@@ -135,12 +135,15 @@ def cmd_generate(args) -> dict:
 
     te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir,
                            host_tokenizer_dirs=comfyui_tokenizers())
+    te.streamer.reserve_bytes = int(args.reserve_vram * GIB)
     try:
         with report.stage("text encode", te.streamer):
             positive = pipeline.encode_prompt(te, args.prompt)
             negative = pipeline.encode_prompt(te, args.negative) if args.negative else None
     finally:
         te.close()
+        del te
+        between_stages(device)
 
     vae = load_vae(args.vae, device)
     if args.input_video:
@@ -153,9 +156,11 @@ def cmd_generate(args) -> dict:
     else:
         latent, denoise = pipeline.empty_latent(args.width, args.height, args.frames), 1.0
     vae.release_device()
+    between_stages(device)
 
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
-                   vram_budget_gb=args.vram_budget)
+                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype)
+    dit.streamer.reserve_bytes = int(args.reserve_vram * GIB)
     lora_notes = []
     try:
         attached = tuple((load_lora(p, dit.model), s) for p, s in loras)
@@ -172,6 +177,8 @@ def cmd_generate(args) -> dict:
                 entry["plan"] = dit.streamer.plan.describe(len(dit.streamer.blocks))
     finally:
         dit.close()
+        del dit
+        between_stages(device)
 
     vae.to_device()
     with report.stage("decode"):
@@ -184,6 +191,18 @@ def cmd_generate(args) -> dict:
     report.print()
     return dict(command="generate", out=out, frames=video.shape[0], width=video.shape[2], height=video.shape[1],
                 device=str(device), loras=lora_notes, stages=report.stages)
+
+
+def between_stages(device) -> None:
+    """Nothing of a finished stage stays on the GPU, not even in PyTorch's cache: the next stage's
+    automatic budget sees the whole card (cached blocks count as used in mem_get_info)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _tick(bar, done: int, total: int) -> None:
@@ -266,8 +285,10 @@ def cmd_demo(args) -> dict:
 def cmd_plan(args) -> dict:
     from . import planner
 
+    capability = tuple(int(v) for v in f"{args.compute_capability:.1f}".split(".")) if args.compute_capability else \
+        planner.FLASH_CAPABLE
     plans = planner.plan_all(args.width, args.height, args.frames, args.vram, weight_dtype=args.weight_dtype,
-                             prefetch=args.prefetch)
+                             prefetch=args.prefetch, capability=capability)
     print(planner.describe(plans, args.width, args.height, args.frames, args.vram))
     fits = None if args.vram is None else all(p.fits for p in plans)
     return dict(command="plan", width=args.width, height=args.height, frames=args.frames, vram_gib=args.vram,
@@ -321,7 +342,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .loaders.dtypes import WEIGHT_DTYPES
+    from .loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
     from .pipeline import SampleSettings
     from .vae.tiling import TileSpec
 
@@ -354,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute (0 = synchronous)")
     g.add_argument("--weight-dtype", default="auto", choices=WEIGHT_DTYPES,
                    help="how the DiT's weights are stored (auto = as in the file)")
+    g.add_argument("--compute-dtype", default="auto", choices=COMPUTE_DTYPES,
+                   help="the DiT's compute dtype (auto: bf16 on sm80+, fp32 on older GPUs and the CPU; fp16 "
+                        "overflows on HunyuanVideo)")
+    g.add_argument("--reserve-vram", type=float, default=0.0, help="GB of VRAM the automatic budget leaves free "
+                                                                  "for other programs")
     g.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     g.add_argument("--tokenizer-dir", help="folder with the tokenizer files (default: beside the weights, then "
                                            "ComfyUI's bundled ones)")
@@ -380,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--vram", type=float, help="GPU memory to fit, in GiB")
     pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn"], help="DiT weights as stored")
     pl.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute")
+    pl.add_argument("--compute-capability", type=float, help="the GPU's CUDA compute capability, e.g. 7.5 (RTX 20xx, "
+                                                             "T4), 8.6 (RTX 30xx), 8.9 (RTX 40xx); default: 8.0 or newer")
     pl.set_defaults(func=cmd_plan)
 
     s = command("smoke", "tiny random DiT: streamed vs resident, through the real loader")

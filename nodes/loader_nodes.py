@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError, NotFoundError
 from ..loaders.dit_loader import LoadedDiT, load_dit
-from ..loaders.dtypes import WEIGHT_DTYPES
+from ..loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
 from ..loaders.lora import LoRA, load_lora
 from ..loaders.text_encoder_loader import load_text_encoder
 from ..loaders.vae_loader import load_vae
@@ -72,6 +72,10 @@ class HyStreamDiTLoader:
             "prefetch_blocks": ("INT", {"default": 1, "min": 0, "max": 8, "tooltip":
                 "How many blocks are copying ahead of the compute (ring = this + 1 slots). 1 hides the copy on "
                 "PCIe 4; 2 helps slow buses; 0 copies synchronously."}),
+        }, "optional": {
+            "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip":
+                "auto: bf16 on RTX 30xx/40xx/A100 and newer, fp32 on older GPUs (no bf16 kernels there), fp32 on "
+                "CPU. fp16 overflows on HunyuanVideo: choose it only to try; a NaN stops the run with an error."}),
         }}
 
     @classmethod
@@ -79,9 +83,9 @@ class HyStreamDiTLoader:
         return missing_file("diffusion_models", dit_name, "dit_name")
 
     @node_errors("loading the DiT")
-    def load(self, dit_name, weight_dtype, vram_budget_gb, prefetch_blocks):
+    def load(self, dit_name, weight_dtype, vram_budget_gb, prefetch_blocks, compute_dtype="auto"):
         dit = load_dit(model_file("diffusion_models", dit_name, "dit_name"), host.device(), weight_dtype=weight_dtype,
-                       prefetch_blocks=prefetch_blocks, vram_budget_gb=vram_budget_gb)
+                       prefetch_blocks=prefetch_blocks, vram_budget_gb=vram_budget_gb, compute=compute_dtype)
         dit.release_device()
         return (DiTHandle(dit),)
 

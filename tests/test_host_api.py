@@ -14,7 +14,7 @@ from hystream.video_io import read_video, write_mp4
 HERE = os.path.dirname(os.path.abspath(__file__))
 API = os.path.join(HERE, "..", "example_workflows", "api")
 NODES = {  # the node contract of the issue: class → its inputs
-    "HyStreamDiTLoader": ["dit_name", "weight_dtype", "vram_budget_gb", "prefetch_blocks"],
+    "HyStreamDiTLoader": ["dit_name", "weight_dtype", "vram_budget_gb", "prefetch_blocks", "compute_dtype"],
     "HyStreamTextEncoderLoader": ["llm_name", "clip_name", "tokenizer_dir"],
     "HyStreamVAELoader": ["vae_name"],
     "HyStreamTextEncode": ["text_encoder", "prompt"],
@@ -89,7 +89,8 @@ def test_example_workflows_use_existing_nodes_and_inputs(comfy_host):
 
 def test_text_to_video_over_http(comfy_host, tmp_path):
     log_before = len(comfy_host.log())
-    result = run_prompt(comfy_host, workflow("hunyuan_t2v_lowvram"))
+    # a prompt no other test used: ComfyUI would answer the encoder from its cache (no progress to see)
+    result = run_prompt(comfy_host, workflow("hunyuan_t2v_lowvram", **{"4.prompt": "a heron wades through reeds at dusk"}))
     assert result["status"] == "success", result.get("error")
     progress = [m["data"] for m in result["messages"] if m["type"] == "progress"]
     sampler_steps = [p for p in progress if p["node"] == "6"]
