@@ -63,6 +63,7 @@ def make_filler(source: TensorSource, recipe: Recipe, store_dtype: torch.dtype):
             t = torch.cat([b, a])
         out.copy_(to_store_dtype(t, store_dtype).contiguous().reshape(-1).view(torch.uint8))
 
+    fill.computed = not direct
     return fill
 
 

@@ -3,6 +3,8 @@
 Tiers:
 - "mapped": nothing is held; every fetch reads the block's pages from the checkpoint file (the OS page
   cache keeps hot pages, the process RSS stays at the ring). The CPU path and the low-RAM CUDA path.
+  Blocks whose filling computes something (a bf16 file streamed as fp8) are converted once and kept in
+  ordinary memory while the RAM left allows, instead of being converted again for every copy.
 - "pinned": blocks packed into page-locked arenas (consecutive blocks, about ARENA_BYTES each, locked at
   their exact size), each block filled lazily on first use straight from the file: never a second full
   copy of the model, and the locked bytes are the weights' bytes (plus page alignment). When the system
@@ -21,6 +23,7 @@ from .source import BlockSource
 
 ARENA_BYTES = 1 << 30  # blocks are grouped into page-locked arenas of about this size
 LOCK_SHARE = 0.8  # never lock an arena that would take more than this share of the RAM left
+KEEP_FREE = 2 << 30  # converted blocks are cached only while at least this much RAM stays free
 
 
 def arena_plan(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> list[tuple[int, int]]:
@@ -44,21 +47,28 @@ def pinned_bytes(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> int:
     return sum(ends.values())
 
 
-def auto_host_tier(pinned_total: int, headroom: float = 0.75, available: int | None = None) -> str:
-    """Pin the blocks when their locked size fits comfortably in the RAM left (container limits
-    included), else serve them from the mapped file through a small pinned staging ring (the low-RAM
-    tier: 32 GB boxes with a 26 GB DiT)."""
-    free = available_ram_bytes() if available is None else available
+def ram_left(reserve: int = 0) -> int | None:
+    """RAM we may take: what the system (container limits included) has left, minus `reserve` (what the
+    host may still page-lock for its own models)."""
+    free = available_ram_bytes()
+    return None if free is None else max(0, free - reserve)
+
+
+def auto_host_tier(pinned_total: int, headroom: float = 0.75, available: int | None = None, reserve: int = 0) -> str:
+    """Pin the blocks when their locked size fits comfortably in the RAM left, else serve them from the
+    mapped file through a small pinned staging ring (the low-RAM tier: 32 GB boxes with a 26 GB DiT)."""
+    free = ram_left(reserve) if available is None else available
     return "pinned" if free is None or pinned_total <= headroom * free else "mapped"
 
 
 class HostStore:
-    def __init__(self, source: BlockSource, tier: str, backend=None):
+    def __init__(self, source: BlockSource, tier: str, backend=None, ram_reserve: int = 0):
         if tier not in ("mapped", "pinned"):
             raise ValueError(f"host tier must be 'mapped' or 'pinned', not {tier!r}")
         self.source = source
         self.tier = tier
         self.backend = backend
+        self.ram_reserve = ram_reserve  # RAM the host may still lock for itself: never ours to take
         sizes = [source.layout(i).nbytes for i in range(len(source))]
         self._sizes = sizes
         self._where = arena_plan(sizes)
@@ -68,6 +78,7 @@ class HostStore:
         self._arenas: dict[int, PinnedBuffer] = {}
         self._filled: set[int] = set()
         self._refused = False  # the system would not lock more memory: the rest is served from the file
+        self._converted: dict[int, torch.Tensor] = {}  # mapped tier: blocks converted once, ordinary memory
         self._lock = threading.Lock()
 
     @property
@@ -84,7 +95,7 @@ class HostStore:
             arena, offset = self._where[index]
             buf = self._arenas.get(arena)
             if buf is None:
-                free = available_ram_bytes()  # re-checked now: the host (or another model) may have taken RAM since
+                free = ram_left(self.ram_reserve)  # re-checked now: the host (or another model) may have taken RAM since
                 if self._refused or (free is not None and self._arena_size[arena] > LOCK_SHARE * free):
                     self._refused = True
                     return None
@@ -103,10 +114,32 @@ class HostStore:
     def fill(self, index: int, out: torch.Tensor) -> None:
         """Write the block's packed bytes into a host buffer."""
         src = self.packed(index)
+        if src is None:
+            src = self._converted_block(index)
         if src is not None:
             out[:src.numel()].copy_(src)
         else:
             self.source.fill(index, out)
+
+    def _converted_block(self, index: int) -> torch.Tensor | None:
+        """A block whose filling converts dtypes, converted once and kept (mapped tier, RAM allowing)."""
+        computed = getattr(self.source, "computed", None)
+        if computed is None or not computed(index):
+            return None
+        with self._lock:
+            kept = self._converted.get(index)
+            if kept is None:
+                free = ram_left(self.ram_reserve)
+                if free is not None and free - self._sizes[index] < KEEP_FREE:
+                    return None  # converted again at each use: slower, but RAM is what is short
+                kept = torch.empty(self._sizes[index], dtype=torch.uint8)
+                self.source.fill(index, kept)
+                self._converted[index] = kept
+            return kept
+
+    def host_tensors(self) -> list[torch.Tensor]:
+        """The host memory this store holds (page-locked arenas, converted blocks): what it costs in RAM."""
+        return [a.tensor for a in self._arenas.values() if a.tensor is not None] + list(self._converted.values())
 
     def release(self) -> None:
         """Unlock and free every arena: the memory goes back to the OS, not to a pinned pool."""
@@ -115,3 +148,4 @@ class HostStore:
                 buf.release()
             self._arenas.clear()
             self._filled.clear()
+            self._converted.clear()

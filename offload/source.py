@@ -18,8 +18,12 @@ class BlockSource(Protocol):
     def fill(self, index: int, out: torch.Tensor) -> None:
         """Write block `index`'s packed bytes into `out` (contiguous CPU uint8, at least layout.nbytes)."""
 
+    def computed(self, index: int) -> bool:
+        """True when filling the block computes something (a dtype conversion), not only reads bytes."""
 
-# One tensor's loader: writes the tensor's bytes (already in its store dtype) into a uint8 view.
+
+# One tensor's loader: writes the tensor's bytes (already in its store dtype) into a uint8 view. A filler
+# with a true `computed` attribute converts on the way (e.g. bf16 → fp8) instead of copying bytes.
 TensorFiller = Callable[[torch.Tensor], None]
 
 
@@ -43,6 +47,9 @@ class PackedSource:
             if slot.nbytes:
                 fillers[slot.name](out[slot.offset:slot.offset + slot.nbytes])
 
+    def computed(self, index: int) -> bool:
+        return any(getattr(f, "computed", False) for f in self._fillers[index].values())
+
 
 class StateDictSource:
     """A BlockSource over tensors already in memory (tests, models built in code)."""
@@ -56,6 +63,9 @@ class StateDictSource:
 
     def layout(self, index: int) -> BlockLayout:
         return self._layouts[index]
+
+    def computed(self, index: int) -> bool:
+        return False
 
     def fill(self, index: int, out: torch.Tensor) -> None:
         tensors = self._tensors[index]

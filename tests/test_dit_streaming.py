@@ -102,3 +102,30 @@ def test_impossible_budget_says_how_much_is_needed(files):
         assert dit.streamer.live_buffers() == []
     finally:
         dit.close()
+
+
+def test_a_converting_mapped_tier_converts_each_block_once(files, monkeypatch):
+    """weight_dtype fp8 on a bf16 file in the mapped tier: each block is converted once and kept (while RAM
+    allows), not re-quantised on the CPU for every copy of every step; the output is unchanged."""
+    from hystream.loaders import recipes
+
+    calls = []
+    original = recipes.to_store_dtype
+    monkeypatch.setattr(recipes, "to_store_dtype", lambda t, d: (calls.append(1), original(t, d))[1])
+    inputs = dit_inputs(1)
+    dit = load_dit(files["bf16"], weight_dtype="fp8_e4m3fn", prefetch_blocks=1)
+    ref = load_dit(files["bf16"], weight_dtype="fp8_e4m3fn", resident_blocks="all")
+    try:
+        with torch.no_grad(), dit.streamer.session():
+            calls.clear()
+            outs = [dit(**inputs)]
+            first = len(calls)
+            outs += [dit(**inputs) for _ in range(2)]
+        with torch.no_grad():
+            want = ref(**inputs)
+        assert all(torch.equal(o, want) for o in outs)
+        assert dit.stats.copies >= 3 * N_BLOCKS
+        assert first > 0 and len(calls) == first  # steps 2 and 3 converted nothing again
+    finally:
+        dit.close()
+        ref.close()
