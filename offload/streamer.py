@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,8 @@ from .budget import Plan, plan_residency
 from .host_store import HostStore
 from .source import BlockSource
 from .stats import StreamStats
+
+log = logging.getLogger("hystream")
 
 
 class _Session:
@@ -68,7 +71,7 @@ class _Session:
 class BlockStreamer:
     def __init__(self, root: nn.Module, blocks: Sequence[nn.Module], source: BlockSource,
                  device: torch.device | str, *, prefetch: int = 1, resident: Iterable[int] = (),
-                 host_tier: str = "mapped", fixed_bytes: int = 0, backend=None):
+                 host_tier: str = "mapped", fixed_bytes: int = 0, backend=None, ram_reserve: int = 0):
         if len(blocks) != len(source):
             raise ValueError(f"{len(blocks)} blocks but the source describes {len(source)}")
         self.root = root
@@ -77,7 +80,7 @@ class BlockStreamer:
         self.backend = backend or backend_for(device)
         self.device = self.backend.device
         self.requested_prefetch = self.prefetch = max(0, int(prefetch))
-        self.store = HostStore(source, "mapped" if self.backend.host_is_device else host_tier, self.backend)
+        self.store = HostStore(source, "mapped" if self.backend.host_is_device else host_tier, self.backend, ram_reserve)
         self.layouts = [source.layout(i) for i in range(len(blocks))]
         self._meta = [{s.name: torch.empty(s.shape, dtype=s.dtype, device="meta") for s in lay.slots}
                       for lay in self.layouts]
@@ -85,6 +88,11 @@ class BlockStreamer:
         self.stats = StreamStats(blocks_total=len(blocks))
         self.budget_bytes: int | None = None  # None: residency as set; 0: automatic; else bytes
         self.reserve_bytes = 0  # device memory an automatic budget leaves to others (the host's reserve)
+        # a host that shares the device may say what is free (its evictable models included) and free what
+        # a plan needs before we allocate it; without one, the backend's free memory is used as it is
+        self.free_bytes_fn: Callable[[], int | None] | None = None
+        self.make_room: Callable[[int], None] | None = None
+        self.fixed_on_device = False  # the fixed (non-block) weights are on the device now (their owner says)
         self.activation_estimate: Callable[[tuple, dict], int] | None = None  # from the forward's inputs
         self.plan: Plan | None = None
         self.what = "the model"  # named in budget errors
@@ -145,14 +153,18 @@ class BlockStreamer:
             return None
         budget = self.budget_bytes
         if budget == 0:
-            free = self.backend.free_bytes(self.reserve_bytes)
+            free = self.free_bytes_fn() if self.free_bytes_fn else self.backend.free_bytes(self.reserve_bytes)
             if free is None:
                 self.set_resident(())
                 return None
-            budget = free + sum(b.numel() for b in self._resident.values())  # ours count as usable
+            held = sum(b.numel() for b in self._resident.values()) + (self.fixed_bytes if self.fixed_on_device else 0)
+            budget = free + held  # what we hold already counts as usable
         sizes = [lay.nbytes for lay in self.layouts]
         plan = plan_residency(sizes, budget, fixed_bytes=self.fixed_bytes, activation_bytes=activation_bytes,
                               prefetch=self.requested_prefetch, what=self.what)
+        if self.make_room is not None:
+            self.set_resident(())
+            self.make_room(plan.total_bytes)
         self.prefetch = plan.prefetch
         self.set_resident(plan.resident)
         self.plan = plan
@@ -190,7 +202,7 @@ class BlockStreamer:
         host = self.store.packed(i)
         if host is None:  # served from the file: read it into ordinary memory first
             host = torch.empty(n, dtype=torch.uint8)
-            self.source.fill(i, host)
+            self.store.fill(i, host)
         self.backend.upload(buf, host)  # the host waits: set-up time, not the hot path
         return buf
 
@@ -281,7 +293,7 @@ class BlockStreamer:
                 self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, peak)
             s.slots.clear()
             for pinned in s.staging:
-                if pinned is not None:
+                if hasattr(pinned, "release"):
                     pinned.release()
             s.staging.clear()
             s.futures.clear()
@@ -322,14 +334,18 @@ class BlockStreamer:
             event = None
         else:
             src = self.store.packed(index)
-            if src is None:  # served from the file through a page-locked staging buffer
-                src = self._staging(s, slot, nbytes)
+            pageable = False
+            if src is None:  # served from the file through a staging buffer
+                src, pageable = self._staging(s, slot, nbytes)
                 self.backend.host_write(src)
-                self.source.fill(index, src)
+                self.store.fill(index, src)
             with self.backend.on(s.copy_stream):
                 if s.free_events[slot] is not None:
                     s.copy_stream.wait_event(s.free_events[slot])
-                self.backend.copy(dst, src)
+                if pageable:  # no page-locked memory to be had: a copy the host waits for (slower, correct)
+                    self.backend.upload(dst, src)
+                else:
+                    self.backend.copy(dst, src)
                 event = self.backend.event(timing=True, blocking=True)
                 event.record(s.copy_stream)
             s.staging_events[slot] = event
@@ -337,17 +353,20 @@ class BlockStreamer:
         self.stats.copies += 1
         return event
 
-    def _staging(self, s: _Session, slot: int, nbytes: int) -> torch.Tensor:
+    def _staging(self, s: _Session, slot: int, nbytes: int) -> tuple[torch.Tensor, bool]:
+        """(the slot's staging buffer, whether it is ordinary pageable memory). Page-locked when the system
+        allows it; otherwise ordinary memory, copied synchronously, instead of failing mid-sampling."""
         if s.staging_events[slot] is not None:
             s.staging_events[slot].synchronize()  # the previous copy out of it is done (this worker waits)
         if s.staging[slot] is None:
-            pinned = self.backend.alloc_pinned(max(self.layouts[i].nbytes for i in s.order))
+            size = max(self.layouts[i].nbytes for i in s.order)
+            pinned = self.backend.alloc_pinned(size)
             if pinned is None:
-                raise BudgetError("page-locked host memory for one staging buffer per ring slot",
-                                  f"the system refused to lock {format_bytes(nbytes)} more",
-                                  "close other programs, or lower prefetch_blocks")
-            s.staging[slot] = pinned
-        return s.staging[slot].tensor[:nbytes]
+                log.warning("HyStream: the system refused to page-lock %s for staging; %s streams with "
+                            "synchronous copies (slower)", format_bytes(size), self.what)
+            s.staging[slot] = pinned if pinned is not None else torch.empty(size, dtype=torch.uint8)
+        buf = s.staging[slot]
+        return (buf.tensor[:nbytes], False) if hasattr(buf, "tensor") else (buf[:nbytes], True)
 
     def _before(self, i: int) -> None:
         if self.interrupt is not None:

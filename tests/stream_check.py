@@ -121,7 +121,7 @@ class SimEvent:
 class SimCuda:
     """The simulated device. `violations` collects every ordering error; `check()` raises on any."""
 
-    def __init__(self, fail_alloc_after: int | None = None):
+    def __init__(self, fail_alloc_after: int | None = None, refuse_pinning: bool = False):
         self.lock = threading.RLock()
         self.clocks: dict[str, dict] = {}
         self.default = SimStream(self, "compute")
@@ -131,6 +131,7 @@ class SimCuda:
         self.pinned_live = 0
         self.pinned_peak = 0
         self.fail_alloc_after = fail_alloc_after
+        self.refuse_pinning = refuse_pinning  # a system that will not lock any more memory
         self.allocs = 0
         self.Stream = lambda device=None: SimStream(self)
         self.Event = lambda enable_timing=False, blocking=False: SimEvent(self, enable_timing, blocking)
@@ -246,6 +247,8 @@ class SimCuda:
                 merge(self.thread_clock(), clock)
 
     def host_register(self, t: torch.Tensor) -> None:
+        if self.refuse_pinning:
+            raise MemoryError("simulated: cudaHostRegister failed (cudaErrorMemoryAllocation)")
         with self.lock:
             key = t.untyped_storage().data_ptr()
             self.buffers[key] = Buffer(f"page-locked buffer ({t.numel()} B)", "pinned", self.thread_actor())

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.stream_protocol
 REAL_CUDA = os.environ.get("HYSTREAM_PROTOCOL_DEVICE") == "cuda"  # gpu_check.py: the same scenarios, real CUDA
 
 
-def harness(n_blocks, prefetch, resident, tier, fail_alloc_after=None):
+def harness(n_blocks, prefetch, resident, tier, fail_alloc_after=None, refuse_pinning=False):
     """(sim, model, streamer, x, want): the model streamed through the checked CUDA path."""
     ref, x, want = reference(n=n_blocks)
     m = fresh(n=n_blocks)
@@ -33,7 +33,7 @@ def harness(n_blocks, prefetch, resident, tier, fail_alloc_after=None):
         backend = CudaBackend("cuda")
         x, want = x.cuda(), want.cuda()
     else:
-        sim = SimCuda(fail_alloc_after=fail_alloc_after)
+        sim = SimCuda(fail_alloc_after=fail_alloc_after, refuse_pinning=refuse_pinning)
         backend = CudaBackend("cpu", cuda=sim)
     s = streamed(m, prefetch=prefetch, resident=resident, host_tier=tier, backend=backend)
     if REAL_CUDA:
@@ -168,3 +168,15 @@ def test_the_checker_sees_a_missing_wait():
     s.detach()
     with pytest.raises(AssertionError, match="read before the write|write after read"):
         sim.check()
+
+
+@pytest.mark.skipif(REAL_CUDA, reason="the refusal is simulated")
+@pytest.mark.parametrize("tier", ["pinned", "mapped"])
+@pytest.mark.parametrize("scenario", ["bare_forwards", "sampling_loop"])
+def test_a_system_that_refuses_to_lock_memory_still_streams(tier, scenario, caplog):
+    """No page-locked memory at all (the host took it, or RLIMIT_MEMLOCK): the pinned tier falls back to
+    the file and staging to ordinary memory with synchronous copies — correct, ordered, nothing leaked."""
+    sim, m, s, x, want = harness(6, 1, (), tier, refuse_pinning=True)
+    checked(sim, lambda: SCENARIOS[scenario](m, s, x, want))
+    assert s.store.held_bytes == 0 and "synchronous copies" in caplog.text
+    finish(sim, s)
