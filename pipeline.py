@@ -197,6 +197,21 @@ def fit_chunk(dit, x_shape: tuple, text: int) -> int | None:
 
 
 
+# -- the VAE stage's memory -----------------------------------------------------------------------------
+def vae_stage_plan(vae, latent_shape: tuple, spec: TileSpec, what: str, available: int | None) -> tuple[TileSpec, int]:
+    """(tiles with the automatic sizes resolved for `available` device bytes, bytes the stage needs:
+    the VAE's weights plus one tile's peak). `available` None: the CPU, or the device's own free memory."""
+    from .vae.planning import auto_tiles, tile_peak_bytes
+    from .vae.tiling import check_tiles
+
+    model = vae.model
+    check_tiles(spec, model.cfg.space_compression, model.cfg.time_compression)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    budget = None if available is None else max(0, available - weights)
+    resolved = auto_tiles(model, spec, tuple(latent_shape), budget, what)
+    return resolved, weights + tile_peak_bytes(model, resolved, what)
+
+
 # -- the other stages ------------------------------------------------------------------------------
 def encode_prompt(text_encoder, prompt: str) -> list:
     """Prompt → native CONDITIONING (cached per prompt and encoder files)."""
@@ -213,6 +228,17 @@ def decode(vae, latent: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks 
     check_finite(latent, "the latent to decode", "a sampler that failed numerically; " + CAUSES)
     return check_finite(vae_codec.decode(vae.model, latent, spec, hooks), "the decoded frames",
                         "a damaged VAE file (download it again) or fp16 VAE compute overflowing")
+
+
+def crop_video(vae, frames) -> torch.Tensor:
+    """IMAGE frames cut to what the VAE encodes (4k+1 frames, sides multiples of 16), with a warning
+    saying what was cut; done once before the stage so its memory is planned for the real size."""
+    from .vae.tiling import crop_for_encode
+
+    if not torch.is_tensor(frames) or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise InputError("IMAGE frames [F, H, W, 3]", f"{getattr(frames, 'shape', type(frames).__name__)}",
+                         "connect video frames, e.g. from HyStreamLoadVideo")
+    return crop_for_encode(frames, vae.cfg.time_compression, 2 * vae.cfg.space_compression)
 
 
 def encode_video(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ never holds the state dict.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -54,8 +55,10 @@ class LoadedDiT:
         """Place the non-block parts on the compute device (blocks arrive with each run)."""
         if not self.on_device:
             device = self.model.device
+            if self.streamer.make_room is not None:
+                self.streamer.make_room(self.streamer.fixed_bytes)
             bind(self.model, {n: t.to(device) for n, t in self.fixed_host.items()})
-            self.on_device = True
+            self.on_device = self.streamer.fixed_on_device = True
 
     def release_device(self) -> None:
         """Hold nothing on the compute device between runs: resident blocks and the non-block parts go
@@ -63,13 +66,22 @@ class LoadedDiT:
         self.streamer.set_resident(())
         if self.model.device.type != "cpu" and self.on_device:
             bind(self.model, self.fixed_host)
-            self.on_device = False
+            self.on_device = self.streamer.fixed_on_device = False
+
+    def host_tensors(self) -> list[torch.Tensor]:
+        """The host RAM this DiT holds: its non-block parts and the streamer's page-locked / converted blocks."""
+        return list(self.fixed_host.values()) + self.streamer.store.host_tensors()
 
     def close(self) -> None:
         """Free device buffers (the non-block parts too), page-locked memory and the file handles."""
         self.release_device()
         self.streamer.detach()
         self.source.close()
+
+
+def release_host_memory(store, source) -> None:
+    store.release()
+    source.close()
 
 
 def _block_index(name: str, cfg: DiTConfig) -> tuple[int, str] | None:
@@ -91,7 +103,7 @@ def _activation_estimate(model: HunyuanVideoDiT):
 
 def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str = "auto", prefetch_blocks: int = 1,
              vram_budget_gb: float | None = None, resident_blocks: Iterable[int] | str | None = None,
-             host_tier: str = "auto", compute: str = "auto", backend=None) -> LoadedDiT:
+             host_tier: str = "auto", compute: str = "auto", backend=None, ram_reserve: int = 0) -> LoadedDiT:
     """Open a DiT checkpoint (file or folder, any supported layout) for streamed execution.
 
     vram_budget_gb: device memory for the whole stage (weights + ring + activations); the blocks that
@@ -101,6 +113,7 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
     host_tier: "pinned" | "mapped" | "auto" (CUDA; auto pins when the blocks fit in free RAM).
     compute: "auto" | "bf16" | "fp16" | "fp32" — fp16 only when chosen here (see loaders/dtypes.py).
     backend: the streamer's device backend (tests pass a simulated CUDA); default from `device`.
+    ram_reserve: RAM the host may still page-lock for itself; the pinned tier never counts on it.
     """
     check_weight_dtype(weight_dtype)
     check_compute_dtype(compute)
@@ -140,15 +153,17 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
             resident = resident_blocks or ()
         source_blocks = PackedSource(blocks)
         tier = host_tier if host_tier != "auto" else auto_host_tier(
-            pinned_bytes([source_blocks.layout(i).nbytes for i in range(len(source_blocks))]))
+            pinned_bytes([source_blocks.layout(i).nbytes for i in range(len(source_blocks))]), reserve=ram_reserve)
         streamer = BlockStreamer(model, model.blocks, source_blocks, device, prefetch=prefetch_blocks,
-                                 resident=resident, host_tier=tier, backend=backend,
+                                 resident=resident, host_tier=tier, backend=backend, ram_reserve=ram_reserve,
                                  fixed_bytes=sum(t.numel() * t.element_size() for t in fixed.values()))
         streamer.what = "the DiT"
         if vram_budget_gb is not None and resident_blocks is None:
             streamer.budget_bytes = int(vram_budget_gb * 1024 ** 3)
             streamer.activation_estimate = _activation_estimate(model)
         loaded = LoadedDiT(model, streamer, cfg, layout.name, str(path), file_dtype, source, fixed)
+        # a dropped handle gives its page-locked memory back to the OS (not only at close())
+        weakref.finalize(loaded, release_host_memory, streamer.store, source)
         loaded.to_device()
         return loaded
     except BaseException:

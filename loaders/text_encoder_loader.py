@@ -64,6 +64,18 @@ class LoadedTextEncoder:
         if self.encoder.device.type != "cpu":
             self.encoder.clip.to("cpu")
 
+    def clip_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.encoder.clip.parameters())
+
+    def host_tensors(self) -> list[torch.Tensor]:
+        """The host RAM this encoder holds: CLIP-L while off the device, the streamer's host store."""
+        clip = [p for p in self.encoder.clip.parameters() if p.device.type == "cpu"]
+        return clip + self.streamer.store.host_tensors()
+
+    def _comfy_cache_tensors(self):
+        """Sizes this handle for ComfyUI's RAM-pressure cache (0.38), which counts an output's tensors."""
+        return self.host_tensors()
+
     def close(self) -> None:
         """Free everything: CLIP-L leaves the device, the streamer its buffers, the files their handles."""
         self.release_device()

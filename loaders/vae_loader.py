@@ -45,6 +45,10 @@ class LoadedVAE:
     def release_device(self) -> None:
         self.model.to("cpu")
 
+    def _comfy_cache_tensors(self):
+        """Sizes this handle for ComfyUI's RAM-pressure cache (0.38): its weights while in RAM."""
+        return [p for p in self.model.parameters() if p.device.type == "cpu"]
+
     def close(self) -> None:
         self.model.to("meta")
         if self.source is not None:

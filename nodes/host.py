@@ -1,13 +1,17 @@
-"""The only module that imports the ComfyUI host (comfy.*, folder_paths, latent_preview, server).
+"""The only module that imports the ComfyUI host (comfy.*, folder_paths, latent_preview).
 
 Everything else in HyStream goes through this file, so the engine runs headless and the host surface
-we depend on is visible in one place: model folders, the compute device, VRAM hand-over with the host's
-model manager, progress bars with previews, Cancel, output and input folders.
+we depend on is visible in one place: model folders, the compute device, memory hand-over with the
+host's model manager, progress bars with previews, Cancel, output and input folders.
+
+Versions: tested in ComfyUI 0.3.64; the 0.38 memory manager's additions (Dynamic VRAM's evictable weights,
+the host's own pinned-memory budget) are used only where present (`getattr`), so one file serves both.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from ..errors import OutputError
 from ..loaders.tokenizer_files import bundled_tokenizer_dirs
@@ -20,8 +24,12 @@ try:  # inside ComfyUI
     import latent_preview
 
     HOST_AVAILABLE = True
-except ImportError:  # CLI, tests, benchmarks
-    model_management = folder_paths = latent_preview = None
+except ImportError:
+    if "folder_paths" in sys.modules or "comfy.model_management" in sys.modules:
+        # inside ComfyUI after all: fail loudly, so the user sees "IMPORT FAILED" with the cause instead
+        # of a pack that silently registers no nodes
+        raise
+    model_management = folder_paths = latent_preview = None  # CLI, tests, benchmarks
     HOST_AVAILABLE = False
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v")
@@ -40,13 +48,20 @@ def model_path(folder: str, name: str) -> str | None:
     return folder_paths.get_full_path(folder, name)
 
 
+def model_folders(folder: str) -> list[str]:
+    """The user's real folders for `folder`, the one named like it first (models/diffusion_models, not the
+    legacy models/unet that ComfyUI lists first), extra_model_paths included."""
+    paths = list(folder_paths.get_folder_paths(folder))
+    return sorted(paths, key=lambda p: os.path.basename(os.path.normpath(p)) != folder)
+
+
 def models_dir(folder: str) -> str:
-    return folder_paths.get_folder_paths(folder)[0]
+    return model_folders(folder)[0]
 
 
 def folder_description(folder: str) -> str:
-    """`models/diffusion_models` and the user's real folders for it (extra_model_paths included)."""
-    paths = folder_paths.get_folder_paths(folder)
+    """`models/diffusion_models` and the user's real folders for it."""
+    paths = model_folders(folder)
     return f"models/{folder} ({', '.join(paths)})" if paths else f"models/{folder}"
 
 
@@ -115,10 +130,59 @@ def device():
     return model_management.get_torch_device()
 
 
-def free_vram_for_stage() -> None:
-    """Ask the host to unload what it holds before a heavy HyStream stage."""
-    model_management.unload_all_models()
+def reserved_vram() -> int:
+    """What the user keeps free of the GPU for others (--reserve-vram; both versions have it)."""
+    fn = getattr(model_management, "extra_reserved_memory", None)
+    return int(fn()) if fn else 0
+
+
+def evictable_vram(dev) -> int:
+    """VRAM held by the host's loaded models that free_memory can take back (with 0.38's Dynamic VRAM,
+    weights it evicts on demand, which mem_get_info counts as used)."""
+    total = 0
+    for loaded in getattr(model_management, "current_loaded_models", []):
+        try:
+            if loaded.device == dev and not loaded.is_dead():
+                total += int(loaded.model_loaded_memory())
+        except Exception:  # a host's or another pack's entry we cannot size: not counted
+            continue
+    return total
+
+
+def available_vram(dev) -> int | None:
+    """Free + evictable − the user's reserve: what a HyStream stage may plan with (None on the CPU)."""
+    if getattr(dev, "type", "cpu") == "cpu":
+        return None
+    return max(0, int(model_management.get_free_memory(dev)) + evictable_vram(dev) - reserved_vram())
+
+
+def make_room(bytes_needed: int, dev=None) -> None:
+    """Ask the host to free `bytes_needed` on the device (unloading only what that takes, as its own
+    loaders do) instead of unloading everything (on 0.38 that also drops its pinned copies)."""
+    dev = dev or device()
+    if getattr(dev, "type", "cpu") == "cpu":
+        return
+    model_management.free_memory(int(bytes_needed) + reserved_vram(), dev)
     model_management.soft_empty_cache()
+
+
+def share_device(streamer) -> None:
+    """Plan a streamer's automatic budget with the host's view of the GPU (free + what it can evict − the
+    user's reserve), and let the host free what a plan needs right before we allocate it."""
+    dev = device()
+    if getattr(dev, "type", "cpu") != "cpu":
+        streamer.free_bytes_fn = lambda: available_vram(dev)
+        streamer.make_room = lambda n: make_room(n, dev)
+
+
+def host_pinned_allowance() -> int:
+    """RAM the host may still page-lock for its own models (0.38 pins up to a share of RAM): ours must
+    leave it, or the two pools fight over the same memory. 0 where the host does not pin."""
+    limit = getattr(model_management, "MAX_PINNED_MEMORY", None)
+    used = getattr(model_management, "TOTAL_PINNED_MEMORY", 0) or 0
+    if not isinstance(limit, (int, float)) or limit <= 0:
+        return 0
+    return max(0, int(limit) - int(used))
 
 
 def empty_cache() -> None:
@@ -137,16 +201,29 @@ def interrupt_check() -> None:
 
 # -- progress --------------------------------------------------------------------------------------
 class Progress:
-    """A node's progress bar; `preview(x0)` adds a Latent2RGB frame (the user's preview setting rules)."""
+    """A node's progress bar; `update(..., x0=latents)` adds a preview frame when previews are on.
+
+    Previews of HyStream's sampler always use Latent2RGB (a fixed 16 → 3 projection, no model): the host's
+    TAESD/taehv option would load a second VAE onto the GPU inside the sampling stage's memory budget."""
 
     def __init__(self, total: int, with_previews: bool = False):
         self.bar = comfy.utils.ProgressBar(total)
-        self.previewer = None
-        if with_previews:
-            self.previewer = latent_preview.get_previewer(device(), comfy.latent_formats.HunyuanVideo())
+        self.previewer = latent_rgb_previewer() if with_previews else None
 
     def update(self, value: int, total: int | None = None, x0=None) -> None:
         preview = None
         if self.previewer is not None and x0 is not None:
             preview = self.previewer.decode_latent_to_preview_image("JPEG", x0)
         self.bar.update_absolute(value, total, preview)
+
+
+def latent_rgb_previewer():
+    """Latent2RGB for HunyuanVideo latents, or None when the user turned previews off."""
+    try:
+        from comfy.cli_args import LatentPreviewMethod, args
+        if args.preview_method == LatentPreviewMethod.NoPreviews:
+            return None
+    except (ImportError, AttributeError):
+        pass
+    fmt = comfy.latent_formats.HunyuanVideo()
+    return latent_preview.Latent2RGBPreviewer(fmt.latent_rgb_factors, getattr(fmt, "latent_rgb_factors_bias", None))

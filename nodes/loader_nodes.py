@@ -25,6 +25,11 @@ class DiTHandle:
     dit: LoadedDiT
     loras: tuple[tuple[LoRA, float], ...] = ()
 
+    def _comfy_cache_tensors(self):
+        """Sizes this handle for ComfyUI's RAM-pressure cache (0.38), which counts an output's tensors:
+        the DiT's host memory and the LoRAs' matrices."""
+        return self.dit.host_tensors() + [t for lora, _ in self.loras for p in lora.parts for t in (p.down, p.up)]
+
 
 def missing_file(folder: str, name, input_name: str) -> bool | str:
     """VALIDATE_INPUTS answer: True, or our message naming the input. A None name is an input linked
@@ -85,7 +90,9 @@ class HyStreamDiTLoader:
     @node_errors("loading the DiT")
     def load(self, dit_name, weight_dtype, vram_budget_gb, prefetch_blocks, compute_dtype="auto"):
         dit = load_dit(model_file("diffusion_models", dit_name, "dit_name"), host.device(), weight_dtype=weight_dtype,
-                       prefetch_blocks=prefetch_blocks, vram_budget_gb=vram_budget_gb, compute=compute_dtype)
+                       prefetch_blocks=prefetch_blocks, vram_budget_gb=vram_budget_gb, compute=compute_dtype,
+                       ram_reserve=host.host_pinned_allowance())
+        host.share_device(dit.streamer)
         dit.release_device()
         return (DiTHandle(dit),)
 
@@ -134,6 +141,7 @@ class HyStreamTextEncoderLoader:
                                model_file("text_encoders", clip_name, "clip_name"),
                                host.device(), tokenizer_dir=tokenizers,
                                host_tokenizer_dirs=host.host_tokenizer_dirs())
+        host.share_device(te.streamer)
         te.release_device()
         return (te,)
 

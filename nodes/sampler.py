@@ -49,8 +49,7 @@ class HyStreamSampler:
         samples = latent["samples"]
         pipeline.check_latent(samples)
         total = steps - start_index(steps, denoise)
-        progress = host.Progress(total, with_previews=True)
-        host.free_vram_for_stage()
+        progress = host.Progress(total, with_previews=True)  # Latent2RGB: no preview model inside our budget
         model = dit.dit
         try:
             model.to_device()

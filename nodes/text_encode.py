@@ -30,7 +30,7 @@ class HyStreamTextEncode:
         streamer = text_encoder.streamer
         streamer.on_block = lambda i: progress.update(i + 1, layers)
         streamer.interrupt = host.interrupt_check
-        host.free_vram_for_stage()
+        host.make_room(text_encoder.clip_bytes())  # CLIP-L; the LLaVA layers' ring is planned by the streamer
         try:
             text_encoder.to_device()
             cond = pipeline.encode_prompt(text_encoder, prompt)

@@ -22,13 +22,16 @@ def tile_inputs():
     }
 
 
-def run_stage(vae, fn):
+def run_stage(vae, latent_shape, spec: TileSpec, what: str, fn):
+    """Resolve the tiles for the memory the host can give, have it free just that, then run `fn(spec,
+    hooks)` with the VAE on the device."""
     progress = host.Progress(1)
     hooks = Hooks(progress=lambda done, total: progress.update(done, total), interrupt=host.interrupt_check)
-    host.free_vram_for_stage()
+    spec, needed = pipeline.vae_stage_plan(vae, latent_shape, spec, what, host.available_vram(vae.device))
+    host.make_room(needed, vae.device)
     try:
         vae.to_device()
-        return fn(hooks)
+        return fn(spec, hooks)
     finally:
         vae.release_device()
         host.empty_cache()
@@ -50,7 +53,10 @@ class HyStreamVAEDecode:
     @node_errors("VAE decoding")
     def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
-        return (run_stage(vae, lambda hooks: pipeline.decode(vae, samples["samples"], spec, hooks)),)
+        latent = samples["samples"]
+        pipeline.check_latent(latent)
+        return (run_stage(vae, tuple(latent.shape), spec, "decode",
+                          lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks)),)
 
 
 class HyStreamVAEEncode:
@@ -69,4 +75,8 @@ class HyStreamVAEEncode:
     @node_errors("VAE encoding")
     def encode(self, vae, images, tile_size, tile_overlap, temporal_tile, temporal_overlap):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
-        return ({"samples": run_stage(vae, lambda hooks: pipeline.encode_video(vae, images, spec, hooks))},)
+        frames = pipeline.crop_video(vae, images)
+        s, tc = vae.cfg.space_compression, vae.cfg.time_compression
+        shape = (1, 16, (frames.shape[0] - 1) // tc + 1, frames.shape[1] // s, frames.shape[2] // s)
+        return ({"samples": run_stage(vae, shape, spec, "encode",
+                                      lambda spec, hooks: pipeline.encode_video(vae, frames, spec, hooks))},)
