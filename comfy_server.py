@@ -48,11 +48,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_flags(comfyui: str) -> list[str]:
+    """Flags for a quiet offline test server, chosen by what this ComfyUI accepts: --disable-api-nodes only
+    where it is a real flag (it is a deprecated alias, to be removed, in the 0.38 line)."""
+    flags = ["--disable-auto-launch"]
+    try:
+        with open(os.path.join(comfyui, "comfy", "cli_args.py"), encoding="utf-8") as f:
+            lines = [line for line in f if '"--disable-api-nodes"' in line]
+    except OSError:
+        lines = []
+    if lines and not any("deprecat" in line.lower() or "SUPPRESS" in line for line in lines):
+        flags.append("--disable-api-nodes")
+    return flags
+
+
 class ComfyHost:
-    def __init__(self, snapshot: str, workdir: str, model_dirs: dict[str, str] | None = None):
+    def __init__(self, snapshot: str, workdir: str, model_dirs: dict[str, str] | None = None, *,
+                 base_directory: str | None = None, extra_nodes: dict[str, str] | None = None):
+        """base_directory: user data apart from the code, as ComfyUI Desktop runs it (--base-directory);
+        extra_nodes: {folder: __init__.py source} of small node packs to install beside HyStream."""
         self.snapshot = snapshot
         self.root = os.path.join(workdir, "ComfyUI")
         self.model_dirs = model_dirs or {}
+        self.base_directory = base_directory
+        self.extra_nodes = extra_nodes or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(workdir, "comfyui.log")
@@ -61,9 +80,17 @@ class ComfyHost:
     def start(self, timeout: float = 240.0) -> "ComfyHost":
         shutil.copytree(self.snapshot, self.root, symlinks=True,
                         ignore=shutil.ignore_patterns("tests", "tests-unit", ".git", "__pycache__"))
-        os.symlink(REPO, os.path.join(self.root, "custom_nodes", PACK_FOLDER))
+        nodes_dir = os.path.join(self.base_directory or self.root, "custom_nodes")
+        os.makedirs(nodes_dir, exist_ok=True)
+        os.symlink(REPO, os.path.join(nodes_dir, PACK_FOLDER))
+        for name, source in self.extra_nodes.items():
+            os.makedirs(os.path.join(nodes_dir, name))
+            with open(os.path.join(nodes_dir, name, "__init__.py"), "w") as f:
+                f.write(source)
         args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-                "--disable-auto-launch", "--disable-api-nodes"]
+                *server_flags(self.root)]
+        if self.base_directory:
+            args += ["--base-directory", self.base_directory]
         if self.model_dirs:
             config = os.path.join(os.path.dirname(self.root), "extra_model_paths.yaml")
             with open(config, "w") as f:

@@ -8,6 +8,31 @@ import time
 
 from hystream.comfy_server import PACK_FOLDER, ComfyHost, fetch_output, find_comfyui, upload  # noqa: F401
 
+# A switch node as the popular switch packs write it: its output type "*" is a str whose != is always
+# False, so ComfyUI lets it feed any input, combo boxes included (their value then reaches
+# VALIDATE_INPUTS as None and the node at run time).
+SWITCH_PACK = """
+class AnyType(str):
+    def __ne__(self, other):
+        return False
+
+
+class HyStreamTestSwitch:
+    CATEGORY = "testing"
+    RETURN_TYPES = (AnyType("*"),)
+    FUNCTION = "pick"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"default": ""})}}
+
+    def pick(self, value):
+        return (value,)
+
+
+NODE_CLASS_MAPPINGS = {"HyStreamTestSwitch": HyStreamTestSwitch}
+"""
+
 
 def run_prompt(host: "ComfyHost", workflow: dict, timeout: float = 300, on_message=None) -> dict:
     """Queue an API-format workflow as an automation client does: open the websocket, POST /prompt,

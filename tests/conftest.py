@@ -51,14 +51,14 @@ def comfy_snapshot():
 def comfy_host(comfy_snapshot, tmp_path_factory):
     """One real ComfyUI for the session, with the pack linked under another folder name and tiny random
     models in the real layouts (tokenizers beside the text encoders) in an extra model folder."""
-    from comfy_host import ComfyHost
+    from comfy_host import SWITCH_PACK, ComfyHost
 
     from hystream.demo import build_models
 
     root = tmp_path_factory.mktemp("comfy_session")
     models = build_models(str(root / "models"))
     folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras")}
-    host = ComfyHost(comfy_snapshot, str(root), folders)
+    host = ComfyHost(comfy_snapshot, str(root), folders, extra_nodes={"hystream_test_switch": SWITCH_PACK})
     host.models = models
     host.start()
     yield host
