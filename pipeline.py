@@ -7,6 +7,7 @@ here, inside the sampler, as native ComfyUI does), so HyStream's stages and nati
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -16,7 +17,10 @@ import torch
 from .errors import InputError, NonFiniteError
 from .loaders.lora import LoRA, attach_loras
 from .models.text_encoder import PromptEmbeds
+from .models.layers import Modulation
+from .offload.binding import bind
 from .sampling.euler import Step, cfg_combine, euler, noise, noised
+from .sampling.step_cache import StepCache, StepCacheSettings
 from .sampling.schedule import shifted_sigmas, start_index
 from .vae import codec as vae_codec
 from .vae.model import SCALING_FACTOR
@@ -130,9 +134,11 @@ class SampleSettings:
 
 def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = SampleSettings(), *, negative=None,
            loras: tuple[tuple[LoRA, float], ...] = (), on_step: Callable[[Step], None] | None = None,
-           interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+           interrupt: Callable[[], None] | None = None, step_cache: StepCacheSettings | None = None) -> torch.Tensor:
     """Flow-matching Euler sampling with the streamed DiT. `latent`: raw VAE latents (zeros for text-to-
-    video; encoded video for video-to-video with denoise < 1). Returns raw latents, float32, CPU."""
+    video; encoded video for video-to-video with denoise < 1). Returns raw latents, float32, CPU.
+    step_cache: reuse the blocks' residual on steps that barely change (sampling/step_cache.py); what it
+    did is left in `dit.step_cache_report`."""
     check_latent(latent)
     s = settings
     if s.cfg < 1.0:
@@ -153,35 +159,83 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
     model = dit.model
     guidance = torch.full((batch,), s.embedded_guidance * 1000.0)
 
-    def run(cond: Cond, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    streamer = dit.streamer
+    cache = StepCache(step_cache, len(sigmas) - 1, raw.shape[3] * 8) if step_cache and step_cache.active else None
+    per_step: list[int] = []  # bytes streamed in each step (prefetch of the next step's first blocks included)
+
+    def run(cond: Cond, key: str, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         states = cond.states.expand(batch, -1, -1)
         mask = cond.mask.expand(batch, -1) if cond.mask is not None else None
         pooled = cond.pooled.expand(batch, -1)
+        if cache is not None:
+            cache.begin_pass(key)
         return dit(xt, t.expand(batch), states, mask, pooled, guidance).float().cpu()
-
-    done = [0]
 
     def velocity(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if interrupt is not None:
             interrupt()
-        v = run(pos, xt, t)
-        v = cfg_combine(v, run(neg, xt, t), s.cfg) if neg is not None else v
-        done[0] += 1  # checked every step: a NaN at step 3 of 30 stops there, not after 27 wasted steps
-        return check_finite(v, f"the DiT's output at sampling step {done[0]} of {len(sigmas) - 1}")
+        copied = streamer.stats.bytes_copied
+        v = run(pos, "positive", xt, t)
+        v = cfg_combine(v, run(neg, "negative", xt, t), s.cfg) if neg is not None else v
+        per_step.append(streamer.stats.bytes_copied - copied)
+        # checked every step: a NaN at step 3 of 30 stops there, not after 27 wasted steps
+        return check_finite(v, f"the DiT's output at sampling step {len(per_step)} of {len(sigmas) - 1}")
 
     text = max(pos.states.shape[1], neg.states.shape[1] if neg is not None else 0)
-    streamer = dit.streamer
     streamer.interrupt = interrupt
     chunk = model.chunk_tokens
     try:
-        with torch.no_grad(), attach_loras(model, loras):
+        with torch.no_grad(), attach_loras(model, loras), cached_run(dit, cache):
             model.chunk_tokens = chunk or fit_chunk(dit, tuple(x.shape), text)
-            with streamer.session(activation_bytes=model.activation_bytes(tuple(x.shape), text)):
+            act = model.activation_bytes(tuple(x.shape), text)
+            if cache is not None:
+                tokens = x.shape[2] * (x.shape[3] // model.cfg.patch[1]) * (x.shape[4] // model.cfg.patch[2])
+                act += cache.device_bytes(tokens, model.cfg.hidden, model.compute_dtype.itemsize, 1 + (neg is not None))
+            with streamer.session(activation_bytes=act):
                 x = euler(velocity, x, sigmas, on_step)
     finally:
         streamer.interrupt = None
         model.chunk_tokens = chunk
+        full = sum(streamer.block_bytes(i) for i in range(len(streamer.blocks)) if i not in streamer.resident)
+        full *= 1 + (neg is not None)  # what a step streams without the cache
+        dit.step_cache_report = dict(cache.summary() if cache else {"method": "off", "skipped": 0},
+                                     bytes_per_step=per_step, bytes_per_full_step=full,
+                                     bytes_not_streamed=max(0, full * len(per_step) - sum(per_step)))
     return x / SCALING_FACTOR
+
+
+@contextlib.contextmanager
+def cached_run(dit, cache: StepCache | None):
+    """Hand a step-cache policy to the DiT for one run and wire it to the streamer: TeaCache's probe (the
+    first double block's img_mod, copied to the device once), First-Block Cache's pause after that block
+    (a skipped step copies nothing after it)."""
+    model, streamer = dit.model, dit.streamer
+    if cache is None:
+        yield
+        return
+    first = model.cfg.depth_refiner  # the first double block, in the streamer's order
+    if cache.needs_probe:
+        model.first_block_modulation = first_block_modulation(dit, first)
+    if cache.pauses_after_first_block:
+        streamer.pause_after(first)
+        cache.on_decided, cache.on_skip_rest = streamer.resume, streamer.end_pass
+    model.step_cache = cache
+    try:
+        yield
+    finally:
+        model.step_cache = model.first_block_modulation = None
+        streamer.pause_after(None)
+
+
+def first_block_modulation(dit, index: int):
+    """A device copy of block `index`'s img_mod (its LoRA adapters shared), as a callable vec → chunks."""
+    tensors = {n[len("img_mod."):]: t.to(dit.model.device)
+               for n, t in dit.streamer.read_block(index).items() if n.startswith("img_mod.")}
+    with torch.device("meta"):
+        probe = Modulation(dit.model.cfg.hidden, 6)
+    bind(probe, tensors)
+    probe.linear.lora = dit.model.double_blocks[0].img_mod.linear.lora  # the run's LoRAs apply here too
+    return lambda vec: probe(vec)
 
 
 def fit_chunk(dit, x_shape: tuple, text: int) -> int | None:

@@ -9,6 +9,7 @@ fused attention kernels usable); batch > 1 uses a key mask.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
@@ -52,6 +53,8 @@ class HunyuanVideoDiT(nn.Module):
         self.lean = True  # chunked blocks (models/lean.py); False = the plain reference path
         self.chunk_tokens: int | None = None  # lean chunk size; None = automatic
         self.block_weight_dtype: torch.dtype | None = None  # how the blocks' Linears are stored (the loader says)
+        self.step_cache = None  # a sampling run's step-cache policy (sampling/step_cache.py), or None
+        self.first_block_modulation: nn.Module | None = None  # TeaCache's probe (see _first_block_modulated_input)
         self.sdpa_capability: tuple[int, int] | None = None  # the GPU's, for the attention kernel (None: ask it)
 
     def attention_kernel(self) -> str:
@@ -140,26 +143,58 @@ class HunyuanVideoDiT(nn.Module):
             g = guidance.to(dev).float()
             vec = vec + self.guidance_in(g.expand(batch) if g.dim() else g.repeat(batch), dt)
 
-        txt = self.txt_in(txt, timestep, txt_mask)
         img = self.img_in(x)
         n_img = img.shape[1]
+        chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
+        cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
+        if cache is not None:
+            skipped = cache.before_blocks(img, probe=lambda: self._first_block_modulated_input(img, vec))
+            if skipped is not None:  # no block runs (nor the text refiner: the text is not needed)
+                return self._unpatchify(self._final(skipped, vec, n_img, chunk), grid, x.shape)
+        txt = self.txt_in(txt, timestep, txt_mask)
         if txt_mask is not None:
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
         cos, sin = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, dev)
-        chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
+        img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
 
-        for block in self.double_blocks:
+        for k, block in enumerate(self.double_blocks):
+            before = img.clone() if k == 0 and cache is not None and cache.pauses_after_first_block else None
             img, txt = block(img, txt, vec, cos, sin, key_mask, chunk=chunk)
+            if before is not None:  # First-Block Cache decides here
+                skipped = cache.after_first_block(before, img)
+                del before
+                if skipped is not None:
+                    del img, txt
+                    return self._unpatchify(self._final(skipped, vec, n_img, chunk), grid, x.shape)
         tokens = torch.cat((img, txt), 1)
         del img, txt
         for block in self.single_blocks:
             tokens = block(tokens, vec, cos, sin, n_img, key_mask, chunk=chunk)
-        if chunk:  # the final norm/modulation per chunk too: its output is only [n, 64]
-            out = torch.cat([self.final_layer(tokens[:, a:b], vec) for a, b in chunks(n_img, chunk)], 1)
-        else:
-            out = self.final_layer(tokens[:, :n_img], vec)
+        if cache is not None:
+            cache.after_blocks(img_in, tokens[:, :n_img])
+            del img_in
+        out = self._final(tokens, vec, n_img, chunk)
         del tokens
+        return self._unpatchify(out, grid, x.shape)
 
+    def _final(self, tokens: torch.Tensor, vec: torch.Tensor, n_img: int, chunk: int | None) -> torch.Tensor:
+        """The final layer on the image tokens (per chunk when lean: its output is only [n, 64])."""
+        if chunk:
+            return torch.cat([self.final_layer(tokens[:, a:b], vec) for a, b in chunks(n_img, chunk)], 1)
+        return self.final_layer(tokens[:, :n_img], vec)
+
+    def _unpatchify(self, out: torch.Tensor, grid: tuple, shape) -> torch.Tensor:
+        batch, _, frames, height, width = shape
+        pt, ph, pw = self.cfg.patch
         c = self.cfg.out_channels
         out = out.reshape(batch, *grid, c, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return out.reshape(batch, c, frames, height, width)
+
+    def _first_block_modulated_input(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """TeaCache's probe: the first double block's modulated image input, from `first_block_modulation`
+        (a copy of that block's img_mod the sampler keeps on the device: the block itself may stream)."""
+        probe = self.first_block_modulation
+        if probe is None:
+            raise RuntimeError("TeaCache needs first_block_modulation (set by the sampler)")
+        shift, scale = probe(vec)[:2]
+        return modulate(F.layer_norm(img, (img.shape[-1],), eps=1e-6), shift, scale)

@@ -66,6 +66,7 @@ class _Session:
         self.compute = None  # the stream the blocks compute on
         self.copy_stream = None
         self.stalls: list = []  # (compute ready, copy done) event pairs: the GPU's wait per block
+        self.hold: int | None = None  # no copy beyond this sequence number until the pass decides (see pause_after)
 
 
 class BlockStreamer:
@@ -98,6 +99,7 @@ class BlockStreamer:
         self.what = "the model"  # named in budget errors
         self.interrupt: Callable[[], None] | None = None  # raises to abort between blocks
         self.on_block: Callable[[int], None] | None = None  # progress: called after each block
+        self._pause_block: int | None = None  # see pause_after
         self._resident: dict[int, torch.Tensor] = {}
         self._buffers: weakref.WeakSet = weakref.WeakSet()  # every device buffer we allocate, for leak checks
         self._live_bytes = 0  # host-device bytes of our buffers alive now, counted at allocation and at free
@@ -255,6 +257,7 @@ class BlockStreamer:
                     f"out of memory after {len(s.slots)} ({str(e).splitlines()[0][:200]})",
                     "lower prefetch_blocks (ring = prefetch + 1 slots), set a vram_budget_gb that fits, or "
                     "free memory held by other programs") from None
+            s.hold = self._hold_for(s, 0)
             if order:
                 s.copy_stream = self.backend.new_stream()
                 s.copy_stream.wait_stream(s.compute)
@@ -303,6 +306,52 @@ class BlockStreamer:
             self.stats.stall_seconds += max(0.0, ready.elapsed_time(done)) / 1000.0
         s.stalls.clear()
 
+    # -- passes that may stop early (step caching) -----------------------------------------------------
+    def pause_after(self, block: int | None) -> None:
+        """In each pass (one run through the blocks), copy nothing beyond `block` until the pass decides:
+        `resume()` (it goes on) or `end_pass()` (the rest of this pass is skipped: nothing of it crosses
+        the bus, and the next pass's first blocks are prefetched instead). None: no pause."""
+        self._pause_block = block
+        if self._session is not None:
+            self._session.hold = self._hold_for(self._session, self._session.next_run)
+
+    def _hold_for(self, s: _Session, seq: int) -> int | None:
+        """The last sequence number the pass containing `seq` may copy before its decision."""
+        if self._pause_block is None or not s.order:
+            return None
+        L = len(s.order)
+        before = sum(1 for i in s.order if i <= self._pause_block)  # streamed blocks up to the decision
+        return seq - seq % L + before - 1
+
+    def resume(self) -> None:
+        """The current pass decided to go on: prefetch past the decision point (up to the next pass's)."""
+        s = self._session
+        if s is not None and s.hold is not None:
+            s.hold += len(s.order)
+            self._pump()
+
+    def end_pass(self) -> None:
+        """The current pass decided to skip its remaining blocks: the next block to run is the next pass's
+        first. Nothing after the decision point was copied (the pause held it)."""
+        s = self._session
+        if s is None or not s.order:
+            return
+        L = len(s.order)
+        start = s.next_run + (-s.next_run) % L  # the next pass's first block
+        for seq in [q for q in s.futures if q >= start + L]:  # nothing should be there: drop defensively
+            s.futures.pop(seq).cancel()
+        s.next_run = start
+        s.next_submit = max(s.next_submit, start)
+        if s.hold is not None:
+            s.hold = self._hold_for(s, start)
+        self._pump()
+
+    def read_block(self, index: int) -> dict[str, torch.Tensor]:
+        """A copy of block `index`'s tensors in host memory (for small probes the caller keeps elsewhere)."""
+        buf = torch.empty(self.layouts[index].nbytes, dtype=torch.uint8)
+        self.store.fill(index, buf)
+        return self.layouts[index].views(buf)
+
     # -- the pipeline ------------------------------------------------------------------------------
     def _pump(self) -> None:
         """Queue copies up to `prefetch` blocks ahead of the next block to run, never more than the ring
@@ -313,6 +362,8 @@ class BlockStreamer:
         limit = s.next_run + min(self.prefetch, s.ring - 1)
         if s.implicit:
             limit = min(limit, len(s.order))
+        if s.hold is not None:
+            limit = min(limit, s.hold + 1)
         while s.next_submit < limit:
             seq = s.next_submit
             s.futures[seq] = self.backend.submit(s.executor, self._copy, s, seq)

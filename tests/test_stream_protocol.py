@@ -119,7 +119,42 @@ def failure(kind):
     return scenario
 
 
+def decided_passes(m, s, x, want):
+    """Step caching's First-Block Cache: each pass pauses after block 1 until it decides; a skipped pass
+    ends there (nothing after block 1 may be copied for it) and the next pass starts at block 0."""
+    full = reference(n=len(m.blocks))[0]
+    full.stop_after = 1
+    with torch.no_grad():
+        short = full(x)
+    decisions = []
+
+    def decide(module, args, output):
+        skip = len(decisions) % 2 == 1
+        decisions.append(skip)
+        s.end_pass() if skip else s.resume()
+    handle = m.blocks[1].register_forward_hook(decide)
+    s.pause_after(1)
+    streamed = [i for i in range(len(m.blocks)) if i not in s.resident]
+    head = [i for i in streamed if i <= 1]
+    try:
+        before = s.stats.copies
+        with s.session():
+            for step in range(4):
+                m.stop_after = 1 if step % 2 == 1 else None
+                assert torch.equal(m(x), short if m.stop_after else want), step
+            copies = s.stats.copies - before
+        # two full passes, two that stop after block 1 (nothing of their tail copied), plus at most the
+        # next pass's first blocks prefetched at the end
+        assert 2 * len(streamed) + 2 * len(head) <= copies <= 2 * len(streamed) + 2 * len(head) + s.prefetch, copies
+    finally:
+        handle.remove()
+        s.pause_after(None)
+        m.stop_after = None
+    assert torch.equal(m(x), want)
+
+
 SCENARIOS = {"bare_forwards": bare_forwards, "sampling_loop": sampling_loop, "resync": resync,
+             "decided_passes": decided_passes,
              "exception": failure("exception"), "cancel": failure("cancel"), "ctrl_c": failure("ctrl_c")}
 
 
