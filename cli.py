@@ -97,7 +97,11 @@ def check_generate(args, loras) -> None:
         ("--denoise", args.denoise, "from 0 to 1", 0 <= args.denoise <= 1),
         ("--prefetch", args.prefetch, "from 0 to 8", 0 <= args.prefetch <= 8),
         ("--vram-budget", args.vram_budget, "0 (automatic) or more", args.vram_budget is None or args.vram_budget >= 0),
-        ("--flow-shift", args.flow_shift, "above 0", args.flow_shift > 0)) if not ok]
+        ("--flow-shift", args.flow_shift, "above 0", args.flow_shift > 0),
+        ("--cache-threshold", args.cache_threshold, "0 or more", args.cache_threshold >= 0),
+        ("--cache-start", args.cache_start, "from 0 to 1", 0 <= args.cache_start <= 1),
+        ("--cache-end", args.cache_end, "from 0 to 1", 0 <= args.cache_end <= 1),
+        ("--cache-max-skips", args.cache_max_skips, "0 or more", args.cache_max_skips >= 0)) if not ok]
     if bad:
         flag, value, want = bad[0]
         raise InputError(f"{flag} {want}", f"{value}", f"fix {flag} (see python -m hystream generate --help)")
@@ -124,6 +128,7 @@ def cmd_generate(args) -> dict:
     from .loaders.lora import load_lora
     from .loaders.text_encoder_loader import load_text_encoder
     from .loaders.vae_loader import load_vae
+    from .sampling.step_cache import StepCacheSettings, report_line
     from .vae.tiling import Hooks, TileSpec
     from .video_io import read_video, write_mp4
 
@@ -168,13 +173,21 @@ def cmd_generate(args) -> dict:
             lora_notes.append(lora.summary())
             print(lora.summary(), file=sys.stderr)
         settings = pipeline.SampleSettings(args.seed, args.steps, args.flow_shift, args.guidance, denoise, args.cfg)
+        cache = None if args.step_cache == "off" else StepCacheSettings(
+            args.step_cache, args.cache_threshold, args.cache_start, args.cache_end, args.cache_max_skips)
         with report.stage("sample", dit.streamer) as entry:
             bar = tqdm_bar(args.steps, "sampling")
             latent = pipeline.sample(dit, positive, latent, settings, negative=negative, loras=attached,
-                                     on_step=lambda s: _tick(bar, s.index + 1, s.total))
+                                     on_step=lambda s: _tick(bar, s.index + 1, s.total), step_cache=cache)
             bar.close()
             if dit.streamer.plan:
                 entry["plan"] = dit.streamer.plan.describe(len(dit.streamer.blocks))
+            report_ = dit.step_cache_report
+            if report_.get("method") != "off":
+                entry["step_cache"] = dict(method=report_["method"], threshold=report_["threshold"],
+                                           skipped=report_["skipped"], passes=report_["passes"],
+                                           not_streamed_gib=round(report_["bytes_not_streamed"] / GIB, 3))
+                print(report_line(report_).lstrip("; "), file=sys.stderr)
     finally:
         dit.close()
         del dit
@@ -343,6 +356,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
+    from .sampling.step_cache import METHODS
     from .pipeline import SampleSettings
     from .vae.tiling import TileSpec
 
@@ -383,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     g.add_argument("--tokenizer-dir", help="folder with the tokenizer files (default: beside the weights, then "
                                            "ComfyUI's bundled ones)")
+    g.add_argument("--step-cache", default="off", choices=METHODS, help="skip steps that barely change: teacache, "
+                   "first_block or mag_cache (a skipped step also streams no weights)")
+    g.add_argument("--cache-threshold", type=float, default=0.15, help="step cache threshold (higher skips more)")
+    g.add_argument("--cache-start", type=float, default=0.1, help="fraction of the steps always computed first")
+    g.add_argument("--cache-end", type=float, default=1.0, help="steps from this fraction on are always computed")
+    g.add_argument("--cache-max-skips", type=int, default=3, help="most consecutive skipped steps (0 = no limit)")
     g.add_argument("--tile", type=int, default=t.size, help="VAE spatial tile in pixels (0 = automatic)")
     g.add_argument("--tile-overlap", type=int, default=t.overlap, help="VAE spatial tile overlap in pixels")
     g.add_argument("--temporal-tile", type=int, default=t.temporal, help="VAE temporal tile in frames (0 = automatic)")

@@ -8,6 +8,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 if HOST_AVAILABLE:
     from .loader_nodes import HyStreamDiTLoader, HyStreamLoRA, HyStreamTextEncoderLoader, HyStreamVAELoader
     from .sampler import HyStreamSampler
+    from .step_cache import HyStreamStepCache
     from .text_encode import HyStreamTextEncode
     from .vae_nodes import HyStreamVAEDecode, HyStreamVAEEncode
     from .video_nodes import HyStreamLoadVideo, HyStreamSaveVideo
@@ -15,7 +16,7 @@ if HOST_AVAILABLE:
     _NODES = {
         HyStreamDiTLoader: "HyStream DiT Loader", HyStreamTextEncoderLoader: "HyStream Text Encoder Loader",
         HyStreamVAELoader: "HyStream VAE Loader", HyStreamTextEncode: "HyStream Text Encode",
-        HyStreamLoRA: "HyStream LoRA", HyStreamSampler: "HyStream Sampler", HyStreamVAEDecode: "HyStream VAE Decode",
+        HyStreamLoRA: "HyStream LoRA", HyStreamStepCache: "HyStream Step Cache", HyStreamSampler: "HyStream Sampler", HyStreamVAEDecode: "HyStream VAE Decode",
         HyStreamVAEEncode: "HyStream VAE Encode", HyStreamSaveVideo: "HyStream Save Video",
         HyStreamLoadVideo: "HyStream Load Video",
     }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError, NotFoundError
 from ..loaders.dit_loader import LoadedDiT, load_dit
+from ..sampling.step_cache import StepCacheSettings
 from ..loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
 from ..loaders.lora import LoRA, load_lora
 from ..loaders.text_encoder_loader import load_text_encoder
@@ -24,6 +25,7 @@ class DiTHandle:
 
     dit: LoadedDiT
     loras: tuple[tuple[LoRA, float], ...] = ()
+    step_cache: StepCacheSettings | None = None  # from HyStreamStepCache
 
     def _comfy_cache_tensors(self):
         """Sizes this handle for ComfyUI's RAM-pressure cache (0.38), which counts an output's tensors:
@@ -195,5 +197,5 @@ class HyStreamLoRA:
     @node_errors("loading the LoRA")
     def apply(self, dit, lora_name, strength):
         lora = load_lora(model_file("loras", lora_name, "lora_name"), dit.dit.model)
-        handle = DiTHandle(dit.dit, dit.loras + ((lora, float(strength)),))
+        handle = DiTHandle(dit.dit, dit.loras + ((lora, float(strength)),), dit.step_cache)
         return {"ui": {"text": [lora.summary()]}, "result": (handle,)}  # shown on the node (web/hystream.js)

@@ -7,6 +7,7 @@ import logging
 from .. import pipeline
 from ..pipeline import SampleSettings
 from ..sampling.schedule import start_index
+from ..sampling.step_cache import report_line
 from . import host
 from .guard import node_errors
 
@@ -55,12 +56,12 @@ class HyStreamSampler:
             model.to_device()
             out = pipeline.sample(model, positive, samples, settings, negative=negative, loras=dit.loras,
                                   on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
-                                  interrupt=host.interrupt_check)
+                                  interrupt=host.interrupt_check, step_cache=dit.step_cache)
             plan = model.streamer.plan.describe(len(model.streamer.blocks)) if model.streamer.plan else "all blocks streamed"
             text = positive[0][0].shape[1]
             act = model.model.activation_bytes(tuple(samples.shape), text) / 1024 ** 3
-            log.info("HyStream sampler: %d steps on %s; plan: %s; activations %.2f GiB (lean blocks); %s", total,
-                     model.model.device, plan, act, model.stats.summary())
+            log.info("HyStream sampler: %d steps on %s; plan: %s; activations %.2f GiB (lean blocks); %s%s", total,
+                     model.model.device, plan, act, model.stats.summary(), report_line(model.step_cache_report))
         finally:
             model.release_device()
             host.empty_cache()

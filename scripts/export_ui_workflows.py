@@ -26,7 +26,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 TITLES = {"hunyuan_t2v_lowvram": "HyStream: HunyuanVideo text-to-video (low VRAM)",
           "hunyuan_t2v_lora_lowvram": "HyStream: HunyuanVideo text-to-video + LoRA (low VRAM)",
-          "hunyuan_v2v_lowvram": "HyStream: HunyuanVideo video-to-video (low VRAM)"}
+          "hunyuan_v2v_lowvram": "HyStream: HunyuanVideo video-to-video (low VRAM)",
+          "hunyuan_t2v_stepcache_lowvram": "HyStream: HunyuanVideo text-to-video + step cache (TeaCache, low VRAM)"}
 
 
 def start_host(root: str) -> ComfyHost:

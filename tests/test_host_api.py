@@ -19,6 +19,7 @@ NODES = {  # the node contract of the issue: class → its inputs
     "HyStreamVAELoader": ["vae_name"],
     "HyStreamTextEncode": ["text_encoder", "prompt"],
     "HyStreamLoRA": ["dit", "lora_name", "strength"],
+    "HyStreamStepCache": ["dit", "method", "threshold", "start", "end", "max_skips"],
     "HyStreamSampler": ["dit", "positive", "latent", "seed", "steps", "flow_shift", "embedded_guidance", "denoise",
                         "negative", "cfg"],
     "HyStreamVAEDecode": ["vae", "samples", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
@@ -54,7 +55,7 @@ def video_of(host, result, tmp_path, node="8"):
     return frames, fps
 
 
-def test_object_info_lists_the_ten_nodes(comfy_host):
+def test_object_info_lists_every_node(comfy_host):
     info = comfy_host.get("/object_info")
     for cls, inputs in NODES.items():
         assert cls in info, cls
@@ -176,3 +177,17 @@ def test_interrupt_during_sampling_then_next_run(comfy_host, tmp_path):
     assert after["status"] == "success", after.get("error")
     frames, _ = video_of(comfy_host, after, tmp_path)
     assert frames.shape[0] == 9
+
+
+def test_step_cache_workflow(comfy_host, tmp_path):
+    """The step-cache example through the host: it runs, skips steps, and the sampler's log says how many
+    and how much was not streamed."""
+    log_before = len(comfy_host.log())
+    wf = workflow("hunyuan_t2v_stepcache_lowvram", **{"6.steps": 10, "13.method": "mag_cache", "13.threshold": 0.5})
+    result = run_prompt(comfy_host, wf)
+    assert result["status"] == "success", result.get("error")
+    frames, _ = video_of(comfy_host, result, tmp_path)
+    assert frames.shape[0] == 9
+    line = re.search(r"step cache mag_cache \(threshold 0\.5\): (\d+) of (\d+) passes skipped, ([\d.]+) GiB not streamed",
+                     comfy_host.log()[log_before:])
+    assert line and int(line.group(1)) > 0 and int(line.group(2)) == 10 and float(line.group(3)) >= 0, comfy_host.log()[-2000:]

@@ -22,7 +22,7 @@ from tiny_dit import save_layout
 SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStreamSampler": dict(steps=2)}
 # Where each node lives in the example workflows (API ids)
 HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": ("hunyuan_v2v_lowvram", "10"),
-        "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11")}
+        "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13")}
 T2V_IDS = {"HyStreamDiTLoader": "1", "HyStreamTextEncoderLoader": "2", "HyStreamVAELoader": "3",
            "HyStreamTextEncode": "4", "HyStreamSampler": "6", "HyStreamVAEDecode": "7", "HyStreamSaveVideo": "8"}
 TOO_SLOW = {("HyStreamSampler", "steps", "max")}  # 1000 steps: minutes on a CPU, and no new code path
