@@ -21,7 +21,7 @@ the first and last steps are always computed — and a maximum run of consecutiv
 - MagCache (Ma et al. 2025, diffusers `apply_mag_cache`): the product of the per-step magnitude ratios
   of the residual since the last computed step gives an error estimate, accumulated; below the threshold
   (and within the skip limit) the step reuses the residual. HunyuanVideo's ratios as MagCache publishes
-  them (720p and 544p, 50 steps), interpolated to the run's steps; or the ones a calibration run stored.
+  them (720p and 544p, 50 steps), interpolated to the run's steps (so no calibration run is needed).
 """
 
 from __future__ import annotations
@@ -71,11 +71,10 @@ class StepCacheSettings:
     end: float = 1.0  # steps from end × steps on are always computed
     max_skips: int = 0  # most consecutive skipped steps per pass; 0 = no limit
     mag_ratios: tuple[float, ...] | None = None  # MagCache; None = the published ones for the video height
-    calibrate: bool = False  # MagCache: compute nothing cached, measure the ratios of this run
 
     @property
     def active(self) -> bool:
-        return self.method != "off" and (self.threshold > 0 or self.calibrate)
+        return self.method != "off" and self.threshold > 0
 
 
 @dataclass
@@ -89,7 +88,6 @@ class PassState:
     accumulated: float = 0.0  # TeaCache distance / MagCache error
     accumulated_ratio: float = 1.0  # MagCache
     accumulated_steps: int = 0  # MagCache
-    ratios: list[float] = field(default_factory=list)  # MagCache calibration
     decisions: list[bool] = field(default_factory=list)  # True = computed
 
 
@@ -144,7 +142,7 @@ class StepCache:
         i = st.step
         first = int(s.start * self.steps + 0.5)
         last = math.ceil(s.end * self.steps)
-        if not s.active or s.calibrate or i == 0 or i == self.steps - 1 or i < first or i >= last:
+        if not s.active or i == 0 or i == self.steps - 1 or i < first or i >= last:
             return False
         return not (s.max_skips and st.skips_in_a_row >= s.max_skips)
 
@@ -197,8 +195,6 @@ class StepCache:
             st.head_output = None
         else:
             residual = img_out - img_in
-            if self.settings.calibrate and self.settings.method == "mag_cache":
-                self._calibration_step(residual)
         st.residual = residual
         self._end_step(True)
 
@@ -219,7 +215,7 @@ class StepCache:
     def _mag_cache(self) -> bool:
         st, s = self.state, self.settings
         i = st.step
-        if i < int(s.start * self.steps + 0.5) or s.calibrate:
+        if i < int(s.start * self.steps + 0.5):
             return False
         st.accumulated_ratio *= self.mag_ratios[i] if i < len(self.mag_ratios) else 1.0
         st.accumulated_steps += 1
@@ -231,19 +227,7 @@ class StepCache:
         st.accumulated_ratio, st.accumulated_steps, st.accumulated = 1.0, 0, 0.0
         return False
 
-    def _calibration_step(self, residual: torch.Tensor) -> None:
-        st = self.state
-        if st.residual is None:
-            st.ratios.append(1.0)
-        else:
-            now, before = residual.float().norm(dim=-1), st.residual.float().norm(dim=-1)
-            st.ratios.append((now / (before + 1e-8)).mean().item())
-
     # -- what happened ---------------------------------------------------------------------------------
-    def calibration(self) -> list[float] | None:
-        st = self.passes.get("positive")
-        return list(st.ratios) if st and self.settings.calibrate else None
-
     def summary(self) -> dict:
         decisions = {k: p.decisions for k, p in self.passes.items()}
         skipped = sum(d.count(False) for d in decisions.values())
