@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 
 from .errors import HyStreamError, InputError
+from .quant.kinds import PLAN_TYPES
 
 GIB = 1024 ** 3
 
@@ -424,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--height", type=int, default=480, help="video height in pixels")
     pl.add_argument("--frames", type=int, default=61, help="video frames (4k+1)")
     pl.add_argument("--vram", type=float, help="GPU memory to fit, in GiB")
-    pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn"], help="DiT weights as stored")
+    pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn", *PLAN_TYPES],
+                    help="DiT weights as stored: bf16, fp8, or a GGUF file's quantisation type (Q4_K for a Q4_K_M file)")
     pl.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute")
     pl.add_argument("--compute-capability", type=float, help="the GPU's CUDA compute capability, e.g. 7.5 (RTX 20xx, "
                                                              "T4), 8.6 (RTX 30xx), 8.9 (RTX 40xx); default: 8.0 or newer")

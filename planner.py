@@ -22,6 +22,7 @@ from .models.dit_memory import forward_peak_bytes
 from .models.lean import auto_chunk
 from .offload.budget import plan_residency
 from .pipeline import check_video_size
+from .quant.kinds import KINDS
 from .vae.model import HunyuanVideoVAE, VAEConfig
 from .vae.tiling import TileSpec
 
@@ -56,21 +57,28 @@ def _bytes(dtype: torch.dtype) -> int:
 
 
 def dit_weights(cfg: DiTConfig, weight_dtype: str) -> tuple[list[int], int]:
-    """(bytes of each streamed block, bytes of the fixed parts) as stored: bf16, or fp8 block Linears."""
+    """(bytes of each streamed block, bytes of the fixed parts) as stored: bf16, fp8 block Linears, or
+    a GGUF type's bytes for every block Linear (the refiner's too: GGUF files quantise those as well)."""
     with torch.device("meta"):
         model = HunyuanVideoDiT(cfg)
     fp8 = weight_dtype == "fp8_e4m3fn"
+    quant = KINDS.get(weight_dtype)
 
-    def size(module, in_block: bool) -> int:
+    def size(module, in_block: bool, refiner: bool) -> int:
         total = 0
         for name, p in module.named_parameters():
-            linear = in_block and fp8 and name.endswith(".weight") and p.dim() == 2
-            total += p.numel() * (1 if linear else 2) + (4 if linear else 0)
+            linear = in_block and name.endswith(".weight") and p.dim() == 2
+            if linear and quant is not None:
+                total += p.shape[0] * quant.row_bytes(p.shape[1])
+            elif linear and fp8 and not refiner:
+                total += p.numel() + 4
+            else:
+                total += p.numel() * 2
         return total
 
     refiner = set(map(id, model.txt_in.individual_token_refiner.blocks))
-    blocks = [size(b, id(b) not in refiner) for b in model.blocks]
-    return blocks, size(model, False) - sum(size(b, False) for b in model.blocks)
+    blocks = [size(b, True, id(b) in refiner) for b in model.blocks]
+    return blocks, size(model, False, False) - sum(size(b, False, False) for b in model.blocks)
 
 
 def plan_dit(width: int, height: int, frames: int, vram: int | None, *, weight_dtype: str = "bf16",
@@ -83,7 +91,8 @@ def plan_dit(width: int, height: int, frames: int, vram: int | None, *, weight_d
         model = HunyuanVideoDiT(cfg)
     model.device, model.sdpa_capability = torch.device("cuda", 0), tuple(capability)
     model.compute_dtype = torch.bfloat16 if tuple(capability) >= FLASH_CAPABLE else torch.float32
-    model.block_weight_dtype = torch.float8_e4m3fn if weight_dtype == "fp8_e4m3fn" else torch.bfloat16
+    model.block_weight_dtype = (weight_dtype if weight_dtype in KINDS else
+                                torch.float8_e4m3fn if weight_dtype == "fp8_e4m3fn" else torch.bfloat16)
     blocks, fixed = dit_weights(cfg, weight_dtype)
     tokens = shape[2] * (shape[3] // 2) * (shape[4] // 2) + text_tokens
     if vram is not None and model.attention_kernel() == "math":
@@ -99,7 +108,7 @@ def plan_dit(width: int, height: int, frames: int, vram: int | None, *, weight_d
         plan = plan_residency(blocks, vram, fixed_bytes=fixed, activation_bytes=act, prefetch=prefetch, what="the DiT")
     except BudgetError:
         return StagePlan("DiT", fixed + 2 * max(blocks), act, f"needs {minimum / GIB:.2f} GiB; lower the size or "
-                         "frames" + (", or use weight_dtype fp8_e4m3fn" if weight_dtype != "fp8_e4m3fn" else ""),
+                         "frames" + (", or use weight_dtype fp8_e4m3fn" if weight_dtype == "bf16" else ""),
                          False, fixed + max(blocks) + act)
     return StagePlan("DiT", plan.total_bytes - act, act,
                      f"prefetch {plan.prefetch}, {len(plan.resident)}/{len(blocks)} blocks resident, {chunk}", True)

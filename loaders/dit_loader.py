@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 
+from ..errors import CorruptFileError
 from ..models.dit import HunyuanVideoDiT
 from ..models.dit_config import DiTConfig, infer_dit_config
 from ..offload.binding import bind
@@ -24,7 +26,7 @@ from ..offload.streamer import BlockStreamer
 from .dit_layout import detect_dit_layout
 from .key_check import check_fp8_scales, check_tensors, scale_names
 from .dtypes import check_compute_dtype, check_weight_dtype, compute_dtype, dominant_float_dtype, store_dtype
-from .recipes import block_sources, read_recipe, recipe_meta
+from .recipes import block_sources, mark_quantised, read_recipe, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
 
 BLOCK_RE = re.compile(r"(txt_in\.individual_token_refiner\.blocks|double_blocks|single_blocks)\.(\d+)\.(.+)")
@@ -79,6 +81,24 @@ class LoadedDiT:
         self.source.close()
 
 
+def check_gguf_patch_embedding(source: TensorSource, metas: dict) -> None:
+    """GGUF holds at most 4 dimensions: the 5-D patch embedding is stored as ComfyUI-GGUF's fix_5d_tensors
+    writes it (5 dims), or reshaped with its `comfy.gguf.orig_shape` metadata. Without either, say so."""
+    meta = metas.get("img_in.proj.weight")
+    if getattr(source, "arch", None) is not None and meta is not None and len(meta.shape) != 5:
+        raise CorruptFileError("img_in.proj.weight as the 5-D patch embedding [hidden, C, 1, 2, 2]",
+                               f"shape {list(meta.shape)} and no comfy.gguf.orig_shape.img_in.proj.weight metadata "
+                               f"in {source.describe}",
+                               "the file was converted without ComfyUI-GGUF's 5-D fix (tools/fix_5d_tensors.py); "
+                               "download a complete HunyuanVideo GGUF (city96's) or re-run the fix")
+
+
+def gguf_block_kind(metas: dict) -> str:
+    """The quantisation type most of a GGUF DiT's block weights are in (what its memory estimate decodes)."""
+    counts = Counter(m.quant for n, m in metas.items() if m.quant and BLOCK_RE.match(n))
+    return counts.most_common(1)[0][0] if counts else "Q8_0"
+
+
 def release_host_memory(store, source) -> None:
     store.release()
     source.close()
@@ -122,6 +142,7 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
     try:
         layout = detect_dit_layout(source)
         metas = {name: recipe_meta(source, r, name) for name, r in layout.recipes.items()}
+        check_gguf_patch_embedding(source, metas)
         cfg = infer_dit_config({n: m.shape for n, m in metas.items()}, source.describe)
         with torch.device("meta"):
             model = HunyuanVideoDiT(cfg)
@@ -132,11 +153,23 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
                          describe=source.describe, what="the DiT")
 
         file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if BLOCK_RE.match(n))
+        if any(m.quant for m in metas.values()):
+            file_dtype = torch.bfloat16  # GGUF quants compute like the bf16 model they came from
         model.compute_dtype = compute_dtype(weight_dtype, file_dtype, device, compute=compute, fp16_ok=False)
         model.block_weight_dtype = store_dtype(weight_dtype, file_dtype, quantisable=True)
+        if weight_dtype == "auto" and any(m.quant for m in metas.values()):
+            model.block_weight_dtype = gguf_block_kind(metas)
         model.device = device
 
         def store(name, meta, in_block):
+            if meta.quant:  # GGUF: blocks keep their quantised bytes (auto); the small fixed parts are decoded
+                if in_block and weight_dtype == "auto":
+                    return meta.dtype
+                if in_block:
+                    return store_dtype(weight_dtype, torch.bfloat16,
+                                       quantisable=len(meta.shape) == 2 and not name.startswith("txt_in."))
+                # decoded once into the dtype they are cast to at use anyway (float32 where it computes so)
+                return model.compute_dtype if model.compute_dtype.itemsize == 2 else torch.float32
             quantisable = (in_block and not name.startswith("txt_in.") and name.endswith(".weight")
                            and len(meta.shape) == 2)  # the double and single blocks' Linears
             return store_dtype(weight_dtype, meta.dtype, quantisable=quantisable)
@@ -146,6 +179,7 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         # the small non-block parts (0.18 GiB at full size) stay in ordinary memory: nothing is locked
         # for a one-off upload per stage, and nothing stays locked when the model is dropped
         fixed = {n: read_recipe(source, r, dt) for n, (r, dt) in fixed_recipes.items()}
+        mark_quantised(model.blocks, blocks, metas, lambda n: _block_index(n, cfg))
 
         if resident_blocks == "all":
             resident = range(len(model.blocks))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import StateDictError
+from ..quant.kinds import KINDS
 from .tensor_source import Meta, TensorSource
 
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
@@ -22,18 +23,26 @@ FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
 class Recipe:
     parts: tuple[str, ...]
     swap_halves: bool = False
+    unpermute_heads: int = 0  # llama.cpp q/k rows: undo its RoPE row permutation over this many heads
+
+
+def unpermute_rows(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """Rows [heads × (2 × half)] of a llama.cpp q/k weight (or its quantised bytes: rows are independent)
+    back into Hugging Face's order: llama.cpp's converter interleaves each head's two rotary halves."""
+    rows = t.shape[0]
+    return t.reshape(heads, rows // heads // 2, 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
 
 
 def recipe_meta(source: TensorSource, recipe: Recipe, target: str) -> Meta:
     metas = [source.info(p) for p in recipe.parts]
     first = metas[0]
-    if any(m.dtype != first.dtype or m.shape[1:] != first.shape[1:] for m in metas):
+    if any(m.dtype != first.dtype or m.quant != first.quant or m.shape[1:] != first.shape[1:] for m in metas):
         raise StateDictError(f"parts of {target!r} with one dtype and matching trailing shapes",
                              ", ".join(f"{p} {m.dtype} {list(m.shape)}" for p, m in zip(recipe.parts, metas)),
                              "the file mixes tensors of different models or precisions")
     if len(metas) == 1:
         return first
-    return Meta(first.dtype, (sum(m.shape[0] for m in metas), *first.shape[1:]))
+    return Meta(first.dtype, (sum(m.shape[0] for m in metas), *first.shape[1:]), first.quant)
 
 
 def to_store_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -46,11 +55,17 @@ def to_store_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def make_filler(source: TensorSource, recipe: Recipe, store_dtype: torch.dtype):
-    """A function writing the assembled tensor, in `store_dtype`, into a uint8 buffer of its size."""
+    """A function writing the assembled tensor, in `store_dtype`, into a uint8 buffer of its size. A quantised
+    tensor whose store dtype is uint8 keeps its bytes (decoded on the compute device at use)."""
     metas = [source.info(p) for p in recipe.parts]
     direct = all(m.dtype == store_dtype for m in metas) and not recipe.swap_halves
 
     def fill(out: torch.Tensor) -> None:
+        if direct and recipe.unpermute_heads:  # kept as stored (bytes included), rows put back in order
+            raw = torch.empty(metas[0].nbytes, dtype=torch.uint8)
+            source.read_into(recipe.parts[0], raw)
+            out.copy_(unpermute_rows(raw.reshape(metas[0].storage_shape[0], -1), recipe.unpermute_heads).reshape(-1))
+            return
         if direct:  # bytes go straight from the file into the destination
             offset = 0
             for part, meta in zip(recipe.parts, metas):
@@ -58,6 +73,8 @@ def make_filler(source: TensorSource, recipe: Recipe, store_dtype: torch.dtype):
                 offset += meta.nbytes
             return
         t = torch.cat([source.read(p) for p in recipe.parts]) if len(recipe.parts) > 1 else source.read(recipe.parts[0])
+        if recipe.unpermute_heads:
+            t = unpermute_rows(t, recipe.unpermute_heads)
         if recipe.swap_halves:
             a, b = t.chunk(2, dim=0)
             t = torch.cat([b, a])
@@ -93,5 +110,17 @@ def block_sources(source: TensorSource, recipes: dict[str, Recipe], metas: dict[
             fixed[name] = (recipe, dtype)
         else:
             index, local = where
-            blocks[index].append((local, dtype, meta.shape, make_filler(source, recipe, dtype)))
+            shape = meta.storage_shape if dtype == meta.dtype else meta.shape  # kept quantised: its bytes
+            blocks[index].append((local, dtype, shape, make_filler(source, recipe, dtype)))
     return blocks, fixed
+
+
+def mark_quantised(block_modules, blocks: list, metas: dict, block_of) -> None:
+    """Tell each block Linear whose weight is kept as GGUF bytes its quantisation type: it decodes at use."""
+    for name, meta in metas.items():
+        where = block_of(name)
+        if meta.quant and where is not None and name.endswith(".weight"):
+            index, local = where
+            entry = next((e for e in blocks[index] if e[0] == local), None)
+            if entry is not None and entry[1] == torch.uint8:
+                block_modules[index].get_submodule(local[: -len(".weight")]).quant = KINDS[meta.quant]

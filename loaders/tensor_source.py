@@ -17,20 +17,32 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CorruptFileError, NotFoundError, UnsupportedLayoutError, list_some
+from ..quant.kinds import KINDS
 from .safetensors_file import SafetensorsFile, element_size
 
 
 @dataclass(frozen=True)
 class Meta:
-    """What a tensor is, without its data."""
+    """What a tensor is, without its data. `quant`: a GGUF quantisation type (quant/kinds.py); then `dtype`
+    is uint8 and the tensor is stored as `storage_shape`: one row of quantised blocks per row of `shape`."""
 
     dtype: torch.dtype
     shape: tuple[int, ...]
+    quant: str | None = None
+
+    @property
+    def storage_shape(self) -> tuple[int, ...]:
+        if self.quant is None:
+            return self.shape
+        rows = 1
+        for s in self.shape[:-1]:
+            rows *= s
+        return (rows, KINDS[self.quant].row_bytes(self.shape[-1]))
 
     @property
     def nbytes(self) -> int:
         n = element_size(self.dtype)
-        for s in self.shape:
+        for s in self.storage_shape:
             n *= s
         return n
 
@@ -214,9 +226,8 @@ def open_checkpoint(path: str, subfolders: tuple[str, ...] = ()) -> TensorSource
     if lower.endswith(".json") and lower.endswith(".index.json"):
         return SafetensorsSource(_files_from_index(path))
     if lower.endswith(".gguf"):
-        raise UnsupportedLayoutError("a .safetensors, sharded safetensors folder or .pt checkpoint",
-                                     f"a GGUF file {os.path.basename(path)!r}",
-                                     "use the bf16/fp16 or fp8 safetensors release; HyStream streams those "
-                                     "blocks from disk so they fit small GPUs without GGUF quantisation")
+        from .gguf_file import GGUFSource
+
+        return GGUFSource(path)
     raise UnsupportedLayoutError("a .safetensors, .pt/.pth file or a model folder",
                                  f"{os.path.basename(path)!r}", "convert or download the safetensors release")

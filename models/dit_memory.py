@@ -17,6 +17,7 @@ import torch
 from torch.func import functional_call
 
 from ..memory_probe import LiveBytes, attention_kernel, fake_mode
+from ..quant.kinds import KINDS
 from .dit_config import DiTConfig
 from .layers import Linear, LowRankAdapter
 
@@ -28,7 +29,8 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
                        chunk_tokens: int | None, device: str = "cuda", kernel: str = "flash",
                        stored: torch.dtype | None = None, lora_rank: int = 0) -> int:
     """stored: the dtype the blocks' Linear weights are kept in (None = the compute dtype); fp8 weights
-    carry a scale, as scaled-fp8 files do. lora_rank: LoRA adapters of this rank on every Linear."""
+    carry a scale, as scaled-fp8 files do; a GGUF quantisation type name (e.g. "Q4_K") keeps them as
+    their bytes, decoded at use. lora_rank: LoRA adapters of this rank on every Linear."""
     from .dit import HunyuanVideoDiT
 
     small = dataclasses.replace(cfg, depth_refiner=min(cfg.depth_refiner, 1), depth_double=min(cfg.depth_double, 1),
@@ -37,6 +39,7 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
         model = HunyuanVideoDiT(small)
     model.lean, model.chunk_tokens, model.compute_dtype = lean, chunk_tokens, dtype
     model.device = torch.device(device)
+    quant = KINDS[stored] if isinstance(stored, str) else None
     in_blocks = {id(m) for b in (*model.double_blocks, *model.single_blocks) for m in b.modules()}
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear)]
     with attention_kernel(kernel), fake_mode():
@@ -44,8 +47,12 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
         for n, p in model.named_parameters():
             owner = model.get_submodule(n.rpartition(".")[0]) if "." in n else model
             as_stored = stored is not None and id(owner) in in_blocks and n.endswith(".weight") and p.dim() == 2
-            params[n] = torch.empty(p.shape, dtype=stored if as_stored else dtype, device=device)
-        if stored is not None and stored.itemsize == 1:
+            if as_stored and quant is not None:
+                owner.quant = quant
+                params[n] = torch.empty(p.shape[0], quant.row_bytes(p.shape[1]), dtype=torch.uint8, device=device)
+            else:
+                params[n] = torch.empty(p.shape, dtype=stored if as_stored else dtype, device=device)
+        if quant is None and stored is not None and stored.itemsize == 1:
             params.update({f"{n}.scale_weight": torch.empty((), device=device)
                            for n, m in linears if id(m) in in_blocks})
         adapters = []

@@ -2,7 +2,8 @@
 
 Every parameter is created on the meta device (the model is a skeleton until the loader or the streamer
 binds real tensors) and cast to the activation dtype at use, so one module runs bf16, fp16, fp32 and fp8
-weights alike. fp8 weights may carry a per-tensor `scale_weight` (Comfy `scaled_fp8`): real = fp8 × scale.
+weights alike. fp8 weights may carry a per-tensor `scale_weight` (Comfy `scaled_fp8`): real = fp8 × scale;
+GGUF-quantised weights are kept as their bytes and decoded at use (Linear.quant).
 The cast happens on the compute device, after the weights arrived there: fp8 stays fp8 on the wire.
 """
 
@@ -13,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..quant.dequant import dequantize
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -35,6 +38,7 @@ class Linear(nn.Module):
         self.weight = meta_param(out_features, in_features)
         self.bias = meta_param(out_features) if bias else None
         self.register_buffer("scale_weight", None)  # bound by the loader for scaled-fp8 files
+        self.quant = None  # a GGUF quantisation type (quant/kinds.py) when the weight is stored as its bytes
         self.lora: list = []  # LoRA adapters, merged into the weight at use (see loaders/lora.py)
 
     def compute_weight(self, dtype: torch.dtype, rows: tuple[int, int] | None = None) -> torch.Tensor:
@@ -42,7 +46,10 @@ class Linear(nn.Module):
         device, LoRA deltas added to that copy only, so the stored weight — resident or streamed, bf16
         or fp8 — is never modified. Taking rows lets a caller hold part of a fused weight upcast."""
         a, b = rows or (0, self.out_features)
-        w = self.weight[a:b].to(dtype)
+        if self.quant is not None:  # GGUF bytes [rows, row_bytes]: decoded here, on the compute device
+            w = dequantize(self.weight[a:b], self.quant, self.in_features, dtype)
+        else:
+            w = self.weight[a:b].to(dtype)
         if self.scale_weight is not None:
             w = w * self.scale_weight.to(dtype)
         for adapter in self.lora:
