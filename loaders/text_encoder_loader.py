@@ -28,7 +28,7 @@ from ..offload.streamer import BlockStreamer
 from .dtypes import compute_dtype, dominant_float_dtype
 from .key_check import check_fp8_scales, check_tensors, scale_names
 from .model_kind import describe_model
-from .recipes import Recipe, block_sources, recipe_meta
+from .recipes import Recipe, block_sources, mark_quantised, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
 from .tokenizer_files import CLIP, LLAMA, find_tokenizer, load_clip_tokenizer, load_llama_tokenizer
 
@@ -94,8 +94,34 @@ def _prefix(keys, anchor: str) -> str | None:
     return min(hits, key=len) if hits else None
 
 
+# llama.cpp's names (a LLaVA-Llama-3 GGUF, as ComfyUI-GGUF's CLIP loader reads it) → Hugging Face's
+LLAMA_CPP_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                   "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                   "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+LLAMA_CPP_IGNORED = ("output.weight", "output_norm.weight", "rope_freqs.weight")
+HEAD_DIM = 128
+
+
+def _llama_cpp_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[str]]:
+    """blk.N.attn_q.weight → layers.N.self_attn.q_proj.weight, token_embd → embed_tokens; q and k get
+    llama.cpp's RoPE row permutation undone (heads from the rows: head dim 128)."""
+    recipes, unexpected = {}, []
+    for k in source.keys():
+        m = re.match(r"blk\.(\d+)\.(\w+)\.(weight|bias)$", k)
+        if k == "token_embd.weight":
+            recipes["embed_tokens.weight"] = Recipe((k,))
+        elif m and m.group(2) in LLAMA_CPP_NAMES:
+            heads = source.info(k).shape[0] // HEAD_DIM if m.group(2) in ("attn_q", "attn_k") else 0
+            recipes[f"layers.{m.group(1)}.{LLAMA_CPP_NAMES[m.group(2)]}.{m.group(3)}"] = Recipe((k,), unpermute_heads=heads)
+        elif k not in LLAMA_CPP_IGNORED:
+            unexpected.append(k)
+    return "", recipes, unexpected
+
+
 def _llama_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[str]]:
     keys = source.keys()
+    if "blk.0.attn_q.weight" in keys and "token_embd.weight" in keys:
+        return _llama_cpp_recipes(source)
     prefix = _prefix(keys, LLAMA_ANCHOR)
     if prefix is None or _prefix(keys, CLIP_ANCHOR) is not None:  # CLIP's layers also end in self_attn.q_proj
         raise WrongModelError("a LLaVA-Llama-3 text encoder (HF Llama names)",
@@ -134,6 +160,8 @@ def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: 
                          describe=source.describe, what="the LLaVA-Llama-3 text encoder")
 
         file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if n.startswith("layers."))
+        if any(m.quant for m in metas.values()):
+            file_dtype = torch.float16  # GGUF quants compute like the fp16 model they came from
         dtype = compute_dtype("auto", file_dtype, device)
 
         def block_of(name):
@@ -141,7 +169,8 @@ def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: 
             return (int(m.group(1)), m.group(2)) if m else None
 
         blocks, fixed = block_sources(source, recipes, metas, used, block_of, lambda n, meta, b: meta.dtype)
-        embed_name = prefix + "embed_tokens.weight"
+        mark_quantised(llama.layers, blocks, metas, block_of)
+        embed_name = recipes["embed_tokens.weight"].parts[0]
         streamer = BlockStreamer(llama, llama.layers, PackedSource(blocks), device, prefetch=prefetch,
                                  host_tier=host_tier)
         streamer.what = "the LLaVA text encoder"
