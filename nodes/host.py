@@ -36,11 +36,18 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v")
 
 
 # -- files -----------------------------------------------------------------------------------------
-def model_files(*folders: str) -> list[str]:
+def model_files(*folders: str, also: tuple[str, ...] = ()) -> list[str]:
+    """The files ComfyUI lists for `folders`, plus those ending in `also` (".gguf"), which the host's
+    folders do not list. They are searched here rather than registered as a host folder, so native
+    loaders never offer a file they cannot read."""
     names: list[str] = []
     for folder in folders:
         if folder in folder_paths.folder_names_and_paths:
             names += [n for n in folder_paths.get_filename_list(folder) if n not in names]
+            if also:
+                for base in folder_paths.get_folder_paths(folder):
+                    files, _ = folder_paths.recursive_search(base, excluded_dir_names=[".git"])
+                    names += [n for n in folder_paths.filter_files_extensions(files, also) if n not in names]
     return sorted(names)
 
 

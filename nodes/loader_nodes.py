@@ -59,7 +59,8 @@ def model_file(folder: str, name, input_name: str) -> str:
 class HyStreamDiTLoader:
     DESCRIPTION = ("Opens the HunyuanVideo transformer for streaming: only the file header and the small "
                    "non-block parts are read; the 60 blocks stream from disk/RAM to the GPU one block ahead of "
-                   "the compute. Any layout (Comfy-Org, Tencent, kijai, diffusers) in bf16/fp16/fp8.")
+                   "the compute. Any layout (Comfy-Org, Tencent, kijai, diffusers) in bf16/fp16/fp8, or a city96 GGUF "
+                   "(Q8_0 … Q3_K blocks stream quantised).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("HYSTREAM_DIT",)
     RETURN_NAMES = ("dit",)
@@ -68,8 +69,10 @@ class HyStreamDiTLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "dit_name": (host.model_files("diffusion_models"), {
-                "tooltip": "The DiT file from models/diffusion_models, e.g. hunyuan_video_t2v_720p_bf16.safetensors."}),
+            "dit_name": (host.model_files("diffusion_models", also=(".gguf",)), {
+                "tooltip": "The DiT file from models/diffusion_models (or models/unet), e.g. "
+                           "hunyuan_video_t2v_720p_bf16.safetensors or a GGUF such as hunyuan-video-t2v-720p-Q4_K_M.gguf "
+                           "(its blocks stream quantised and are decoded on the GPU at use)."}),
             "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip":
                 "auto: as stored (compute in bf16 on GPU, fp32 on CPU). bf16/fp16: convert float weights. "
                 "fp8_e4m3fn: store block weights as fp8 (half the bytes to stream), compute in bf16."}),
@@ -111,8 +114,9 @@ class HyStreamTextEncoderLoader:
     def INPUT_TYPES(cls):
         files = host.model_files("text_encoders", "clip")
         return {"required": {
-            "llm_name": (files, {"tooltip": "LLaVA-Llama-3 from models/text_encoders, e.g. "
-                                            "llava_llama3_fp8_scaled.safetensors or llava_llama3_fp16.safetensors."}),
+            "llm_name": (host.model_files("text_encoders", "clip", also=(".gguf",)), {
+                "tooltip": "LLaVA-Llama-3 from models/text_encoders, e.g. llava_llama3_fp8_scaled.safetensors, "
+                           "llava_llama3_fp16.safetensors or a llama.cpp GGUF (streamed quantised)."}),
             "clip_name": (files, {"tooltip": "CLIP-L from models/text_encoders (or models/clip): clip_l.safetensors."}),
         }, "optional": {
             "tokenizer_dir": ("STRING", {"default": "", "tooltip":

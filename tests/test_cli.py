@@ -156,3 +156,23 @@ def test_cli_finds_comfyuis_bundled_tokenizers(models, tmp_path):
                        capture_output=True, text=True, cwd=str(comfy / "custom_nodes"), timeout=600,
                        env={k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_generate_with_a_gguf_dit_streams_fewer_bytes(models, tmp_path):
+    from safetensors.torch import load_file
+    from tiny_gguf import dit_types, write_gguf
+
+    prefix = "model.diffusion_model."
+    sd = {k.removeprefix(prefix): v.float() for k, v in load_file(models["dit"]).items()}
+    gguf_path = write_gguf(str(tmp_path / "hunyuan-video-t2v-720p-Q4_K_M.gguf"), dit_types(sd))
+    reports = {}
+    for name, dit in (("bf16", models["dit"]), ("gguf", gguf_path)):
+        out = tmp_path / f"{name}.mp4"
+        r = hystream("generate", "--dit", dit, "--llm", models["llm"], "--clip", models["clip"], "--vae", models["vae"],
+                     "--prompt", "a fox", "--width", "48", "--height", "32", "--frames", "5", "--steps", "2",
+                     "--out", str(out))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert read_video(str(out))[0].shape == (5, 32, 48, 3)
+        reports[name] = json.loads(r.stdout.strip().splitlines()[-1])["stages"][1]
+    assert reports["gguf"]["blocks_streamed"] == reports["bf16"]["blocks_streamed"] == 7
+    assert 0 < reports["gguf"]["streamed_gib"] < 0.6 * reports["bf16"]["streamed_gib"]
