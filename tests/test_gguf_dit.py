@@ -231,3 +231,26 @@ def test_text_encoder_gguf_given_as_dit(tmp_path):
     with pytest.raises(WrongModelError) as info:
         load_dit(path)
     assert "HunyuanVideo transformer" in str(info.value)
+
+
+def test_hunyuan_video_1_5_gguf_says_what_it_is(tiny_dit_sd, tmp_path):
+    """HunyuanVideo 1.5 GGUFs also say "hyvid": told apart by their tensors (ByT5 glyph input, cond-type
+    embedding)."""
+    g = torch.Generator().manual_seed(0)
+    sd = dict(tiny_dit_sd, **{"byt5_in.fc1.weight": torch.randn(64, 32, generator=g),
+                              "cond_type_embedding.weight": torch.randn(3, 64, generator=g)})
+    path = write_gguf(str(tmp_path / "hunyuanvideo1.5_720p_t2v-Q4_K_M.gguf"), dit_types(sd))
+    with pytest.raises(UnsupportedVariantError) as info:
+        load_dit(path)
+    assert "HunyuanVideo 1.5" in str(info.value)
+
+
+def test_wan_gguf_is_another_model(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    wan = {"patch_embedding.weight": (torch.randn(64, 16, 1, 2, 2, generator=g), "F32"),
+           "blocks.0.self_attn.q.weight": (torch.randn(64, 64, generator=g), "Q8_0"),
+           "blocks.0.self_attn.q.bias": (torch.randn(64, generator=g), "F32")}
+    path = write_gguf(str(tmp_path / "wan2.1-t2v-14b-Q4_K_M.gguf"), wan, arch="wan")
+    with pytest.raises(WrongModelError) as info:
+        load_dit(path)
+    assert "Wan" in str(info.value)
