@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import InputError
 from .dit_blocks import DoubleStreamBlock, SingleStreamBlock
 from .dit_config import DiTConfig
-from .layers import LayerNorm, Linear, MLPEmbedder, PatchEmbed3d, TimestepEmbedder, modulate
+from .layers import FirstTokens, LayerNorm, Linear, MLPEmbedder, PatchEmbed3d, TimestepEmbedder, modulate
 from .lean import auto_chunk, chunks
 from .rope import rope_cos_sin
 from .token_refiner import TokenRefiner
@@ -119,9 +119,12 @@ class HunyuanVideoDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, txt: torch.Tensor,
                 txt_mask: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
-                guidance: torch.Tensor | None = None) -> torch.Tensor:
+                guidance: torch.Tensor | None = None, first_frame_tokens: int = 0) -> torch.Tensor:
         """x: latents [B, C, T, H, W]; timestep, guidance: [B] in 0..1000 units; txt: [B, L, text_dim];
-        txt_mask: [B, L] (1 = valid) or None; pooled: [B, pooled_dim]. Returns the velocity like x."""
+        txt_mask: [B, L] (1 = valid) or None; pooled: [B, pooled_dim]. Returns the velocity like x.
+        first_frame_tokens > 0 (HunyuanVideo-I2V token replace): the blocks modulate the first that many
+        image tokens (the clean first latent frame) with t = 0 and no guidance; the text, the refiner and the
+        final layer use the step's conditioning only."""
         self._check_inputs(x, txt, pooled, guidance)
         dev, dt = self.device, self.compute_dtype
         batch, _, frames, height, width = x.shape
@@ -143,12 +146,17 @@ class HunyuanVideoDiT(nn.Module):
             g = guidance.to(dev).float()
             vec = vec + self.guidance_in(g.expand(batch) if g.dim() else g.repeat(batch), dt)
 
+        blocks_vec = vec
+        if first_frame_tokens:
+            first = self.time_in(torch.zeros_like(timestep), dt) + self.vector_in(pooled)
+            blocks_vec = FirstTokens(first, vec, int(first_frame_tokens))
+
         img = self.img_in(x)
         n_img = img.shape[1]
         chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
         cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
         if cache is not None:
-            skipped = cache.before_blocks(img, probe=lambda: self._first_block_modulated_input(img, vec))
+            skipped = cache.before_blocks(img, probe=lambda: self._first_block_modulated_input(img, blocks_vec))
             if skipped is not None:  # no block runs (nor the text refiner: the text is not needed)
                 return self._unpatchify(self._final(skipped, vec, n_img, chunk), grid, x.shape)
         txt = self.txt_in(txt, timestep, txt_mask)
@@ -159,7 +167,7 @@ class HunyuanVideoDiT(nn.Module):
 
         for k, block in enumerate(self.double_blocks):
             before = img.clone() if k == 0 and cache is not None and cache.pauses_after_first_block else None
-            img, txt = block(img, txt, vec, cos, sin, key_mask, chunk=chunk)
+            img, txt = block(img, txt, blocks_vec, cos, sin, key_mask, chunk=chunk)
             if before is not None:  # First-Block Cache decides here
                 skipped = cache.after_first_block(before, img)
                 del before
@@ -169,7 +177,7 @@ class HunyuanVideoDiT(nn.Module):
         tokens = torch.cat((img, txt), 1)
         del img, txt
         for block in self.single_blocks:
-            tokens = block(tokens, vec, cos, sin, n_img, key_mask, chunk=chunk)
+            tokens = block(tokens, blocks_vec, cos, sin, n_img, key_mask, chunk=chunk)
         if cache is not None:
             cache.after_blocks(img_in, tokens[:, :n_img])
             del img_in

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import lean
 from .attention import attention
-from .layers import MLP, LayerNorm, Linear, Modulation, RMSNorm, gelu_tanh, modulate
+from .layers import MLP, LayerNorm, Linear, Modulation, RMSNorm, common, gated, gelu_tanh, modulate
 from .rope import apply_rope
 
 
@@ -43,15 +43,16 @@ class DoubleStreamBlock(nn.Module):
         return getattr(self, f"{side}_attn_q_norm")(q), getattr(self, f"{side}_attn_k_norm")(k), v
 
     def _mlp_residual(self, side: str, x, attn, gate1, shift2, scale2, gate2):
-        x = x + getattr(self, f"{side}_attn_proj")(attn) * gate1
-        return x + getattr(self, f"{side}_mlp")(modulate(getattr(self, f"{side}_norm2")(x), shift2, scale2)) * gate2
+        x = x + gated(getattr(self, f"{side}_attn_proj")(attn), gate1)
+        return x + gated(getattr(self, f"{side}_mlp")(modulate(getattr(self, f"{side}_norm2")(x), shift2, scale2)), gate2)
 
     def forward(self, img, txt, vec, cos, sin, key_mask=None, chunk: int | None = None):
-        """chunk: tokens per chunk for the lean path (models/lean.py); None = the plain path."""
+        """chunk: tokens per chunk for the lean path (models/lean.py); None = the plain path. vec may be
+        FirstTokens (token replace): then the first image tokens get their own modulation, the text never."""
         if chunk:
             return lean.double_block(self, img, txt, vec, cos, sin, key_mask, chunk)
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
-        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
+        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(common(vec))
         iq, ik, iv = self._qkv("img", img, i_shift1, i_scale1)
         iq, ik = apply_rope(iq, cos, sin), apply_rope(ik, cos, sin)
         tq, tk, tv = self._qkv("txt", txt, t_shift1, t_scale1)
@@ -86,4 +87,4 @@ class SingleStreamBlock(nn.Module):
         q = torch.cat((apply_rope(q[:, :n_img], cos, sin), q[:, n_img:]), 1)
         k = torch.cat((apply_rope(k[:, :n_img], cos, sin), k[:, n_img:]), 1)
         attn = attention(q, k, v, key_mask)
-        return x + self.linear2(torch.cat((attn, gelu_tanh(mlp)), -1)) * gate
+        return x + gated(self.linear2(torch.cat((attn, gelu_tanh(mlp)), -1)), gate)

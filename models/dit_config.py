@@ -42,6 +42,14 @@ class DiTConfig:
         return self.hidden // self.heads
 
     @property
+    def image_condition(self) -> str | None:
+        """How the start image enters, told by the patch embedding's input channels: "latent_concat"
+        (HunyuanVideo-I2V: noisy latent + image latent + mask), "concat" (SkyReels-I2V: noisy latent + image
+        latent), or None (T2V — and HunyuanVideo-I2V token replace, whose weights are T2V's shapes)."""
+        extra = self.in_channels - self.out_channels
+        return {0: None, self.out_channels: "concat", self.out_channels + 1: "latent_concat"}[extra]
+
+    @property
     def num_blocks(self) -> int:
         return self.depth_double + self.depth_single
 
@@ -78,11 +86,11 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
     hidden, in_ch, patch = w_in[0], w_in[1], tuple(w_in[2:])
     out_w = shape("final_layer.linear.weight")
     out_ch = out_w[0] // math.prod(patch)
-    if in_ch != out_ch:
-        what = {33: "HunyuanVideo I2V (33 input channels)", 32: "SkyReels image-to-video (32 input channels)"}
-        raise UnsupportedVariantError("the text-to-video DiT (as many input as output latent channels)",
-                                      what.get(in_ch, f"{in_ch} input and {out_ch} output channels") + f" in {describe}",
-                                      "HyStream runs HunyuanVideo T2V only for now; use hunyuan_video_t2v_720p")
+    if in_ch not in (out_ch, 2 * out_ch, 2 * out_ch + 1):
+        raise UnsupportedVariantError(
+            f"a HunyuanVideo DiT with {out_ch} (text-to-video, I2V token replace), {2 * out_ch} (SkyReels I2V) or "
+            f"{2 * out_ch + 1} (HunyuanVideo-I2V latent concat) input channels",
+            f"{in_ch} input and {out_ch} output channels in {describe}", "use a HunyuanVideo T2V or I2V checkpoint")
     if "vector_in.in_layer.weight" not in shapes:
         raise UnsupportedVariantError("a DiT with the CLIP pooled-vector input (vector_in)",
                                       f"none in {describe} (HunyuanImage 2.1 style)", "use a HunyuanVideo T2V checkpoint")

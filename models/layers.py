@@ -10,6 +10,7 @@ The cast happens on the compute device, after the weights arrived there: fp8 sta
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -207,9 +208,51 @@ class Modulation(nn.Module):
         self.count = count
         self.linear = Linear(hidden, count * hidden)
 
-    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, vec) -> list:
+        if isinstance(vec, FirstTokens):  # token replace: the first tokens get their own values
+            return [FirstTokens(f, r, vec.n) for f, r in zip(self(vec.first), self(vec.rest))]
         return [c.unsqueeze(1) for c in self.linear(F.silu(vec)).chunk(self.count, dim=-1)]
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+class FirstTokens(NamedTuple):
+    """A conditioning value that differs for the first `n` tokens of a sequence: HunyuanVideo-I2V's token
+    replace modulates the clean first latent frame with t = 0 and the rest with the step's t."""
+    first: torch.Tensor
+    rest: torch.Tensor
+    n: int
+
+
+def _split_at(value, x: torch.Tensor, at: int) -> int | None:
+    """Where `x` (tokens [at, at + len)) crosses `value`'s boundary, or None when one value covers it."""
+    if not isinstance(value, FirstTokens):
+        return None
+    return min(max(value.n - at, 0), x.shape[1])
+
+
+def _pick(value, first: bool):
+    return (value.first if first else value.rest) if isinstance(value, FirstTokens) else value
+
+
+def modulate(x: torch.Tensor, shift, scale, at: int = 0) -> torch.Tensor:
+    """x·(1 + scale) + shift for tokens [at, at + len(x)) of their sequence."""
+    k = _split_at(shift, x, at)
+    if k is None:
+        return x * (1 + scale) + shift
+    if k in (0, x.shape[1]):
+        return modulate(x, _pick(shift, k > 0), _pick(scale, k > 0))
+    return torch.cat((modulate(x[:, :k], shift.first, scale.first), modulate(x[:, k:], shift.rest, scale.rest)), 1)
+
+
+def gated(y: torch.Tensor, gate, at: int = 0) -> torch.Tensor:
+    """y·gate for tokens [at, at + len(y)) of their sequence."""
+    k = _split_at(gate, y, at)
+    if k is None:
+        return y * gate
+    if k in (0, y.shape[1]):
+        return y * _pick(gate, k > 0)
+    return torch.cat((y[:, :k] * gate.first, y[:, k:] * gate.rest), 1)
+
+
+def common(vec):
+    """The value every token shares (the text stream's and the final layer's conditioning)."""
+    return vec.rest if isinstance(vec, FirstTokens) else vec

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention
-from .layers import Linear, modulate
+from .layers import Linear, common, gated, modulate
 from .rope import apply_rope
 
 AUTO_PARTS = 32  # auto chunking: a sequence in this many parts (chunk temporaries ≈ 1/3 of a hidden-wide tensor)…
@@ -64,7 +64,7 @@ def rope_part(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, a: int, n_r
 def fill_keys_values(k, v, x, offset, norm_mod, wk, wv, k_norm, heads, cos, sin, n_rope, chunk):
     """Write the keys and values of stream `x` into k, v at `offset` (RoPE on its first n_rope tokens)."""
     for a, b in chunks(x.shape[1], chunk):
-        xm = norm_mod(x[:, a:b])
+        xm = norm_mod(x[:, a:b], a)
         k[:, offset + a:offset + b] = rope_part(k_norm(project(xm, wk, heads)), cos, sin, a, n_rope)
         v[:, offset + a:offset + b] = project(xm, wv, heads)
         del xm
@@ -76,11 +76,11 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
     n_img, n = img.shape[1], img.shape[1] + txt.shape[1]
     sides = []
     for name, x, offset, n_rope in (("img", img, 0, n_img), ("txt", txt, n_img, 0)):
-        mods = getattr(block, f"{name}_mod")(vec)
+        mods = getattr(block, f"{name}_mod")(vec if name == "img" else common(vec))
         qkv = getattr(block, f"{name}_attn_qkv")
         norm1 = getattr(block, f"{name}_norm1")
         sides.append(dict(name=name, x=x, offset=offset, n_rope=n_rope, mods=mods, qkv=qkv,
-                          norm_mod=lambda t, norm1=norm1, m=mods: modulate(norm1(t), m[0], m[1])))
+                          norm_mod=lambda t, a, norm1=norm1, m=mods: modulate(norm1(t), m[0], m[1], a)))
     k = torch.empty(img.shape[0], n, heads, hidden // heads, dtype=dt, device=img.device)
     v = torch.empty_like(k)
     for s in sides:
@@ -93,8 +93,8 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
         proj = weights(getattr(block, f"{name}_attn_proj"), dt)
         wq = weights(s["qkv"], dt, 0, hidden)
         for a, b in chunks(x.shape[1], chunk):
-            q = rope_part(q_norm(project(s["norm_mod"](x[:, a:b]), wq, heads)), cos, sin, a, s["n_rope"])
-            x[:, a:b] += F.linear(attention(q, k, v, key_mask), *proj) * gate
+            q = rope_part(q_norm(project(s["norm_mod"](x[:, a:b], a), wq, heads)), cos, sin, a, s["n_rope"])
+            x[:, a:b] += gated(F.linear(attention(q, k, v, key_mask), *proj), gate, a)
             del q
         del proj, wq
     del k, v
@@ -103,8 +103,8 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
         norm2, mlp = getattr(block, f"{name}_norm2"), getattr(block, f"{name}_mlp")
         fc1, fc2 = weights(mlp.fc1, dt), weights(mlp.fc2, dt)
         for a, b in chunks(x.shape[1], chunk):
-            h = gelu_(F.linear(modulate(norm2(x[:, a:b]), shift2, scale2), *fc1))
-            x[:, a:b] += F.linear(h, *fc2) * gate2
+            h = gelu_(F.linear(modulate(norm2(x[:, a:b]), shift2, scale2, a), *fc1))
+            x[:, a:b] += gated(F.linear(h, *fc2), gate2, a)
             del h
         del fc1, fc2
     return img, txt
@@ -114,8 +114,8 @@ def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
     heads, dt, hidden = block.heads, x.dtype, block.hidden
     shift, scale, gate = block.modulation(vec)
 
-    def norm_mod(t):
-        return modulate(block.pre_norm(t), shift, scale)
+    def norm_mod(t, a):
+        return modulate(block.pre_norm(t), shift, scale, a)
 
     k = torch.empty(x.shape[0], x.shape[1], heads, hidden // heads, dtype=dt, device=x.device)
     v = torch.empty_like(k)
@@ -126,11 +126,11 @@ def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
     w2, b2 = weights(block.linear2, dt)
     w2_attn, w2_mlp = w2[:, :hidden], w2[:, hidden:]
     for a, b in chunks(x.shape[1], chunk):
-        xm = norm_mod(x[:, a:b])
+        xm = norm_mod(x[:, a:b], a)
         q = rope_part(block.q_norm(project(xm, wq, heads)), cos, sin, a, n_img)
         out = F.linear(attention(q, k, v, key_mask), w2_attn)
         del q
         out += F.linear(gelu_(F.linear(xm, *wm)), w2_mlp, b2)
-        x[:, a:b] += out * gate
+        x[:, a:b] += gated(out, gate, a)
         del xm, out
     return x

@@ -105,10 +105,13 @@ def test_contradicting_shapes(tmp_path, tiny_dit_sd):
            "file [256, 128]", "model [256, 256]")
 
 
-def test_i2v_variant(tmp_path, tiny_dit_sd):
+@pytest.mark.parametrize("channels", [20, 48, 65])
+def test_input_channels_of_no_hunyuan_video_variant(tmp_path, tiny_dit_sd, channels):
+    """16 (T2V, I2V token replace), 32 (SkyReels) and 33 (I2V latent concat) load; others are named."""
     sd = dict(tiny_dit_sd)
-    sd["img_in.proj.weight"] = small(256, 33, 1, 2, 2)
-    expect(UnsupportedVariantError, write(tmp_path, "hunyuan_video_image_to_video.safetensors", sd), "I2V", "33")
+    sd["img_in.proj.weight"] = small(256, channels, 1, 2, 2)
+    expect(UnsupportedVariantError, write(tmp_path, "hunyuan_video_image_to_video.safetensors", sd), f"{channels} input",
+           "33 (HunyuanVideo-I2V latent concat)")
 
 
 def test_hunyuan_video_15(tmp_path, tiny_dit_sd):
@@ -122,10 +125,10 @@ def test_unknown_hunyuan_like_layout(tmp_path, tiny_dit_sd):
     assert "layouts HyStream reads" in msg
 
 
-def test_gguf_refused(tmp_path):
+def test_a_gguf_cut_after_its_magic(tmp_path):
     path = tmp_path / "hunyuan-video-t2v-720p-Q4_K_M.gguf"
     path.write_bytes(b"GGUF")
-    expect(UnsupportedLayoutError, str(path), "GGUF")
+    expect(CorruptFileError, str(path), "GGUF", "hunyuan-video-t2v-720p-Q4_K_M.gguf")
 
 
 def test_missing_file(tmp_path):

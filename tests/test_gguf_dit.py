@@ -211,15 +211,18 @@ def test_flux_gguf_is_another_model(tmp_path):
     assert "Flux" in str(info.value) and "HunyuanVideo" in str(info.value)
 
 
-def test_other_channel_counts_are_named(tiny_dit_sd, tmp_path):
-    """An I2V-style file (33 input channels) is refused by the config check, whatever the container."""
+def test_i2v_channel_counts_in_a_gguf(tiny_dit_sd, tmp_path):
+    """An I2V GGUF (33 input channels) loads as the latent-concat variant; a count of no variant is named."""
     sd = dict(tiny_dit_sd)
     w = sd["img_in.proj.weight"]
     sd["img_in.proj.weight"] = torch.cat([w, w, w[:, :1]], dim=1)
-    path = write_gguf(str(tmp_path / "i2v.gguf"), dit_types(sd))
-    with pytest.raises((UnsupportedVariantError, WrongModelError, UnsupportedLayoutError)) as info:
-        load_dit(path)
-    assert "33" in str(info.value)
+    dit = load_dit(write_gguf(str(tmp_path / "i2v.gguf"), dit_types(sd)))
+    assert dit.model.cfg.image_condition == "latent_concat"
+    dit.close()
+    sd["img_in.proj.weight"] = torch.cat([w, w[:, :4]], dim=1)
+    with pytest.raises(UnsupportedVariantError) as info:
+        load_dit(write_gguf(str(tmp_path / "odd.gguf"), dit_types(sd)))
+    assert "20 input" in str(info.value)
 
 
 def test_text_encoder_gguf_given_as_dit(tmp_path):

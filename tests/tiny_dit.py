@@ -52,7 +52,7 @@ def _converter(hidden: int):
     return namespace["convert_hunyuan_video_transformer_to_diffusers"]
 
 
-def diffusers_model(tencent_sd: dict[str, torch.Tensor], cfg: DiTConfig = TINY):
+def diffusers_model(tencent_sd: dict[str, torch.Tensor], cfg: DiTConfig = TINY, image_condition_type=None):
     """diffusers' transformer holding exactly these weights (fp32), loaded strictly."""
     from diffusers import HunyuanVideoTransformer3DModel
 
@@ -61,7 +61,7 @@ def diffusers_model(tencent_sd: dict[str, torch.Tensor], cfg: DiTConfig = TINY):
         attention_head_dim=cfg.head_dim, num_layers=cfg.depth_double, num_single_layers=cfg.depth_single,
         num_refiner_layers=cfg.depth_refiner, mlp_ratio=cfg.mlp_hidden / cfg.hidden, patch_size=cfg.patch[1],
         patch_size_t=cfg.patch[0], guidance_embeds=cfg.guidance_embed, text_embed_dim=cfg.text_dim,
-        pooled_projection_dim=cfg.pooled_dim)
+        pooled_projection_dim=cfg.pooled_dim, image_condition_type=image_condition_type)
     converted = _converter(cfg.hidden)({k: v.float().clone() for k, v in tencent_sd.items()})
     model.load_state_dict(converted, strict=True)
     return model.eval()
