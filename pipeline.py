@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -20,6 +20,7 @@ from .models.text_encoder import PromptEmbeds
 from .models.layers import Modulation
 from .offload.binding import bind
 from .sampling.euler import Step, cfg_combine, euler, noise, noised
+from .sampling import image_condition as i2v
 from .sampling.step_cache import StepCache, StepCacheSettings
 from .sampling.schedule import shifted_sigmas, start_index
 from .vae import codec as vae_codec
@@ -41,6 +42,7 @@ class Cond:
     states: torch.Tensor  # [1, L, C]
     mask: torch.Tensor | None  # [1, L] or None (all valid)
     pooled: torch.Tensor  # [1, P]
+    extra: dict = field(default_factory=dict)  # the rest of the entry (an I2V start image, see sampling/image_condition)
 
 
 def read_conditioning(cond, what: str = "positive") -> Cond:
@@ -63,7 +65,7 @@ def read_conditioning(cond, what: str = "positive") -> Cond:
         mask = mask.reshape(1, -1)
         if mask.shape[1] != states.shape[1]:
             raise InputError(f"an attention_mask as long as the text ({states.shape[1]})", f"{mask.shape[1]}", fix)
-    return Cond(states, mask, pooled.reshape(1, -1))
+    return Cond(states, mask, pooled.reshape(1, -1), extra)
 
 
 # -- numerics --------------------------------------------------------------------------------------
@@ -153,10 +155,17 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
     if first >= s.steps:
         return raw.clone()  # denoise 0: nothing to do
     sigmas = sigmas[first:]
-    eps = noise(tuple(raw.shape), s.seed)
-    x = eps if first == 0 else noised(raw * SCALING_FACTOR, eps, sigmas[0])
     batch = raw.shape[0]
     model = dit.model
+    image = i2v.image_condition(model.cfg.image_condition, i2v.start_image_latent(pos.extra, raw), SCALING_FACTOR, batch)
+    eps = noise(tuple(raw.shape), s.seed)
+    x = eps if first == 0 else noised(raw * SCALING_FACTOR, eps, sigmas[0])
+    if image is not None:
+        if image.kind == "token_replace":
+            log.info("HyStream: start image on a 16-channel DiT: sampled as HunyuanVideo-I2V token replace (the first "
+                     "latent frame is the clean image)")
+        x = i2v.initial_latents(image, x, from_noise=first == 0)
+    first_tokens = image.first_frame_tokens(model.cfg.patch) if image is not None else 0
     guidance = torch.full((batch,), s.embedded_guidance * 1000.0)
 
     streamer = dit.streamer
@@ -169,7 +178,9 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
         pooled = cond.pooled.expand(batch, -1)
         if cache is not None:
             cache.begin_pass(key)
-        return dit(xt, t.expand(batch), states, mask, pooled, guidance).float().cpu()
+        if image is not None:
+            xt = i2v.model_input(image, xt)
+        return dit(xt, t.expand(batch), states, mask, pooled, guidance, first_frame_tokens=first_tokens).float().cpu()
 
     def velocity(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if interrupt is not None:
@@ -177,6 +188,7 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
         copied = streamer.stats.bytes_copied
         v = run(pos, "positive", xt, t)
         v = cfg_combine(v, run(neg, "negative", xt, t), s.cfg) if neg is not None else v
+        v = i2v.hold_first_frame(image, v) if image is not None else v
         per_step.append(streamer.stats.bytes_copied - copied)
         # checked every step: a NaN at step 3 of 30 stops there, not after 27 wasted steps
         return check_finite(v, f"the DiT's output at sampling step {len(per_step)} of {len(sigmas) - 1}")
@@ -300,3 +312,57 @@ def encode_video(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), hooks: 
     check_finite(frames, "the input frames", "an input video that did not decode correctly")
     return check_finite(vae_codec.encode(vae.model, frames, spec, crop=True, hooks=hooks), "the encoded latents",
                         "a damaged VAE file (download it again) or fp16 VAE compute overflowing")
+
+
+# -- image-to-video -------------------------------------------------------------------------------------
+def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The first IMAGE frame [1, height, width, 3]: center-cropped to the video's aspect ratio, then
+    resized (bilinear, antialiased), with a warning saying what was cut. Same size: untouched."""
+    if not torch.is_tensor(image) or image.dim() != 4 or image.shape[-1] < 3:
+        raise InputError("a start IMAGE [N, H, W, 3]", f"{getattr(image, 'shape', type(image).__name__)}",
+                         "connect a LoadImage output (or any IMAGE) as start_image")
+    frame = image[:1, :, :, :3].float()
+    h0, w0 = frame.shape[1], frame.shape[2]
+    if (h0, w0) == (height, width):
+        return frame
+    scale = max(width / w0, height / h0)
+    crop_w, crop_h = min(w0, round(width / scale)), min(h0, round(height / scale))
+    top, left = (h0 - crop_h) // 2, (w0 - crop_w) // 2
+    if (crop_w, crop_h) != (w0, h0):
+        log.warning("HyStream: the start image (%dx%d) was cropped to %dx%d (from x=%d, y=%d) to match the video's "
+                    "aspect ratio, then resized to %dx%d", w0, h0, crop_w, crop_h, left, top, width, height)
+    frame = frame[:, top:top + crop_h, left:left + crop_w].permute(0, 3, 1, 2)
+    frame = torch.nn.functional.interpolate(frame, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return frame.permute(0, 2, 3, 1).clamp(0, 1)
+
+
+def encode_start_image(vae, image: torch.Tensor, width: int, height: int, spec: TileSpec = TileSpec(),
+                       hooks: Hooks | None = None) -> torch.Tensor:
+    """A start IMAGE → its raw latent [1, 16, 1, height/8, width/8] (posterior mean, as the reference
+    HunyuanVideo-I2V pipeline and ComfyUI's node encode it)."""
+    check_video_size(width, height, 1)
+    frame = check_finite(fit_image(image, width, height), "the start image", "an image that did not load correctly")
+    return check_finite(vae_codec.encode(vae.model, frame, spec, crop=False, hooks=hooks), "the start image's latent",
+                        "a damaged VAE file (download it again) or fp16 VAE compute overflowing")
+
+
+def with_start_image(conditioning, image_latent: torch.Tensor, frames: int) -> list:
+    """CONDITIONING with the start image attached as ComfyUI's HunyuanImageToVideo "v1 (concat)" does
+    (`concat_latent_image`, `concat_mask` 0 on the image's latent frame), which the sampler reads for every
+    I2V variant. Entries are copied, never changed in place (ComfyUI caches node outputs)."""
+    if not isinstance(conditioning, (list, tuple)) or not conditioning:
+        raise InputError("a CONDITIONING", type(conditioning).__name__, "connect HyStreamTextEncode's output")
+    t = (frames - 1) // 4 + 1
+    mask = torch.ones(1, 1, t, image_latent.shape[3], image_latent.shape[4])
+    mask[:, :, :1] = 0
+    out = []
+    for entry in conditioning:
+        extra = dict(entry[1]) if len(entry) > 1 and isinstance(entry[1], dict) else {}
+        extra.update(concat_latent_image=image_latent, concat_mask=mask)
+        out.append([entry[0], extra])
+    return out
+
+
+def dropped_frames(dit) -> int:
+    """Decoded frames the reference drops after sampling with this DiT (HunyuanVideo-I2V latent concat)."""
+    return i2v.DROPPED_FRAMES if dit.model.cfg.image_condition == "latent_concat" else 0

@@ -62,6 +62,7 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
                                          torch.empty(m.out_features, lora_rank, device=device), 1.0, None, device, dtype)]
                 adapters += [m.lora[0].down, m.lora[0].up]
         batch = x_shape[0]
+        x_shape = (batch, cfg.in_channels, *x_shape[2:])  # an I2V DiT sees the image channels too
         inputs = dict(x=torch.empty(x_shape, dtype=dtype, device=device),
                       timestep=torch.empty(batch, device=device),
                       txt=torch.empty(batch, text_tokens, cfg.text_dim, dtype=dtype, device=device),
