@@ -86,7 +86,7 @@ def check_generate(args, loras) -> None:
     check_output_settings(args.out, args.fps, args.crf)
     if not args.input_video:
         pipeline.check_video_size(args.width, args.height, args.frames)
-    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, *(p for p, _ in loras)]:
+    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, args.image, *(p for p, _ in loras)]:
         if path and not os.path.exists(path):
             raise InputError("existing files", f"no file at {path!r}", "check the paths")
     if args.tokenizer_dir and not os.path.isdir(args.tokenizer_dir):
@@ -131,7 +131,7 @@ def cmd_generate(args) -> dict:
     from .loaders.vae_loader import load_vae
     from .sampling.step_cache import StepCacheSettings, report_line
     from .vae.tiling import Hooks, TileSpec
-    from .video_io import read_video, write_mp4
+    from .video_io import read_image, read_video, write_mp4
 
     loras = [parse_lora(s) for s in args.lora or []]
     check_generate(args, loras)
@@ -161,6 +161,12 @@ def cmd_generate(args) -> dict:
         denoise = args.denoise
     else:
         latent, denoise = pipeline.empty_latent(args.width, args.height, args.frames), 1.0
+    if args.image:  # image-to-video: the start image at the latent's size, attached to both prompts
+        width, height, frames = latent.shape[4] * 8, latent.shape[3] * 8, (latent.shape[2] - 1) * 4 + 1
+        with report.stage("image encode"):
+            image_latent = pipeline.encode_start_image(vae, read_image(args.image), width, height, tiles)
+        positive = pipeline.with_start_image(positive, image_latent, frames)
+        negative = pipeline.with_start_image(negative, image_latent, frames) if negative else None
     vae.release_device()
     between_stages(device)
 
@@ -178,6 +184,7 @@ def cmd_generate(args) -> dict:
             args.step_cache, args.cache_threshold, args.cache_start, args.cache_end, args.cache_max_skips)
         with report.stage("sample", dit.streamer) as entry:
             bar = tqdm_bar(args.steps, "sampling")
+            drop = pipeline.dropped_frames(dit)  # HunyuanVideo-I2V latent concat: as the reference decode
             latent = pipeline.sample(dit, positive, latent, settings, negative=negative, loras=attached,
                                      on_step=lambda s: _tick(bar, s.index + 1, s.total), step_cache=cache)
             bar.close()
@@ -198,6 +205,7 @@ def cmd_generate(args) -> dict:
     with report.stage("decode"):
         bar = tqdm_bar(1, "VAE decode")
         video = pipeline.decode(vae, latent, tiles, Hooks(progress=lambda d, t: _tick(bar, d, t)))
+        video = video[drop:] if 0 < drop < video.shape[0] else video
         bar.close()
     vae.close()
     out = write_mp4(video, args.out, args.fps, args.crf)
@@ -385,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora", action="append", metavar="FILE:STRENGTH", help="a LoRA and its strength (repeatable)")
     g.add_argument("--input-video", help="video-to-video: the input video (cropped to 4k+1 frames and sides that "
                                          "are multiples of 16)")
+    g.add_argument("--image", help="image-to-video: the start image (png/jpg), cropped to the video's aspect and "
+                                    "resized; needs an I2V DiT (HunyuanVideo-I2V, SkyReels-I2V)")
     g.add_argument("--denoise", type=float, default=0.6, help="video-to-video strength (1 = ignore the input)")
     g.add_argument("--vram-budget", type=float, default=0.0, help="GB for the sampling stage (0 = automatic)")
     g.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute (0 = synchronous)")

@@ -7,6 +7,7 @@ the host tests put in ComfyUI's model folders. The output is noise: these are no
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -22,6 +23,7 @@ TINY_DIT = DiTConfig(hidden=256, heads=2, depth_double=2, depth_single=4, depth_
                      single_mlp_hidden=1024, refiner_mlp_hidden=1024, text_dim=LLAMA_HIDDEN, pooled_dim=CLIP_HIDDEN)
 FILES = {  # the names ComfyUI's example workflows (and ours) use
     "dit": ("diffusion_models", "hunyuan_video_t2v_720p_bf16.safetensors"),
+    "i2v_dit": ("diffusion_models", "hunyuan_video_image_to_video_720p_bf16.safetensors"),  # Comfy-Org's I2V (33 ch)
     "llm": ("text_encoders", "llava_llama3_fp8_scaled.safetensors"),
     "clip": ("text_encoders", "clip_l.safetensors"),
     "vae": ("vae", "hunyuan_video_vae_bf16.safetensors"),
@@ -56,10 +58,10 @@ def _save(tensors: dict[str, torch.Tensor], folder: str, name: str) -> str:
     return path
 
 
-def write_comfy_dit(folder: str, cfg: DiTConfig = TINY_DIT, seed: int = 0) -> str:
+def write_comfy_dit(folder: str, cfg: DiTConfig = TINY_DIT, seed: int = 0, name: str = FILES["dit"][1]) -> str:
     """The DiT as Comfy-Org ships it (model.diffusion_model. prefix, bf16)."""
     sd = {"model.diffusion_model." + k: v for k, v in random_dit_state_dict(cfg, seed).items()}
-    return _save(sd, folder, FILES["dit"][1])
+    return _save(sd, folder, name)
 
 
 def _scaled_fp8(sd: dict[str, torch.Tensor], linear: str) -> dict[str, torch.Tensor]:
@@ -171,7 +173,7 @@ def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed
 
 def build_models(root: str) -> dict[str, str]:
     """All tiny models, as ComfyUI's models/ folders hold them (tokenizers beside the text encoders).
-    Returns {"dit" | "llm" | "clip" | "vae" | "lora": path, "models": root}."""
+    Returns {"dit" | "i2v_dit" | "llm" | "clip" | "vae" | "lora": path, "models": root}."""
     from .loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
 
     te_dir = os.path.join(root, "text_encoders")
@@ -180,6 +182,8 @@ def build_models(root: str) -> dict[str, str]:
     llama_tok, clip_tok = load_llama_tokenizer(te_dir), load_clip_tokenizer(te_dir)
     return {
         "dit": write_comfy_dit(os.path.join(root, FILES["dit"][0])),
+        "i2v_dit": write_comfy_dit(os.path.join(root, FILES["i2v_dit"][0]), dataclasses.replace(TINY_DIT, in_channels=33),
+                                   seed=1, name=FILES["i2v_dit"][1]),
         "llm": write_comfy_llava(te_dir, len(llama_tok)),
         "clip": write_clip_l(te_dir, len(clip_tok), clip_tok.eos_token_id, clip_tok.bos_token_id),
         "vae": write_comfy_vae(os.path.join(root, FILES["vae"][0])),

@@ -194,3 +194,20 @@ def _too_big(path, n, width, height, free, partial=False) -> InputError:
         f"{'more than ' if partial else ''}{n} frames of {width}×{height} in {os.path.basename(path)}: "
         f"{need / 1024 ** 3:.1f} GiB to decode, {free / 1024 ** 3:.1f} GiB free",
         "set max_frames (e.g. 129) and/or frame_step, or use a shorter or smaller video")
+
+
+def read_image(path: str) -> torch.Tensor:
+    """A still image (png, jpg, webp, …) → IMAGE [1, H, W, 3] float32 in [0, 1] (alpha dropped)."""
+    if not os.path.isfile(path):
+        raise NotFoundError("a start image", f"no file at {path!r}", "check the --image path")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise InputError("Pillow to read the start image", "it is not installed", "pip install pillow") from None
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputError("a still image file (png, jpg, webp)", f"{os.path.basename(path)}: {e}",
+                         "give --image a picture file") from None
+    return torch.from_numpy(rgb.copy()).float()[None] / 255.0

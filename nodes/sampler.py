@@ -17,7 +17,8 @@ log = logging.getLogger("hystream")
 class HyStreamSampler:
     DESCRIPTION = ("Samples a video latent with HunyuanVideo's flow-matching Euler sampler; the DiT's blocks "
                    "stream to the GPU one block ahead of the compute. Text-to-video from an empty latent "
-                   "(EmptyHunyuanLatentVideo); video-to-video from HyStreamVAEEncode with denoise < 1.")
+                   "(EmptyHunyuanLatentVideo); video-to-video from HyStreamVAEEncode with denoise < 1; image-to-video "
+                   "with an I2V DiT and the positive (and negative) of HyStreamImageToVideo.")
     CATEGORY = "HyStream"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -65,4 +66,5 @@ class HyStreamSampler:
         finally:
             model.release_device()
             host.empty_cache()
-        return ({"samples": out},)
+        drop = pipeline.dropped_frames(model)  # HunyuanVideo-I2V latent concat: the reference drops 4 frames
+        return ({"samples": out, **({"hystream_drop_frames": drop} if drop else {})},)

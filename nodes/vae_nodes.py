@@ -55,8 +55,9 @@ class HyStreamVAEDecode:
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         latent = samples["samples"]
         pipeline.check_latent(latent)
-        return (run_stage(vae, tuple(latent.shape), spec, "decode",
-                          lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks)),)
+        frames = run_stage(vae, tuple(latent.shape), spec, "decode", lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks))
+        drop = int(samples.get("hystream_drop_frames", 0))  # the I2V reference's re-encoded start image
+        return (frames[drop:] if 0 < drop < frames.shape[0] else frames,)
 
 
 class HyStreamVAEEncode:

@@ -27,7 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TITLES = {"hunyuan_t2v_lowvram": "HyStream: HunyuanVideo text-to-video (low VRAM)",
           "hunyuan_t2v_lora_lowvram": "HyStream: HunyuanVideo text-to-video + LoRA (low VRAM)",
           "hunyuan_v2v_lowvram": "HyStream: HunyuanVideo video-to-video (low VRAM)",
-          "hunyuan_t2v_stepcache_lowvram": "HyStream: HunyuanVideo text-to-video + step cache (TeaCache, low VRAM)"}
+          "hunyuan_t2v_stepcache_lowvram": "HyStream: HunyuanVideo text-to-video + step cache (TeaCache, low VRAM)",
+          "hunyuan_i2v_lowvram": "HyStream: HunyuanVideo image-to-video (HunyuanVideo-I2V / SkyReels-I2V, low VRAM)"}
 
 
 def start_host(root: str) -> ComfyHost:
@@ -41,6 +42,9 @@ def start_host(root: str) -> ComfyHost:
     host = ComfyHost(find_comfyui(), root, folders).start()
     clip = torch.linspace(0, 1, 9)[:, None, None, None].expand(9, 64, 64, 3).contiguous()
     upload(host, write_mp4(clip, os.path.join(root, "input_video.mp4")), "input_video.mp4")
+    from test_host_api import write_png
+
+    upload(host, write_png(os.path.join(root, "start_image.png"), 480, 848), "start_image.png")
     return host
 
 

@@ -176,3 +176,27 @@ def test_generate_with_a_gguf_dit_streams_fewer_bytes(models, tmp_path):
         reports[name] = json.loads(r.stdout.strip().splitlines()[-1])["stages"][1]
     assert reports["gguf"]["blocks_streamed"] == reports["bf16"]["blocks_streamed"] == 7
     assert 0 < reports["gguf"]["streamed_gib"] < 0.6 * reports["bf16"]["streamed_gib"]
+
+
+def test_generate_image_to_video(models, tmp_path):
+    from test_host_api import write_png
+
+    start = write_png(str(tmp_path / "start.png"), 40, 80)
+    out = tmp_path / "i2v.mp4"
+    args = ["generate", "--dit", models["i2v_dit"], "--llm", models["llm"], "--clip", models["clip"], "--vae",
+            models["vae"], "--prompt", "the fox runs", "--width", "48", "--height", "32", "--frames", "9", "--steps", "2"]
+    r = hystream(*args, "--image", start, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_video(str(out))[0].shape == (9 - 4, 32, 48, 3)  # the latent-concat reference drops 4 frames
+    assert "cropped to 60x40" in r.stderr
+    assert [s["stage"] for s in json.loads(r.stdout.strip().splitlines()[-1])["stages"]] == [
+        "text encode", "image encode", "sample", "decode"]
+
+    missing = hystream(*args, "--out", str(tmp_path / "x.mp4"))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "start image" in missing.stderr and "33 input channels" in missing.stderr
+
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"nope")
+    r = hystream(*args, "--image", str(bad), "--out", str(tmp_path / "y.mp4"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "still image" in r.stderr

@@ -26,6 +26,7 @@ NODES = {  # the node contract of the issue: class → its inputs
     "HyStreamVAEEncode": ["vae", "images", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
     "HyStreamSaveVideo": ["images", "fps", "filename_prefix", "crf"],
     "HyStreamLoadVideo": ["video", "max_frames", "frame_step"],
+    "HyStreamImageToVideo": ["positive", "vae", "start_image", "width", "height", "length", "negative"],
 }
 
 
@@ -35,7 +36,7 @@ def workflow(name: str, **overrides) -> dict:
         wf = json.load(f)
     for node in wf.values():
         inputs = node["inputs"]
-        if node["class_type"] == "EmptyHunyuanLatentVideo":
+        if node["class_type"] in ("EmptyHunyuanLatentVideo", "HyStreamImageToVideo"):
             inputs.update(width=64, height=64, length=9)
         if node["class_type"] == "HyStreamSampler":
             inputs.update(steps=4)
@@ -45,6 +46,17 @@ def workflow(name: str, **overrides) -> dict:
         node, key = path.split(".")
         wf[node]["inputs"][key] = value
     return wf
+
+
+def write_png(path: str, height: int, width: int, seed: int = 0) -> str:
+    """A start image: a smooth colour gradient with a little noise."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x / width, y / height, 0.5 + 0 * x], -1) * 200 + np.random.default_rng(seed).integers(0, 55, (height, width, 3))
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    return path
 
 
 def video_of(host, result, tmp_path, node="8"):
@@ -191,3 +203,20 @@ def test_step_cache_workflow(comfy_host, tmp_path):
     line = re.search(r"step cache mag_cache \(threshold 0\.5\): (\d+) of (\d+) passes skipped, ([\d.]+) GiB not streamed",
                      comfy_host.log()[log_before:])
     assert line and int(line.group(1)) > 0 and int(line.group(2)) == 10 and float(line.group(3)) >= 0, comfy_host.log()[-2000:]
+
+
+def test_image_to_video_over_http(comfy_host, tmp_path):
+    """The I2V example: LoadImage → HyStreamImageToVideo (start image cropped and resized, with a warning)
+    → the 33-channel DiT; the decode drops the 4 frames the reference pipeline drops."""
+    log_before = len(comfy_host.log())
+    upload(comfy_host, write_png(str(tmp_path / "start.png"), 50, 90), "start_image.png")
+    result = run_prompt(comfy_host, workflow("hunyuan_i2v_lowvram"))
+    assert result["status"] == "success", result.get("error")
+    frames, _ = video_of(comfy_host, result, tmp_path)
+    assert frames.shape == (9 - 4, 64, 64, 3)
+    new_log = comfy_host.log()[log_before:]
+    assert "start image (90x50) was cropped to 50x50" in new_log, new_log[-2000:]
+
+    t2v = run_prompt(comfy_host, workflow("hunyuan_t2v_lowvram", **{"1.dit_name": "hunyuan_video_image_to_video_720p_bf16.safetensors"}))
+    assert t2v["status"] == "error" and "start image" in t2v["error"]["exception_message"]
+    assert "HyStreamImageToVideo" in t2v["error"]["exception_message"]

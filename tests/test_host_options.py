@@ -16,13 +16,15 @@ from safetensors.torch import save_file
 from comfy_host import outcome, run_prompt, upload
 from hystream.demo import TINY_DIT, random_dit_state_dict, write_comfy_llava, write_comfy_vae
 from hystream.video_io import write_mp4
-from test_host_api import workflow
+from test_host_api import workflow, write_png
 from tiny_dit import save_layout
 
-SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStreamSampler": dict(steps=2)}
+SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStreamSampler": dict(steps=2),
+         "HyStreamImageToVideo": dict(width=64, height=48, length=5)}
 # Where each node lives in the example workflows (API ids)
 HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": ("hunyuan_v2v_lowvram", "10"),
-        "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13")}
+        "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13"),
+        "HyStreamImageToVideo": ("hunyuan_i2v_lowvram", "12")}
 T2V_IDS = {"HyStreamDiTLoader": "1", "HyStreamTextEncoderLoader": "2", "HyStreamVAELoader": "3",
            "HyStreamTextEncode": "4", "HyStreamSampler": "6", "HyStreamVAEDecode": "7", "HyStreamSaveVideo": "8"}
 TOO_SLOW = {("HyStreamSampler", "steps", "max")}  # 1000 steps: minutes on a CPU, and no new code path
@@ -61,6 +63,7 @@ def variants(comfy_host, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("videos")
     upload(comfy_host, write_mp4(clip, str(tmp / "a.mp4")), "input_video.mp4")
     upload(comfy_host, write_mp4(clip[:5], str(tmp / "b.mp4")), "second_clip.mp4")
+    upload(comfy_host, write_png(str(tmp / "start.png"), 40, 70), "start_image.png")
     # the files users expect to work (other tests of this session may add broken ones to the same folders)
     good = {"dit_name": set(dits) | {"hunyuan_video_t2v_720p_bf16.safetensors"},
             "llm_name": {"llava_llama3_fp8_scaled.safetensors", "llava_llama3_fp16.safetensors"},
@@ -105,8 +108,8 @@ def graph_for(node: str, name: str, value, label: str):
         if n["class_type"] == "HyStreamLoadVideo":
             n["inputs"]["max_frames"] = 9
     # a negative prompt, so that every cfg runs true CFG (it is ignored at cfg 1)
-    wf["12"] = {"class_type": "HyStreamTextEncode", "inputs": {"text_encoder": ["2", 0], "prompt": "blurry, static"}}
-    wf["6"]["inputs"]["negative"] = ["12", 0]
+    wf["19"] = {"class_type": "HyStreamTextEncode", "inputs": {"text_encoder": ["2", 0], "prompt": "blurry, static"}}
+    wf["6"]["inputs"]["negative"] = ["19", 0]
     wf[node_id]["inputs"][name] = value
     if name in PAIRED and label == "max":
         tile, largest = PAIRED[name]

@@ -71,9 +71,12 @@ def page(comfy_host, tmp_path_factory):
 
     from comfy_host import upload
     from hystream.video_io import write_mp4
+    from test_host_api import write_png
 
     clip = torch.linspace(0, 1, 9)[:, None, None, None].expand(9, 64, 64, 3).contiguous()
-    upload(comfy_host, write_mp4(clip, str(tmp_path_factory.mktemp("ui") / "v.mp4")), "input_video.mp4")
+    tmp = tmp_path_factory.mktemp("ui")
+    upload(comfy_host, write_mp4(clip, str(tmp / "v.mp4")), "input_video.mp4")
+    upload(comfy_host, write_png(str(tmp / "start.png"), 64, 64), "start_image.png")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 900})
