@@ -289,6 +289,36 @@ def encode_prompt(text_encoder, prompt: str) -> list:
     return to_conditioning(embeds)
 
 
+IMAGE_INTERLEAVE = {"latent_concat": 2, "token_replace": 4}  # the reference's image states kept per DiT variant
+
+
+def encode_image_prompt(text_encoder, vision_path: str, image, prompt: str, interleave: int = 2) -> list:
+    """HunyuanVideo-I2V's prompt: LLaVA's vision tower (loaded from `vision_path`, run once, freed) turns
+    the start image into the template's image tokens; the Llama layers stream as for text alone."""
+    from .loaders.vision_loader import load_vision
+    from .models.llava_vision import clip_pixels
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("a non-empty prompt", repr(prompt), "describe the video you want")
+    if not isinstance(interleave, int) or not 1 <= interleave <= 8:
+        raise InputError("image_interleave from 1 to 8 (2: HunyuanVideo-I2V latent concat, 4: token replace)",
+                         repr(interleave), "use 2 or 4")
+    encoder = text_encoder.encoder
+    vision = load_vision(vision_path, encoder.device, encoder.dtype)
+    try:
+        if vision.width != encoder.llama.hidden:
+            raise InputError(f"a vision projector to the Llama width ({encoder.llama.hidden})",
+                             f"one to {vision.width} in {vision_path}", "use the vision file of the same LLaVA model")
+        with torch.no_grad():
+            pixels = clip_pixels(image, vision.image_size).to(encoder.device, encoder.dtype)
+            features = check_finite(vision(pixels), "the start image's vision features")
+    finally:
+        del vision  # the tower is needed once per image
+    embeds = text_encoder.encode_with_image(prompt, features, interleave)
+    check_finite(embeds.states, "the LLaVA-Llama-3 prompt states")
+    return to_conditioning(embeds)
+
+
 def decode(vae, latent: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
     """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1]."""
     check_finite(latent, "the latent to decode", "a sampler that failed numerically; " + CAUSES)

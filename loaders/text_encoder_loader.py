@@ -51,6 +51,9 @@ class LoadedTextEncoder:
     def encode(self, prompt: str, use_cache: bool = True):
         return self.encoder.encode(prompt, use_cache)
 
+    def encode_with_image(self, prompt: str, image_features: torch.Tensor, interleave: int):
+        return self.encoder.encode_with_image(prompt, image_features, interleave)
+
     @property
     def stats(self):
         return self.streamer.stats

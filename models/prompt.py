@@ -78,3 +78,54 @@ def template_tokens(prompt: str, tokenizer, max_user_tokens: int = USER_TOKENS) 
                     "the last %d tokens were dropped", dropped, max_user_tokens, dropped)
         ids = ids[: crop + max_user_tokens]
     return TemplatedTokens(ids, crop, dropped)
+
+
+# -- HunyuanVideo-I2V: the image's tokens inside the system turn --------------------------------------------
+I2V_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\n<image>\nDescribe the video by detailing the following aspects "
+    "according to the reference image: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>\n\n"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+IMAGE = "<image>"
+ASSISTANT_HEAD = 4  # <|eot_id|> <|start_header_id|> assistant <|end_header_id|>: cut between the turns
+
+
+@dataclass
+class ImageTemplatedTokens:
+    head: list[int]  # BOS + the tokens before the image (the image's features come next)
+    tail: list[int]  # the tokens after the image
+    user: tuple[int, int]  # the user's tokens within `tail`
+    after: int  # where the kept suffix (the blank line after the assistant header) starts within `tail`
+    dropped: int
+
+
+def image_template_tokens(prompt: str, tokenizer, max_user_tokens: int = USER_TOKENS) -> ImageTemplatedTokens:
+    """Tencent's I2V template around `prompt`, split where the image goes. Kept for the DiT, as the
+    reference pipeline keeps them: the image's states, the user's tokens and the blank line after the
+    assistant header (`<|eot_id|>` and the assistant header between them are cut)."""
+    before, after = I2V_TEMPLATE.format(prompt).split(IMAGE, 1)
+    head = tokenizer(before, add_special_tokens=True)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and len(head) > 1 and head[0] == bos and head[1] == bos:
+        head = head[1:]
+    tail = tokenizer(after, add_special_tokens=False)["input_ids"]
+    header_end = token_id(tokenizer, HEADER_END)
+    ends = [i for i, t in enumerate(tail) if t == header_end]
+    if len(ends) < 2:
+        raise InputError("a prompt in Tencent's I2V template (user, then assistant turn)",
+                         f"{len(ends)} end-of-header tokens after the image", "do not put template tokens in the prompt")
+    start = user_turn_start(head + tail[:ends[-1]], tokenizer) - len(head)  # after the user's header
+    end = ends[-1] - (ASSISTANT_HEAD - 1)
+    dropped = max(0, end - start - max_user_tokens)
+    if dropped:
+        log.warning("HyStream: the prompt is %d tokens longer than the %d the text encoder reads; "
+                    "the last %d tokens were dropped", dropped, max_user_tokens, dropped)
+        tail = tail[:start + max_user_tokens] + tail[end:]
+        end = start + max_user_tokens
+    return ImageTemplatedTokens(head, tail, (start, end), end + ASSISTANT_HEAD, dropped)

@@ -16,7 +16,7 @@ import torch
 
 from .clip_encoder import ClipPooled
 from .llama_encoder import LlamaStates
-from .prompt import CLIP_TOKENS, USER_TOKENS, template_tokens
+from .prompt import CLIP_TOKENS, USER_TOKENS, image_template_tokens, template_tokens
 
 _CACHE: "OrderedDict[tuple, PromptEmbeds]" = OrderedDict()
 CACHE_SIZE = 32
@@ -49,6 +49,24 @@ class HunyuanTextEncoder:
         embeds = self.embed_rows(tokens.ids).to(device=self.device, dtype=self.dtype).unsqueeze(0)
         states = self.llama(embeds)[:, tokens.crop:]
         return states.float().cpu(), tokens.dropped
+
+    @torch.no_grad()
+    def image_llama_states(self, prompt: str, image_features: torch.Tensor, interleave: int) -> tuple[torch.Tensor, int]:
+        """HunyuanVideo-I2V: the image's projected features [1, n, width] take the template's <image>
+        place; returned are every `interleave`-th image state, then the user's tokens and the blank line
+        after the assistant header (as the reference pipeline crops them)."""
+        tokens = image_template_tokens(prompt, self.llama_tokenizer, self.max_user_tokens)
+        rows = lambda ids: self.embed_rows(ids).to(device=self.device, dtype=self.dtype).unsqueeze(0)  # noqa: E731
+        image = image_features.to(device=self.device, dtype=self.dtype)
+        states = self.llama(torch.cat((rows(tokens.head), image, rows(tokens.tail)), 1))
+        at, n = len(tokens.head), image.shape[1]
+        tail = states[:, at + n:]
+        kept = torch.cat((states[:, at:at + n:interleave], tail[:, tokens.user[0]:tokens.user[1]], tail[:, tokens.after:]), 1)
+        return kept.float().cpu(), tokens.dropped
+
+    def encode_with_image(self, prompt: str, image_features: torch.Tensor, interleave: int) -> PromptEmbeds:
+        states, dropped = self.image_llama_states(prompt, image_features, interleave)
+        return PromptEmbeds(states, torch.ones(states.shape[:2], dtype=torch.long), self.clip_pooled(prompt), dropped)
 
     @torch.no_grad()
     def clip_pooled(self, prompt: str) -> torch.Tensor:
