@@ -86,7 +86,7 @@ def check_generate(args, loras) -> None:
     check_output_settings(args.out, args.fps, args.crf)
     if not args.input_video:
         pipeline.check_video_size(args.width, args.height, args.frames)
-    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, args.image, *(p for p, _ in loras)]:
+    for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, args.image, args.vision, *(p for p, _ in loras)]:
         if path and not os.path.exists(path):
             raise InputError("existing files", f"no file at {path!r}", "check the paths")
     if args.tokenizer_dir and not os.path.isdir(args.tokenizer_dir):
@@ -102,7 +102,8 @@ def check_generate(args, loras) -> None:
         ("--cache-threshold", args.cache_threshold, "0 or more", args.cache_threshold >= 0),
         ("--cache-start", args.cache_start, "from 0 to 1", 0 <= args.cache_start <= 1),
         ("--cache-end", args.cache_end, "from 0 to 1", 0 <= args.cache_end <= 1),
-        ("--cache-max-skips", args.cache_max_skips, "0 or more", args.cache_max_skips >= 0)) if not ok]
+        ("--cache-max-skips", args.cache_max_skips, "0 or more", args.cache_max_skips >= 0),
+        ("--image-interleave", args.image_interleave, "from 0 (automatic) to 8", 0 <= args.image_interleave <= 8)) if not ok]
     if bad:
         flag, value, want = bad[0]
         raise InputError(f"{flag} {want}", f"{value}", f"fix {flag} (see python -m hystream generate --help)")
@@ -110,6 +111,30 @@ def check_generate(args, loras) -> None:
         raise InputError("--negative when --cfg > 1", "no negative prompt", "add --negative \"…\" or set --cfg 1")
     if args.input_video:
         probe_video(args.input_video)
+    if args.image:
+        from .video_io import read_image
+
+        read_image(args.image)  # a file that is not a picture fails here, before any model work
+
+
+def image_prompt_plan(args) -> tuple[str | None, int]:
+    """(the vision tower's file, image interleave) when the prompt needs the start image (a HunyuanVideo-I2V
+    DiT: 33 channels, or 16 with --image as token replace), else (None, 0). SkyReels-I2V prompts are text."""
+    from .errors import InputError
+    from .loaders.dit_loader import read_dit_config
+    from .loaders.vision_loader import has_vision_tower
+    from .pipeline import IMAGE_INTERLEAVE
+
+    if not args.image:
+        return None, 0
+    variant = read_dit_config(args.dit).image_condition or "token_replace"
+    if variant == "concat":
+        return None, 0
+    vision = args.vision or (args.llm if has_vision_tower(args.llm) else None)
+    if vision is None:
+        raise InputError("LLaVA's vision tower for a HunyuanVideo-I2V prompt", f"none in {args.llm} and no --vision",
+                         "pass --vision llava_llama3_vision.safetensors (ComfyUI's models/clip_vision) or a full LLaVA folder as --llm")
+    return vision, args.image_interleave or IMAGE_INTERLEAVE[variant]
 
 
 def comfyui_tokenizers() -> dict[str, str] | None:
@@ -139,12 +164,16 @@ def cmd_generate(args) -> dict:
     report = Report(device)
     tiles = TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap)
 
+    vision, interleave = image_prompt_plan(args)
     te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir,
                            host_tokenizer_dirs=comfyui_tokenizers())
     te.streamer.reserve_bytes = int(args.reserve_vram * GIB)
     try:
         with report.stage("text encode", te.streamer):
-            positive = pipeline.encode_prompt(te, args.prompt)
+            if vision:  # HunyuanVideo-I2V: the start image's tokens in the prompt (the negative as the reference: text)
+                positive = pipeline.encode_image_prompt(te, vision, read_image(args.image), args.prompt, interleave)
+            else:
+                positive = pipeline.encode_prompt(te, args.prompt)
             negative = pipeline.encode_prompt(te, args.negative) if args.negative else None
     finally:
         te.close()
@@ -273,7 +302,7 @@ def cmd_demo(args) -> dict:
         return dict(cmd_generate(gen), command="demo", host=None)
 
     print(f"starting ComfyUI from {snapshot} with HyStream installed for this run …")
-    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras")}
+    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras", "clip_vision")}
     host = ComfyHost(snapshot, tempfile.mkdtemp(prefix="hystream-demo-"), folders)
     t0 = time.perf_counter()
     host.start()
@@ -395,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "are multiples of 16)")
     g.add_argument("--image", help="image-to-video: the start image (png/jpg), cropped to the video's aspect and "
                                     "resized; needs an I2V DiT (HunyuanVideo-I2V, SkyReels-I2V)")
+    g.add_argument("--vision", help="HunyuanVideo-I2V: LLaVA's vision tower + projector (llava_llama3_vision.safetensors; "
+                                     "default: the --llm folder when it holds one)")
+    g.add_argument("--image-interleave", type=int, default=0, help="HunyuanVideo-I2V: keep every n-th image token "
+                                                                   "(0 = the reference's: 2 latent concat, 4 token replace)")
     g.add_argument("--denoise", type=float, default=0.6, help="video-to-video strength (1 = ignore the input)")
     g.add_argument("--vram-budget", type=float, default=0.0, help="GB for the sampling stage (0 = automatic)")
     g.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute (0 = synchronous)")

@@ -28,6 +28,7 @@ FILES = {  # the names ComfyUI's example workflows (and ours) use
     "clip": ("text_encoders", "clip_l.safetensors"),
     "vae": ("vae", "hunyuan_video_vae_bf16.safetensors"),
     "lora": ("loras", "hunyuan_video_demo_lora.safetensors"),
+    "vision": ("clip_vision", "llava_llama3_vision.safetensors"),  # LLaVA's vision tower + projector (I2V prompts)
 }
 
 
@@ -108,6 +109,24 @@ def write_clip_l(folder: str, vocab: int, eos: int, bos: int, seed: int = 0) -> 
     return _save(sd, folder, FILES["clip"][1])
 
 
+def write_llava_vision(folder: str, seed: int = 0) -> str:
+    """LLaVA's vision tower + projector as ComfyUI's llava_llama3_vision.safetensors (vision_model.* and
+    multi_modal_projector.*, fp16), a small CLIP ViT projecting to the tiny Llama's width."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=2,
+                                        image_size=64, patch_size=16, hidden_act="quick_gelu")
+    tower = transformers.CLIPVisionModel(cfg)
+    sd = {(k if k.startswith("vision_model.") else "vision_model." + k): v.detach().half()
+          for k, v in tower.state_dict().items() if not k.endswith("position_ids")}
+    g = torch.Generator().manual_seed(seed)
+    for name, shape in (("linear_1", (LLAMA_HIDDEN, 128)), ("linear_2", (LLAMA_HIDDEN, LLAMA_HIDDEN))):
+        sd[f"multi_modal_projector.{name}.weight"] = (torch.randn(shape, generator=g) / shape[1] ** 0.5).half()
+        sd[f"multi_modal_projector.{name}.bias"] = (0.02 * torch.randn(shape[0], generator=g)).half()
+    return _save(sd, folder, FILES["vision"][1])
+
+
 def vae_to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
     """Our (diffusers-style) VAE names → the ldm names of Comfy-Org's repackaged VAE (ComfyUI's
     AutoencoderKL with conv3d): down.N.block.M / downsample, up.N (numbered from the output end)
@@ -173,7 +192,7 @@ def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed
 
 def build_models(root: str) -> dict[str, str]:
     """All tiny models, as ComfyUI's models/ folders hold them (tokenizers beside the text encoders).
-    Returns {"dit" | "i2v_dit" | "llm" | "clip" | "vae" | "lora": path, "models": root}."""
+    Returns {"dit" | "i2v_dit" | "llm" | "clip" | "vae" | "lora" | "vision": path, "models": root}."""
     from .loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
 
     te_dir = os.path.join(root, "text_encoders")
@@ -188,6 +207,7 @@ def build_models(root: str) -> dict[str, str]:
         "clip": write_clip_l(te_dir, len(clip_tok), clip_tok.eos_token_id, clip_tok.bos_token_id),
         "vae": write_comfy_vae(os.path.join(root, FILES["vae"][0])),
         "lora": write_comfy_lora(os.path.join(root, FILES["lora"][0])),
+        "vision": write_llava_vision(os.path.join(root, FILES["vision"][0])),
         "models": root,
     }
 

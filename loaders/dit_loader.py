@@ -121,6 +121,18 @@ def _activation_estimate(model: HunyuanVideoDiT):
     return estimate
 
 
+def read_dit_config(path: str) -> DiTConfig:
+    """The DiT's config from the file's header alone (e.g. which I2V variant it is), nothing loaded."""
+    source = open_checkpoint(path, subfolders=("transformer",))
+    try:
+        layout = detect_dit_layout(source)
+        metas = {name: recipe_meta(source, r, name) for name, r in layout.recipes.items()}
+        check_gguf_patch_embedding(source, metas)
+        return infer_dit_config({n: m.shape for n, m in metas.items()}, source.describe)
+    finally:
+        source.close()
+
+
 def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str = "auto", prefetch_blocks: int = 1,
              vram_budget_gb: float | None = None, resident_blocks: Iterable[int] | str | None = None,
              host_tier: str = "auto", compute: str = "auto", backend=None, ram_reserve: int = 0) -> LoadedDiT:

@@ -58,3 +58,13 @@ def load_vision(path: str, device: str | torch.device = "cpu", dtype: torch.dtyp
         return vision
     finally:
         source.close()
+
+
+def has_vision_tower(path: str) -> bool:
+    """Whether the file or folder at `path` (e.g. a full LLaVA folder) holds the vision tower and projector."""
+    source = open_checkpoint(path, subfolders=("text_encoder",))
+    try:
+        keys = source.keys()
+        return _prefix(keys, ANCHOR) is not None and _prefix(keys, PROJECTOR) is not None
+    finally:
+        source.close()

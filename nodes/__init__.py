@@ -10,7 +10,7 @@ if HOST_AVAILABLE:
     from .loader_nodes import HyStreamDiTLoader, HyStreamLoRA, HyStreamTextEncoderLoader, HyStreamVAELoader
     from .sampler import HyStreamSampler
     from .step_cache import HyStreamStepCache
-    from .text_encode import HyStreamTextEncode
+    from .text_encode import HyStreamTextEncode, HyStreamTextEncodeImage
     from .vae_nodes import HyStreamVAEDecode, HyStreamVAEEncode
     from .video_nodes import HyStreamLoadVideo, HyStreamSaveVideo
 
@@ -20,6 +20,7 @@ if HOST_AVAILABLE:
         HyStreamLoRA: "HyStream LoRA", HyStreamStepCache: "HyStream Step Cache", HyStreamSampler: "HyStream Sampler", HyStreamVAEDecode: "HyStream VAE Decode",
         HyStreamVAEEncode: "HyStream VAE Encode", HyStreamSaveVideo: "HyStream Save Video",
         HyStreamLoadVideo: "HyStream Load Video", HyStreamImageToVideo: "HyStream Image To Video",
+        HyStreamTextEncodeImage: "HyStream Text Encode (Image)",
     }
     NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
     NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in _NODES.items()}

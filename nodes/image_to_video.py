@@ -27,7 +27,7 @@ class HyStreamImageToVideo:
             "start_image": ("IMAGE", {"tooltip": "The video's first frame (its first image is used)."}),
             "width": ("INT", {"default": 848, "min": 16, "max": 4096, "step": 16, "tooltip": "Video width in pixels."}),
             "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Video height in pixels."}),
-            "length": ("INT", {"default": 53, "min": 1, "max": 1024, "step": 4, "tooltip": "Video frames (4k+1)."}),
+            "length": ("INT", {"default": 53, "min": 1, "max": 1025, "step": 4, "tooltip": "Video frames (4k+1)."}),
         }, "optional": {
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt for true CFG: it gets the start image too."}),
         }}

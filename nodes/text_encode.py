@@ -1,10 +1,14 @@
-"""HyStreamTextEncode: prompt → native CONDITIONING."""
+"""HyStreamTextEncode (prompt) and HyStreamTextEncodeImage (prompt + start image, HunyuanVideo-I2V) → native
+CONDITIONING."""
 
 from __future__ import annotations
+
+import os
 
 from .. import pipeline
 from . import host
 from .guard import node_errors
+from .loader_nodes import missing_file, model_file
 
 
 class HyStreamTextEncode:
@@ -25,18 +29,59 @@ class HyStreamTextEncode:
 
     @node_errors("encoding the prompt")
     def encode(self, text_encoder, prompt):
-        layers = len(text_encoder.streamer.blocks)
-        progress = host.Progress(layers)
-        streamer = text_encoder.streamer
-        streamer.on_block = lambda i: progress.update(i + 1, layers)
-        streamer.interrupt = host.interrupt_check
-        host.make_room(text_encoder.clip_bytes())  # CLIP-L; the LLaVA layers' ring is planned by the streamer
-        try:
-            text_encoder.to_device()
-            cond = pipeline.encode_prompt(text_encoder, prompt)
-        finally:
-            streamer.on_block = streamer.interrupt = None
-            text_encoder.release_device()
-            host.empty_cache()
-        progress.update(layers, layers)
-        return (cond,)
+        return (run_encoder(text_encoder, lambda: pipeline.encode_prompt(text_encoder, prompt)),)
+
+
+def run_encoder(text_encoder, encode, extra_bytes: int = 0):
+    """`encode()` with CLIP-L on the device, the LLaVA layers streaming, progress per layer."""
+    layers = len(text_encoder.streamer.blocks)
+    progress = host.Progress(layers)
+    streamer = text_encoder.streamer
+    streamer.on_block = lambda i: progress.update(i + 1, layers)
+    streamer.interrupt = host.interrupt_check
+    host.make_room(text_encoder.clip_bytes() + extra_bytes)  # CLIP-L (+ the vision tower); the layers' ring is planned by the streamer
+    try:
+        text_encoder.to_device()
+        cond = encode()
+    finally:
+        streamer.on_block = streamer.interrupt = None
+        text_encoder.release_device()
+        host.empty_cache()
+    progress.update(layers, layers)
+    return cond
+
+
+class HyStreamTextEncodeImage:
+    DESCRIPTION = ("HunyuanVideo-I2V's prompt: LLaVA's vision tower (llava_llama3_vision.safetensors from "
+                   "models/clip_vision, loaded for this image and freed) turns the start image into the prompt "
+                   "template's image tokens; the LLaVA layers stream as for text. Use it with a HunyuanVideo-I2V "
+                   "DiT (SkyReels-I2V takes the plain HyStreamTextEncode) and give the same image to "
+                   "HyStreamImageToVideo.")
+    CATEGORY = "HyStream"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder": ("HYSTREAM_TEXT_ENCODER", {"tooltip": "From HyStreamTextEncoderLoader."}),
+            "vision_name": (host.model_files("clip_vision"), {
+                "tooltip": "LLaVA's vision tower with its projector: llava_llama3_vision.safetensors (models/clip_vision)."}),
+            "image": ("IMAGE", {"tooltip": "The start image (its first frame is used)."}),
+            "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                  "tooltip": "What happens in the video, starting from the image."}),
+            "image_interleave": ("INT", {"default": 2, "min": 1, "max": 8, "tooltip":
+                "Keep every n-th image token: 2 for HunyuanVideo-I2V (33 channels, latent concat), 4 for its "
+                "token-replace version (16 channels), as Tencent's pipeline does."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vision_name):
+        return missing_file("clip_vision", vision_name, "vision_name")
+
+    @node_errors("encoding the prompt with the image")
+    def encode(self, text_encoder, vision_name, image, prompt, image_interleave):
+        path = model_file("clip_vision", vision_name, "vision_name")
+        vision_bytes = os.path.getsize(path)
+        return (run_encoder(text_encoder, lambda: pipeline.encode_image_prompt(text_encoder, path, image, prompt,
+                                                                              image_interleave), vision_bytes),)

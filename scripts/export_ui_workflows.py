@@ -38,7 +38,7 @@ def start_host(root: str) -> ComfyHost:
     from hystream.video_io import write_mp4
 
     models = build_models(os.path.join(root, "models"))
-    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras")}
+    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras", "clip_vision")}
     host = ComfyHost(find_comfyui(), root, folders).start()
     clip = torch.linspace(0, 1, 9)[:, None, None, None].expand(9, 64, 64, 3).contiguous()
     upload(host, write_mp4(clip, os.path.join(root, "input_video.mp4")), "input_video.mp4")

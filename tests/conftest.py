@@ -57,7 +57,7 @@ def comfy_host(comfy_snapshot, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("comfy_session")
     models = build_models(str(root / "models"))
-    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras")}
+    folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras", "clip_vision")}
     host = ComfyHost(comfy_snapshot, str(root), folders, extra_nodes={"hystream_test_switch": SWITCH_PACK})
     host.models = models
     host.start()

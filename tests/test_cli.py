@@ -185,7 +185,7 @@ def test_generate_image_to_video(models, tmp_path):
     out = tmp_path / "i2v.mp4"
     args = ["generate", "--dit", models["i2v_dit"], "--llm", models["llm"], "--clip", models["clip"], "--vae",
             models["vae"], "--prompt", "the fox runs", "--width", "48", "--height", "32", "--frames", "9", "--steps", "2"]
-    r = hystream(*args, "--image", start, "--out", str(out))
+    r = hystream(*args, "--image", start, "--vision", models["vision"], "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_video(str(out))[0].shape == (9 - 4, 32, 48, 3)  # the latent-concat reference drops 4 frames
     assert "cropped to 60x40" in r.stderr
@@ -196,7 +196,10 @@ def test_generate_image_to_video(models, tmp_path):
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "start image" in missing.stderr and "33 input channels" in missing.stderr
 
+    no_vision = hystream(*args, "--image", start, "--out", str(tmp_path / "z.mp4"))
+    assert no_vision.returncode != 0 and "Traceback" not in no_vision.stderr and "--vision" in no_vision.stderr
+
     bad = tmp_path / "not_an_image.png"
     bad.write_bytes(b"nope")
-    r = hystream(*args, "--image", str(bad), "--out", str(tmp_path / "y.mp4"))
+    r = hystream(*args, "--image", str(bad), "--vision", models["vision"], "--out", str(tmp_path / "y.mp4"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "still image" in r.stderr

@@ -27,6 +27,7 @@ NODES = {  # the node contract of the issue: class → its inputs
     "HyStreamSaveVideo": ["images", "fps", "filename_prefix", "crf"],
     "HyStreamLoadVideo": ["video", "max_frames", "frame_step"],
     "HyStreamImageToVideo": ["positive", "vae", "start_image", "width", "height", "length", "negative"],
+    "HyStreamTextEncodeImage": ["text_encoder", "vision_name", "image", "prompt", "image_interleave"],
 }
 
 

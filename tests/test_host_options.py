@@ -24,10 +24,11 @@ SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStre
 # Where each node lives in the example workflows (API ids)
 HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": ("hunyuan_v2v_lowvram", "10"),
         "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13"),
-        "HyStreamImageToVideo": ("hunyuan_i2v_lowvram", "12")}
+        "HyStreamImageToVideo": ("hunyuan_i2v_lowvram", "12"), "HyStreamTextEncodeImage": ("hunyuan_i2v_lowvram", "4")}
 T2V_IDS = {"HyStreamDiTLoader": "1", "HyStreamTextEncoderLoader": "2", "HyStreamVAELoader": "3",
            "HyStreamTextEncode": "4", "HyStreamSampler": "6", "HyStreamVAEDecode": "7", "HyStreamSaveVideo": "8"}
-TOO_SLOW = {("HyStreamSampler", "steps", "max")}  # 1000 steps: minutes on a CPU, and no new code path
+# 1000 steps, 1025 frames: minutes on a CPU, and no new code path
+TOO_SLOW = {("HyStreamSampler", "steps", "max"), ("HyStreamImageToVideo", "length", "max")}
 # an overlap is at most half its tile: the largest overlap is run with the largest tile
 PAIRED = {"tile_overlap": ("tile_size", 2048), "temporal_overlap": ("temporal_tile", 512)}
 
@@ -71,7 +72,7 @@ def variants(comfy_host, tmp_path_factory):
             "vae_name": {"hunyuan_video_vae_bf16.safetensors", "hunyuan_video_vae_kijai_bf16.safetensors"},
             "lora_name": {"hunyuan_video_demo_lora.safetensors", "hunyuan_lora_musubi.safetensors",
                           "hunyuan_lora_diffusers.safetensors"},
-            "video": {"input_video.mp4", "second_clip.mp4"}}
+            "video": {"input_video.mp4", "second_clip.mp4"}, "vision_name": {"llava_llama3_vision.safetensors"}}
     return dits, good
 
 
