@@ -8,9 +8,13 @@ allocations) run on HyStream's real model classes with the real shapes, bf16.
   of 351 tokens.
 - VAE decode with the default tiles (256 px / 64 overlap, 64 frames / 16): the decoder weights + the
   peak of its largest tile (one tile at a time is on the device; frames go to the CPU).
+- Image-to-video (`--i2v`), at 720×1280×129 and 544×960×129: the DiT stage of HunyuanVideo-I2V latent
+  concat (33 input channels, 288 image + 256 text tokens), token replace (16 channels, 144 + 256) and
+  SkyReels-I2V (32 channels, 256 text tokens) next to T2V's (256); the text stage with LLaVA's vision
+  tower (CLIP ViT-L/14-336 + projector, run first and freed) and the Llama on the I2V template's tokens.
 Prints a table per stage and a JSON line last. Sizes: the four of the brief, plus `--size F H W`.
 
-    python bench/memory_estimate.py [--size 61 480 848] [--quick]
+    python bench/memory_estimate.py [--size 61 480 848] [--quick] [--i2v]
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def param_bytes(module, dtype=DT) -> int:
     return sum(p.numel() for p in module.parameters()) * torch.empty((), dtype=dtype).element_size()
 
 
-def dit_stage(frames: int, height: int, width: int, text: int, quick: bool) -> dict:
+def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_channels: int = 16) -> dict:
     from estimate import LiveBytes  # memest
     from torch.func import functional_call
 
@@ -45,7 +49,7 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool) -> d
     from hystream.models.dit_config import DiTConfig
     from hystream.models.dit_memory import forward_peak_bytes
 
-    cfg = DiTConfig()
+    cfg = DiTConfig(in_channels=in_channels)
     with torch.device("meta"):
         full = HunyuanVideoDiT(cfg)
     blocks = [param_bytes(b) for b in full.blocks]
@@ -59,7 +63,7 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool) -> d
         model.compute_dtype, model.device = DT, torch.device("cuda")
         with flash_attention(), fake_mode():
             params = {n: torch.empty(p.shape, dtype=DT, device="cuda") for n, p in model.named_parameters()}
-            inputs = dict(x=torch.empty(shape, dtype=DT, device="cuda"), timestep=torch.empty(1, device="cuda"),
+            inputs = dict(x=torch.empty((1, in_channels, *shape[2:]), dtype=DT, device="cuda"), timestep=torch.empty(1, device="cuda"),
                           txt=torch.empty(1, text, cfg.text_dim, dtype=DT, device="cuda"),
                           pooled=torch.empty(1, cfg.pooled_dim, dtype=DT, device="cuda"),
                           guidance=torch.empty(1, device="cuda"))
@@ -86,6 +90,72 @@ def text_stage() -> dict:
     act = tem.activation_peak(config, 351, torch.float16) or 0
     return dict(stage="text encoder", weights_gib=(2 * layer + clip) / GIB, activations_gib=act / GIB,
                 total_gib=(2 * layer + clip + act) / GIB)
+
+
+def vision_stage() -> dict:
+    """LLaVA's vision tower + projector on one 336×336 image (fake tensors, bf16)."""
+    from estimate import LiveBytes
+    from torch.func import functional_call
+
+    from hystream.memory_probe import fake_mode, flash_attention
+    from hystream.models.llava_vision import LlavaVision, infer_vision_config
+
+    shapes = {"embeddings.patch_embedding.weight": (1024, 3, 14, 14), "embeddings.position_embedding.weight": (577, 1024),
+              "encoder.layers.0.mlp.fc1.weight": (4096, 1024)}
+    shapes.update({f"encoder.layers.{i}.layer_norm1.weight": (1024,) for i in range(24)})
+    vision = LlavaVision(infer_vision_config(shapes, "CLIP ViT-L/14-336"), 4096)
+    weights = param_bytes(vision)
+    with flash_attention(), fake_mode():
+        params = {n: torch.empty(p.shape, dtype=DT, device="cuda") for n, p in vision.named_parameters()}
+        buffers = {n: torch.zeros(b.shape, dtype=torch.long, device="cuda") for n, b in vision.named_buffers()}
+        pixels = torch.empty(1, 3, 336, 336, dtype=DT, device="cuda")
+        lb = LiveBytes(round_to=512)
+        lb.track(list(params.values()), pixels)
+        base = lb.cur
+        with lb:
+            out = functional_call(vision, {**params, **buffers}, (pixels,))
+        del out
+    act = lb.peak - base
+    return dict(stage="vision tower", weights_gib=weights / GIB, activations_gib=act / GIB, total_gib=(weights + act) / GIB)
+
+
+def i2v_text_stage() -> dict:
+    """The Llama pass of an I2V prompt: template (~103) + 576 image + 256 user + 5 tokens, with the vision
+    features (576 × 4096) alive beside it; the vision tower is freed before it."""
+    import text_encoder_memory as tem
+
+    config = tem.llama_config()
+    tokens = 103 + 576 + 256 + 5
+    layer = tem.layer_bytes(config, {"linear": 2, "other": 2})
+    clip = tem.clip_bytes(torch.float16)
+    act = (tem.activation_peak(config, tokens, torch.float16) or 0) + 576 * 4096 * 2
+    return dict(stage="text encoder", tokens=tokens, weights_gib=(2 * layer + clip) / GIB, activations_gib=act / GIB,
+                total_gib=(2 * layer + clip + act) / GIB)
+
+
+I2V_SIZES = [(129, 720, 1280), (129, 544, 960)]
+I2V_VARIANTS = [("T2V", 16, 256), ("I2V latent concat", 33, 576 // 2 + 256), ("I2V token replace", 16, 576 // 4 + 256),
+                ("SkyReels-I2V", 32, 256)]
+
+
+def i2v_rows(quick: bool) -> list[dict]:
+    vision = vision_stage()
+    text = i2v_text_stage()
+    print(f"\n{'size':>16s} {'I2V stage':>22s} {'weights':>9s} {'activ.':>9s} {'total':>9s}")
+    rows = []
+    for f, h, w in I2V_SIZES:
+        for name, channels, tokens in I2V_VARIANTS:
+            dit = dit_stage(f, h, w, tokens, quick, channels)
+            rows.append(dict(size=f"{f}x{h}x{w}", variant=name, text_tokens=tokens, dit_gib=round(dit["total_gib"], 4)))
+            print(f"{f:>4d}×{h:>4d}×{w:<5d} {'DiT ' + name:>22s} {dit['weights_gib']:9.3f} {dit['activations_gib']:9.3f} "
+                  f"{dit['total_gib']:9.3f}")
+    for stage in (vision, text):
+        print(f"{'any size':>16s} {stage['stage']:>22s} {stage['weights_gib']:9.3f} {stage['activations_gib']:9.3f} "
+              f"{stage['total_gib']:9.3f}")
+    t2v = {r["size"]: r["dit_gib"] for r in rows if r["variant"] == "T2V"}
+    worst = max(abs(r["dit_gib"] - t2v[r["size"]]) for r in rows)
+    return [dict(rows=rows, vision_tower_gib=round(vision["total_gib"], 4), i2v_text_encoder_gib=round(text["total_gib"], 4),
+                 i2v_text_tokens=text["tokens"], dit_max_gib_over_t2v=round(worst, 4))]
 
 
 def vae_stage(frames: int, height: int, width: int) -> dict:
@@ -123,6 +193,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=3, action="append", metavar=("FRAMES", "HEIGHT", "WIDTH"))
     ap.add_argument("--text", type=int, default=256, help="text tokens in the DiT (256 = the most a prompt gives)")
     ap.add_argument("--quick", action="store_true", help="DiT activations from the one-block-per-kind shortcut")
+    ap.add_argument("--i2v", action="store_true", help="also the image-to-video rows (DiT variants, vision tower)")
     args = ap.parse_args()
     sizes = SIZES + [tuple(s) for s in args.size or []]
     text = text_stage()
@@ -140,7 +211,8 @@ def main() -> None:
                   f"{stage['activations_gib']:9.3f} {stage['total_gib']:9.3f} {'≤ ' + str(target) if target else '':>7s}")
     ok = all(r["dit"]["total_gib"] <= r["dit_target_gib"] for r in rows if r["dit_target_gib"])
     ok = ok and text["total_gib"] <= 2 and rows[0]["vae_decode"]["total_gib"] <= 4
-    print(json.dumps(dict(bench="memory_estimate", dtype="bf16", attention="flash-style (memest stub)",
+    i2v = i2v_rows(args.quick)[0] if args.i2v else None
+    print(json.dumps(dict(bench="memory_estimate", i2v=i2v, dtype="bf16", attention="flash-style (memest stub)",
                           all_targets_met=ok, rows=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in
                                                      [("size", f"{r['frames']}x{r['height']}x{r['width']}"),
                                                       ("dit_gib", r["dit"]["total_gib"]),

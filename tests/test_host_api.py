@@ -221,3 +221,26 @@ def test_image_to_video_over_http(comfy_host, tmp_path):
     t2v = run_prompt(comfy_host, workflow("hunyuan_t2v_lowvram", **{"1.dit_name": "hunyuan_video_image_to_video_720p_bf16.safetensors"}))
     assert t2v["status"] == "error" and "start image" in t2v["error"]["exception_message"]
     assert "HyStreamImageToVideo" in t2v["error"]["exception_message"]
+
+
+def test_native_image_to_video_node_feeds_our_sampler(comfy_host, tmp_path):
+    """ComfyUI's own HunyuanImageToVideo (with its own VAE) carries the start image in its format; our
+    sampler reads it: "v1 (concat)" for the 33-channel DiT, "v2 (replace)" as token replace on a 16-channel
+    one."""
+    from hystream.demo import write_comfy_vae
+
+    vae_dir = os.path.join(comfy_host.models["models"], "vae")
+    if not os.path.exists(os.path.join(vae_dir, "hunyuan_video_vae_full.safetensors")):
+        write_comfy_vae(vae_dir, full_size=True, name="hunyuan_video_vae_full.safetensors")
+    upload(comfy_host, write_png(str(tmp_path / "start.png"), 64, 64), "start_image.png")
+    for dit, guidance, frames in (("hunyuan_video_image_to_video_720p_bf16.safetensors", "v1 (concat)", 5),
+                                  ("hunyuan_video_t2v_720p_bf16.safetensors", "v2 (replace)", 9)):
+        wf = workflow("hunyuan_i2v_lowvram", **{"1.dit_name": dit})
+        wf["20"] = {"class_type": "VAELoader", "inputs": {"vae_name": "hunyuan_video_vae_full.safetensors"}}
+        wf["12"] = {"class_type": "HunyuanImageToVideo", "inputs": {
+            "positive": ["4", 0], "vae": ["20", 0], "width": 64, "height": 64, "length": 9, "batch_size": 1,
+            "guidance_type": guidance, "start_image": ["11", 0]}}
+        wf["6"]["inputs"]["latent"] = ["12", 1]
+        result = run_prompt(comfy_host, wf)
+        assert result["status"] == "success", (guidance, result.get("error"))
+        assert video_of(comfy_host, result, tmp_path)[0].shape == (frames, 64, 64, 3)

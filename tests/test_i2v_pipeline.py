@@ -180,3 +180,26 @@ def test_fit_image_crops_to_the_aspect_and_says_so(caplog):
     assert "cropped to 90x60" in caplog.text
     same = pipeline.fit_image(image[:, :32, :48], 48, 32)
     assert torch.equal(same, image[:1, :32, :48])
+
+
+def test_lora_and_video_to_video_on_an_i2v_dit(world, tmp_path):
+    """LoRA (the T2V key formats apply: same block names) and denoise < 1 keep working on an I2V DiT."""
+    from hystream.loaders.lora import load_lora
+    from test_lora import random_lora, write
+
+    positive = pipeline.encode_prompt(world["te"], PROMPT)
+    latent_image = pipeline.encode_start_image(world["vae"], world["image"], WIDTH, HEIGHT)
+    pos = pipeline.with_start_image(positive, latent_image, FRAMES)
+    source = pipeline.encode_video(world["vae"], torch.rand(FRAMES, HEIGHT, WIDTH, 3))
+    lora_path = write(random_lora(), "comfy", tmp_path / "i2v_lora.safetensors")
+    dit = load_dit(world["files"]["latent_concat"])
+    try:
+        v2v = pipeline.sample(dit, pos, source, SampleSettings(seed=2, steps=4, denoise=0.3))
+        full = pipeline.sample(dit, pos, source, SampleSettings(seed=2, steps=4, denoise=1.0))
+        with_lora = pipeline.sample(dit, pos, source, SampleSettings(seed=2, steps=4, denoise=0.3),
+                                    loras=((load_lora(lora_path, dit.model), 1.0),))
+    finally:
+        dit.close()
+    assert v2v.shape == source.shape and torch.isfinite(with_lora).all()
+    assert (with_lora - v2v).abs().max() > 1e-3
+    assert (v2v - source).abs().mean() < (full - source).abs().mean()  # it kept much of the input video
