@@ -19,6 +19,7 @@ import torch
 from ..errors import CorruptFileError, NotFoundError, UnsupportedLayoutError, list_some
 from ..quant.dequant import dequantize
 from ..quant.kinds import BY_ID, FLOAT_IDS, KINDS, QuantKind
+from .positioned_file import PositionedFile
 from .tensor_source import Meta, TensorSource
 
 FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -62,7 +63,7 @@ class GGUFSource(TensorSource):
         self.metadata, infos = self._parse()
         self.arch = self.metadata.get("general.architecture")
         self._tensors = {t.name: t for t in infos}
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._file = PositionedFile(self.path, self._corrupt)
 
     # -- header ---------------------------------------------------------------------------------
     def _corrupt(self, found: str) -> CorruptFileError:
@@ -136,21 +137,10 @@ class GGUFSource(TensorSource):
         t = self._tensors[name]
         return Meta(t.dtype, t.shape, t.kind.name if t.kind else None)
 
-    def _pread(self, offset: int, view: memoryview) -> None:
-        done = 0
-        while done < len(view):
-            n = os.preadv(self._fd, [view[done:]], offset + done)
-            if n <= 0:
-                raise self._corrupt(f"end of file at byte {offset + done:,} while reading")
-            done += n
-
     def read_into(self, name: str, out: torch.Tensor) -> None:
         """The tensor's bytes as stored (quantised ones stay quantised) into a contiguous CPU uint8 buffer."""
         t = self._tensors[name]
-        if out.dtype != torch.uint8 or out.device.type != "cpu" or not out.is_contiguous() or out.numel() != t.nbytes:
-            raise ValueError(f"read_into({name!r}) needs a contiguous CPU uint8 tensor of {t.nbytes} bytes")
-        if t.nbytes:
-            self._pread(t.offset, memoryview(out.numpy()).cast("B"))
+        self._file.read_tensor_into(name, t.offset, t.nbytes, out)
 
     def read(self, name: str) -> torch.Tensor:
         """The tensor as numbers: float ones in their dtype, quantised ones decoded to float32."""
@@ -164,26 +154,9 @@ class GGUFSource(TensorSource):
     def read_rows(self, name: str, rows: list[int]) -> torch.Tensor:
         """Rows of a 2D tensor (an embedding table), decoded, without reading the rest."""
         t = self._tensors[name]
-        if len(t.shape) != 2:
-            raise ValueError(f"read_rows({name!r}) needs a 2D tensor, not {list(t.shape)}")
-        row_bytes = t.nbytes // t.shape[0]
-        out = torch.empty(len(rows), row_bytes, dtype=torch.uint8)
-        view = memoryview(out.numpy()).cast("B")
-        for i, r in enumerate(rows):
-            if not 0 <= r < t.shape[0]:
-                raise IndexError(f"row {r} of {name!r} (which has {t.shape[0]} rows)")
-            self._pread(t.offset + r * row_bytes, view[i * row_bytes:(i + 1) * row_bytes])
-        if t.kind is None:
-            return out.view(t.dtype)
-        return dequantize(out, t.kind, t.shape[1])
+        out = self._file.read_rows(name, t.offset, t.shape, t.nbytes, rows)
+        return out.view(t.dtype) if t.kind is None else dequantize(out, t.kind, t.shape[1])
 
     def close(self) -> None:
-        fd, self._fd = getattr(self, "_fd", -1), -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        if hasattr(self, "_file"):
+            self._file.close()

@@ -12,12 +12,12 @@ import json
 import math
 import os
 import struct
-import threading
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import CorruptFileError, NotFoundError
+from .positioned_file import PositionedFile
 
 DTYPES = {
     "F64": torch.float64,
@@ -59,8 +59,7 @@ class SafetensorsFile:
             raise NotFoundError("an existing .safetensors file", f"no file at {self.path!r}",
                                 "check the path or the file name picked in the node")
         self.size = os.path.getsize(self.path)
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        self._lock = threading.Lock()  # only used where os.preadv does not exist (Windows)
+        self._file = PositionedFile(self.path, self._corrupt)
         try:
             self.tensors, self.metadata = self._parse_header()
         except BaseException:
@@ -116,33 +115,14 @@ class SafetensorsFile:
     # -- reading --------------------------------------------------------------------------------
     def _pread(self, offset: int, nbytes: int) -> bytes:
         buf = bytearray(nbytes)
-        self._read_into(offset, memoryview(buf))
+        self._file.read_into(offset, memoryview(buf))
         return bytes(buf)
-
-    def _read_into(self, offset: int, view: memoryview) -> None:
-        done = 0
-        total = len(view)
-        while done < total:
-            if hasattr(os, "preadv"):
-                n = os.preadv(self._fd, [view[done:]], offset + done)
-            else:  # Windows: no positioned read, so serialise seek+read
-                with self._lock:
-                    os.lseek(self._fd, offset + done, os.SEEK_SET)
-                    chunk = os.read(self._fd, total - done)
-                    n = len(chunk)
-                    view[done:done + n] = chunk
-            if n <= 0:
-                raise self._corrupt(f"end of file at byte {offset + done:,} while reading")
-            done += n
 
     def read_into(self, name: str, out: torch.Tensor) -> None:
         """Copy tensor `name`'s raw bytes into `out`, a contiguous CPU uint8 tensor of exactly its size
         (pinned or not). No intermediate copy: the kernel writes straight into `out`."""
         info = self.tensors[name]
-        if out.dtype != torch.uint8 or out.device.type != "cpu" or not out.is_contiguous() or out.numel() != info.nbytes:
-            raise ValueError(f"read_into({name!r}) needs a contiguous CPU uint8 tensor of {info.nbytes} bytes")
-        if info.nbytes:
-            self._read_into(info.offset, memoryview(out.numpy()).cast("B"))
+        self._file.read_tensor_into(name, info.offset, info.nbytes, out)
 
     def read(self, name: str) -> torch.Tensor:
         """A fresh CPU tensor holding tensor `name` (its own memory, not a view of a mapping)."""
@@ -154,24 +134,8 @@ class SafetensorsFile:
     def read_rows(self, name: str, rows: list[int]) -> torch.Tensor:
         """Rows of a 2D tensor (an embedding table) without reading the rest: [len(rows), width]."""
         info = self.tensors[name]
-        if len(info.shape) != 2:
-            raise ValueError(f"read_rows({name!r}) needs a 2D tensor, not {list(info.shape)}")
-        row_bytes = info.nbytes // info.shape[0]
-        out = torch.empty(len(rows), row_bytes, dtype=torch.uint8)
-        view = memoryview(out.numpy()).cast("B")
-        for i, r in enumerate(rows):
-            if not 0 <= r < info.shape[0]:
-                raise IndexError(f"row {r} of {name!r} (which has {info.shape[0]} rows)")
-            self._read_into(info.offset + r * row_bytes, view[i * row_bytes:(i + 1) * row_bytes])
-        return out.view(info.dtype)
+        return self._file.read_rows(name, info.offset, info.shape, info.nbytes, rows).view(info.dtype)
 
     def close(self) -> None:
-        fd, self._fd = getattr(self, "_fd", -1), -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        if hasattr(self, "_file"):
+            self._file.close()

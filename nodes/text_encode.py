@@ -11,6 +11,13 @@ from .guard import node_errors
 from .loader_nodes import missing_file, model_file
 
 
+TEXT_ENCODER = ("HYSTREAM_TEXT_ENCODER", {"tooltip": "From HyStreamTextEncoderLoader."})
+
+
+def prompt_input(tooltip: str) -> tuple:
+    return ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": tooltip})
+
+
 class HyStreamTextEncode:
     DESCRIPTION = ("Encodes the prompt with LLaVA-Llama-3 (layers streamed) and CLIP-L into ComfyUI's native "
                    "HunyuanVideo CONDITIONING (it also feeds native nodes). Up to 256 prompt tokens; longer "
@@ -21,11 +28,8 @@ class HyStreamTextEncode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "text_encoder": ("HYSTREAM_TEXT_ENCODER", {"tooltip": "From HyStreamTextEncoderLoader."}),
-            "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
-                                  "tooltip": "What the video shows: subject, action, scene, light, camera."}),
-        }}
+        return {"required": {"text_encoder": TEXT_ENCODER,
+                             "prompt": prompt_input("What the video shows: subject, action, scene, light, camera.")}}
 
     @node_errors("encoding the prompt")
     def encode(self, text_encoder, prompt):
@@ -51,25 +55,21 @@ def run_encoder(text_encoder, encode, extra_bytes: int = 0):
     return cond
 
 
-class HyStreamTextEncodeImage:
+class HyStreamTextEncodeImage(HyStreamTextEncode):
     DESCRIPTION = ("HunyuanVideo-I2V's prompt: LLaVA's vision tower (llava_llama3_vision.safetensors from "
                    "models/clip_vision, loaded for this image and freed) turns the start image into the prompt "
                    "template's image tokens; the LLaVA layers stream as for text. Use it with a HunyuanVideo-I2V "
                    "DiT (SkyReels-I2V takes the plain HyStreamTextEncode) and give the same image to "
                    "HyStreamImageToVideo.")
-    CATEGORY = "HyStream"
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "encode"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "text_encoder": ("HYSTREAM_TEXT_ENCODER", {"tooltip": "From HyStreamTextEncoderLoader."}),
+            "text_encoder": TEXT_ENCODER,
             "vision_name": (host.model_files("clip_vision"), {
                 "tooltip": "LLaVA's vision tower with its projector: llava_llama3_vision.safetensors (models/clip_vision)."}),
             "image": ("IMAGE", {"tooltip": "The start image (its first frame is used)."}),
-            "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
-                                  "tooltip": "What happens in the video, starting from the image."}),
+            "prompt": prompt_input("What happens in the video, starting from the image."),
             "image_interleave": ("INT", {"default": 2, "min": 1, "max": 8, "tooltip":
                 "Keep every n-th image token: 2 for HunyuanVideo-I2V (33 channels, latent concat), 4 for its "
                 "token-replace version (16 channels), as Tencent's pipeline does."}),

@@ -13,7 +13,7 @@ from test_host_api import workflow
 from tiny_gguf import dit_types, twin, write_gguf
 
 PREFIX = "model.diffusion_model."
-GGUF_NAME = "hunyuan-video-t2v-720p-Q4_K_M.gguf"
+GGUF_NAME = "hunyuan-video-t2v-720p-Q5_K_M.gguf"  # the bad-input tests put a broken Q4_K_M beside it
 TWIN_NAME = "hunyuan_video_gguf_twin_fp32.safetensors"
 
 
