@@ -123,7 +123,7 @@ def image_prompt_plan(args) -> tuple[str | None, int]:
     from .errors import InputError
     from .loaders.dit_loader import read_dit_config
     from .loaders.vision_loader import has_vision_tower
-    from .pipeline import IMAGE_INTERLEAVE
+    from .sampling.image_condition import IMAGE_INTERLEAVE
 
     if not args.image:
         return None, 0

@@ -166,6 +166,7 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
                      "latent frame is the clean image)")
         x = i2v.initial_latents(image, x, from_noise=first == 0)
     first_tokens = image.first_frame_tokens(model.cfg.patch) if image is not None else 0
+    i2v.check_prompt_kind(image, pos.extra.get("hystream_image_interleave"))
     guidance = torch.full((batch,), s.embedded_guidance * 1000.0)
 
     streamer = dit.streamer
@@ -289,9 +290,6 @@ def encode_prompt(text_encoder, prompt: str) -> list:
     return to_conditioning(embeds)
 
 
-IMAGE_INTERLEAVE = {"latent_concat": 2, "token_replace": 4}  # the reference's image states kept per DiT variant
-
-
 def encode_image_prompt(text_encoder, vision_path: str, image, prompt: str, interleave: int = 2) -> list:
     """HunyuanVideo-I2V's prompt: LLaVA's vision tower (loaded from `vision_path`, run once, freed) turns
     the start image into the template's image tokens; the Llama layers stream as for text alone."""
@@ -316,7 +314,9 @@ def encode_image_prompt(text_encoder, vision_path: str, image, prompt: str, inte
         del vision  # the tower is needed once per image
     embeds = text_encoder.encode_with_image(prompt, features, interleave)
     check_finite(embeds.states, "the LLaVA-Llama-3 prompt states")
-    return to_conditioning(embeds)
+    cond = to_conditioning(embeds)
+    cond[0][1]["hystream_image_interleave"] = interleave  # lets the sampler check it against the DiT
+    return cond
 
 
 def decode(vae, latent: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:

@@ -18,10 +18,15 @@ from dataclasses import dataclass
 
 import torch
 
+import logging
+
 from ..errors import InputError
+
+log = logging.getLogger("hystream")
 
 BLEND = 0.999  # HunyuanVideo-I2V starts from noise·0.999 + image·0.001 (the reference pipeline's t)
 DROPPED_FRAMES = 4  # decoded frames the latent-concat reference drops (the re-encoded start image)
+IMAGE_INTERLEAVE = {"latent_concat": 2, "token_replace": 4}  # image states the reference keeps: every n-th
 FIX = "connect the start image through HyStreamImageToVideo (or ComfyUI's HunyuanImageToVideo)"
 
 
@@ -97,3 +102,18 @@ def hold_first_frame(cond: ImageCondition, v: torch.Tensor) -> torch.Tensor:
         v = v.clone()
         v[:, :, 0] = 0
     return v
+
+
+def check_prompt_kind(cond: ImageCondition | None, interleave: int | None) -> None:
+    """Warn when the prompt was encoded for another variant: an image prompt (HyStreamTextEncodeImage) on a
+    T2V or SkyReels run, or an image interleave other than the reference's for this DiT. It runs, but the
+    DiT sees a prompt it was not trained on."""
+    if interleave is None:
+        return
+    kind = cond.kind if cond is not None else None
+    if kind in (None, "concat"):
+        log.warning("HyStream: the prompt carries the start image's tokens (HyStreamTextEncodeImage), but this DiT is "
+                    "%s, which was trained on text prompts: use HyStreamTextEncode", "SkyReels-I2V" if kind else "text-to-video")
+    elif interleave != IMAGE_INTERLEAVE[kind]:
+        log.warning("HyStream: image_interleave %d on a %s DiT; its reference uses %d", interleave, kind,
+                    IMAGE_INTERLEAVE[kind])

@@ -175,3 +175,25 @@ def test_vision_files_that_cannot_serve(world, tmp_path):
     with pytest.raises(InputError) as info:
         pipeline.encode_image_prompt(world["te"], narrow, world["image"], PROMPT)
     assert "Llama width (512)" in str(info.value)
+
+
+def test_sampler_warns_when_the_prompt_is_for_another_variant(world, tmp_path, caplog):
+    """An image prompt on a T2V DiT, or interleave 2 on token replace: it runs, with a warning naming the fix."""
+    from hystream.loaders.dit_loader import load_dit
+    from hystream.pipeline import SampleSettings
+    from tiny_dit import TINY, save_layout, tencent_state_dict
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, text_dim=512, pooled_dim=128)
+    path = save_layout(tencent_state_dict(cfg), "comfy", str(tmp_path), cfg)[0]
+    cond = pipeline.encode_image_prompt(world["te"], world["files"]["comfy"], world["image"], PROMPT, 2)
+    dit = load_dit(path)
+    try:
+        pipeline.sample(dit, cond, pipeline.empty_latent(32, 32, 1), SampleSettings(steps=1))
+        assert "trained on text prompts" in caplog.text
+        caplog.clear()
+        image = torch.zeros(1, 16, 1, 4, 4)
+        pipeline.sample(dit, pipeline.with_start_image(cond, image, 1), pipeline.empty_latent(32, 32, 1), SampleSettings(steps=1))
+        assert "image_interleave 2 on a token_replace DiT; its reference uses 4" in caplog.text
+    finally:
+        dit.close()
