@@ -76,9 +76,9 @@ def parse_lora(spec: str) -> tuple[str, float]:
         raise InputError("--lora FILE:STRENGTH", repr(spec), "e.g. --lora my_lora.safetensors:0.8") from None
 
 
-def check_generate(args, loras) -> None:
+def check_generate(args, loras):
     """Everything the run will need, checked before any model is opened: a bad --out, --fps, tile size or
-    missing file fails in a second, not after the whole generation."""
+    missing file fails in a second, not after the whole generation. Returns the start image (or None)."""
     from . import pipeline
     from .vae.tiling import TileSpec, check_tiles
     from .video_io import check_output_settings, probe_video
@@ -114,7 +114,8 @@ def check_generate(args, loras) -> None:
     if args.image:
         from .video_io import read_image
 
-        read_image(args.image)  # a file that is not a picture fails here, before any model work
+        return read_image(args.image)  # a file that is not a picture fails here, before any model work
+    return None
 
 
 def image_prompt_plan(args) -> tuple[str | None, int]:
@@ -156,10 +157,10 @@ def cmd_generate(args) -> dict:
     from .loaders.vae_loader import load_vae
     from .sampling.step_cache import StepCacheSettings, report_line
     from .vae.tiling import Hooks, TileSpec
-    from .video_io import read_image, read_video, write_mp4
+    from .video_io import read_video, write_mp4
 
     loras = [parse_lora(s) for s in args.lora or []]
-    check_generate(args, loras)
+    start_image = check_generate(args, loras)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report = Report(device)
     tiles = TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap)
@@ -171,7 +172,7 @@ def cmd_generate(args) -> dict:
     try:
         with report.stage("text encode", te.streamer):
             if vision:  # HunyuanVideo-I2V: the start image's tokens in the prompt (the negative as the reference: text)
-                positive = pipeline.encode_image_prompt(te, vision, read_image(args.image), args.prompt, interleave)
+                positive = pipeline.encode_image_prompt(te, vision, start_image, args.prompt, interleave)
             else:
                 positive = pipeline.encode_prompt(te, args.prompt)
             negative = pipeline.encode_prompt(te, args.negative) if args.negative else None
@@ -193,7 +194,7 @@ def cmd_generate(args) -> dict:
     if args.image:  # image-to-video: the start image at the latent's size, attached to both prompts
         width, height, frames = latent.shape[4] * 8, latent.shape[3] * 8, (latent.shape[2] - 1) * 4 + 1
         with report.stage("image encode"):
-            image_latent = pipeline.encode_start_image(vae, read_image(args.image), width, height, tiles)
+            image_latent = pipeline.encode_start_image(vae, start_image, width, height, tiles)
         positive = pipeline.with_start_image(positive, image_latent, frames)
         negative = pipeline.with_start_image(negative, image_latent, frames) if negative else None
     vae.release_device()

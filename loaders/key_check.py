@@ -53,3 +53,10 @@ def check_fp8_scales(found: dict[str, Meta], *, marker: bool, describe: str, wha
                              f"{len(missing)} of {len(fp8)} scales missing ({list_some(missing, 3)}) in {describe}",
                              "the file is damaged or was edited: download the scaled_fp8 release again, or use the "
                              "fp16/bf16 file")
+
+
+def key_prefix(keys, anchor: str) -> str | None:
+    """The shortest prefix under which `anchor` appears among `keys` (e.g. "model." for a Llama inside
+    "model.layers.0.…"), or None."""
+    hits = [k[: -len(anchor)] for k in keys if k.endswith(anchor)]
+    return min(hits, key=len) if hits else None

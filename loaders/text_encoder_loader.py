@@ -26,7 +26,7 @@ from ..models.text_encoder import HunyuanTextEncoder
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dtypes import compute_dtype, dominant_float_dtype
-from .key_check import check_fp8_scales, check_tensors, scale_names
+from .key_check import check_fp8_scales, check_tensors, key_prefix, scale_names
 from .model_kind import describe_model
 from .recipes import Recipe, block_sources, mark_quantised, recipe_meta
 from .tensor_source import TensorSource, open_checkpoint
@@ -92,11 +92,6 @@ def file_identity(path: str) -> tuple:
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-def _prefix(keys, anchor: str) -> str | None:
-    hits = [k[: -len(anchor)] for k in keys if k.endswith(anchor)]
-    return min(hits, key=len) if hits else None
-
-
 # llama.cpp's names (a LLaVA-Llama-3 GGUF, as ComfyUI-GGUF's CLIP loader reads it) → Hugging Face's
 LLAMA_CPP_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -125,8 +120,8 @@ def _llama_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[s
     keys = source.keys()
     if "blk.0.attn_q.weight" in keys and "token_embd.weight" in keys:
         return _llama_cpp_recipes(source)
-    prefix = _prefix(keys, LLAMA_ANCHOR)
-    if prefix is None or _prefix(keys, CLIP_ANCHOR) is not None:  # CLIP's layers also end in self_attn.q_proj
+    prefix = key_prefix(keys, LLAMA_ANCHOR)
+    if prefix is None or key_prefix(keys, CLIP_ANCHOR) is not None:  # CLIP's layers also end in self_attn.q_proj
         raise WrongModelError("a LLaVA-Llama-3 text encoder (HF Llama names)",
                               f"{describe_model(keys)} in {source.describe}",
                               "pick llava_llama3_fp16.safetensors (or _fp8_scaled) from models/text_encoders")
@@ -189,7 +184,7 @@ def _load_clip(path: str, device: torch.device, tokenizer) -> tuple[ClipPooled, 
     source = open_checkpoint(path, subfolders=("text_encoder_2",))
     try:
         keys = source.keys()
-        prefix = _prefix(keys, CLIP_ANCHOR)
+        prefix = key_prefix(keys, CLIP_ANCHOR)
         if prefix is None:
             raise WrongModelError("a CLIP-L text encoder (HF CLIPTextModel names)",
                                   f"{describe_model(keys)} in {source.describe}",

@@ -11,17 +11,12 @@ import torch
 from ..errors import WrongModelError
 from ..models.llava_vision import LlavaVision, infer_vision_config
 from .dtypes import compute_dtype, dominant_float_dtype
-from .key_check import check_tensors
+from .key_check import check_tensors, key_prefix
 from .model_kind import describe_model
 from .tensor_source import open_checkpoint
 
 ANCHOR = "embeddings.patch_embedding.weight"
 PROJECTOR = "multi_modal_projector.linear_1.weight"
-
-
-def _prefix(keys, anchor: str) -> str | None:
-    hits = [k[: -len(anchor)] for k in keys if k.endswith(anchor)]
-    return min(hits, key=len) if hits else None
 
 
 def load_vision(path: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LlavaVision:
@@ -30,7 +25,7 @@ def load_vision(path: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     source = open_checkpoint(path, subfolders=("text_encoder",))
     try:
         keys = source.keys()
-        tower, proj = _prefix(keys, ANCHOR), _prefix(keys, PROJECTOR)
+        tower, proj = key_prefix(keys, ANCHOR), key_prefix(keys, PROJECTOR)
         if tower is None or proj is None:
             what = describe_model(keys)
             raise WrongModelError(
@@ -65,6 +60,6 @@ def has_vision_tower(path: str) -> bool:
     source = open_checkpoint(path, subfolders=("text_encoder",))
     try:
         keys = source.keys()
-        return _prefix(keys, ANCHOR) is not None and _prefix(keys, PROJECTOR) is not None
+        return key_prefix(keys, ANCHOR) is not None and key_prefix(keys, PROJECTOR) is not None
     finally:
         source.close()

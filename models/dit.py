@@ -141,14 +141,15 @@ class HunyuanVideoDiT(nn.Module):
             elif bool(txt_mask.all()):
                 txt_mask = None
 
-        vec = self.time_in(timestep, dt) + self.vector_in(pooled)
+        pooled_vec = self.vector_in(pooled)
+        vec = self.time_in(timestep, dt) + pooled_vec
         if self.guidance_in is not None:
             g = guidance.to(dev).float()
             vec = vec + self.guidance_in(g.expand(batch) if g.dim() else g.repeat(batch), dt)
 
         blocks_vec = vec
         if first_frame_tokens:
-            first = self.time_in(torch.zeros_like(timestep), dt) + self.vector_in(pooled)
+            first = self.time_in(torch.zeros_like(timestep), dt) + pooled_vec
             blocks_vec = FirstTokens(first, vec, int(first_frame_tokens))
 
         img = self.img_in(x)
