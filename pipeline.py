@@ -19,6 +19,7 @@ from .loaders.lora import LoRA, attach_loras
 from .models.text_encoder import PromptEmbeds
 from .models.layers import Modulation
 from .offload.binding import bind
+from .sizes import automatic_budget
 from .sampling.euler import Step, cfg_combine, euler, noise, noised
 from .sampling import image_condition as i2v
 from .sampling.step_cache import StepCache, StepCacheSettings
@@ -259,6 +260,7 @@ def fit_chunk(dit, x_shape: tuple, text: int) -> int | None:
     budget = streamer.budget_bytes or streamer.backend.free_bytes(streamer.reserve_bytes)
     if budget is None or dit.model.attention_kernel() != "math":
         return None
+    budget = budget if streamer.budget_bytes else automatic_budget(budget)
     ring = 2 * max((streamer.block_bytes(i) for i in range(len(streamer.blocks))), default=0)
     return dit.model.choose_chunk(x_shape, text, budget - streamer.fixed_bytes - ring)
 
@@ -274,7 +276,7 @@ def vae_stage_plan(vae, latent_shape: tuple, spec: TileSpec, what: str, availabl
     model = vae.model
     check_tiles(spec, model.cfg.space_compression, model.cfg.time_compression)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    budget = None if available is None else max(0, available - weights)
+    budget = None if available is None else max(0, automatic_budget(available) - weights)
     resolved = auto_tiles(model, spec, tuple(latent_shape), budget, what)
     return resolved, weights + tile_peak_bytes(model, resolved, what)
 

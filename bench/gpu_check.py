@@ -1,244 +1,183 @@
-"""Every check that needs a GPU, in one short run (≤ 8 minutes on one GPU); prints one JSON line last.
+"""Every check that needs a GPU, in one short run on a bare machine (only torch, numpy, safetensors, einops and
+transformers installed; the pack need not be): one JSON line last on stdout, and the same JSON written to
+`--out DIR/gpu_check.json` after each section, so a run cut short still leaves every figure taken so far.
 
-1. the stream-protocol tests (`pytest -m stream_protocol`, the CUDA test of test_streamer.py) on the
-   real CUDA under TORCH_CUDA_SANITIZER=1 (PyTorch's CUDA sanitizer: unsynchronised stream accesses);
-2. streamed vs resident DiT at full width (hidden 3072) on the GPU: bit-identical? time ratio;
-3. peak VRAM measured vs the estimate the automatic budget plans with: the DiT stage (full width, a few
-   blocks, a 720p-sized token count), the LLaVA stage (full-width layers, the template's token count) and
-   a VAE decode tile (full width);
-4. page-locked bytes held vs the weight bytes they hold (pinned tier);
-5. the GPU's stall per streamed block (events), and the CUDA context's size.
+Sections, in order, each with its share of `--budget-s` (it sizes its repeats to it; a section that would
+start after the budget is recorded as skipped). An error is recorded in its section (`error`, `trace`)
+and the run goes on:
+  environment          GPU, capability, driver, torch / CUDA versions, allocator backend, CUDA context size
+  pinning_refusal      a refused cudaHostRegister, then a kernel on the same thread: must not raise
+  protocol             the stream-protocol scenarios (tests/stream_scenarios.py) on the real CUDA
+  dit_file             writes the full-width DiT (2 double + 2 single blocks, bf16) the next sections load
+  dit_streamed_vs_resident   bit-identical? time ratio, stall per block, at 16k and 720p-sized token counts
+  dit_streamed_vs_resident_async_allocator   the same in a subprocess under backend:cudaMallocAsync
+  peaks                peak allocated / reserved per stage (DiT, streamed LLaVA, a VAE tile) vs the estimates
+  pinned               page-locked bytes held vs the weight bytes they hold
+  gguf_decode          GGUF decode throughput per quant type vs copying the bf16 weight from pinned memory
+  worker_thread_sanitizer   PyTorch's CUDA sanitizer extended to the streamer's worker thread (last:
+                       importing the sanitizer turns on CUDA tracing for the rest of the process)
 
-Without a GPU it prints {"gpu": false, ...} and exits 0. `--device cpu` runs sections 2-4 on the CPU as a
-dry run of the script itself (figures meaningless, code paths exercised).
+Without a GPU it prints {"gpu": false, ...} and exits 0. `--device cpu` is a dry run of every section at
+tiny sizes (the simulated CUDA of tests/stream_check.py where a section needs streams), which CI runs.
 
-    python bench/gpu_check.py [--budget-s 480] [--skip-protocol]
+    python bench/gpu_check.py [--out DIR] [--budget-s 480] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import atexit
+import contextlib
+import faulthandler
+import importlib
 import json
 import os
-import subprocess
+import shutil
+import signal
 import sys
 import tempfile
 import time
 import traceback
 
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import GIB, median, sync, timed, trim  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
 
 
-def section(report: dict, name: str, fn, deadline: float):
-    if time.time() > deadline:
-        report[name] = {"skipped": "time budget spent"}
-        return
-    t0 = time.time()
-    try:
-        report[name] = fn()
-    except Exception as e:  # one failing section must not hide the others' figures
-        report[name] = {"error": f"{type(e).__name__}: {str(e)[:400]}", "trace": traceback.format_exc()[-1500:]}
-    report[name]["seconds"] = round(time.time() - t0, 1)
-    print(f"{name}: {json.dumps(report[name])[:400]}", file=sys.stderr, flush=True)
+def make_pack_importable() -> None:
+    """`import hystream` from this checkout whether or not it is installed (as tests/conftest.py does), and
+    the pytest-free test helpers (tests/stream_scenarios.py, tests/stream_check.py)."""
+    link_dir = tempfile.mkdtemp(prefix="hystream-import-")
+    atexit.register(shutil.rmtree, link_dir, True)
+    os.symlink(REPO, os.path.join(link_dir, "hystream"))
+    sys.path[:0] = [link_dir, BENCH, os.path.join(REPO, "tests")]
+
+
+class Share:
+    """A section's time: it may use `left()` seconds (its share, or less when the run is late)."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.time() + max(0.0, seconds)
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.time())
+
+
+class Context:
+    """What sections share: the device, a scratch folder, and the DiT file once dit_file wrote it."""
+
+    def __init__(self, device, folder: str, dit_path: str | None = None):
+        self.device, self.folder = device, folder
+        self.small = device.type != "cuda"  # dry run: tiny sizes
+        self.dit_path = dit_path
+
+
+class Run:
+    def __init__(self, out_dir: str, budget_s: float, report: dict):
+        self.out = os.path.join(out_dir, "gpu_check.json")
+        self.budget_s, self.deadline = budget_s, time.time() + budget_s
+        self.report = report
+        self.report.setdefault("sections", {})
+
+    def save(self) -> None:
+        tmp = self.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.report, f, indent=1)
+        os.replace(tmp, self.out)
+
+    def section(self, name: str, where: str, ctx: Context, share: float) -> None:
+        """Run the function `where` ("module.function", imported here: a module that fails to import is
+        that section's error) with its share of the budget, and record its figures."""
+        sections = self.report["sections"]
+        if time.time() >= self.deadline:
+            sections[name] = {"skipped": "time budget spent"}
+            self.save()
+            return
+        t0 = time.time()
+        try:
+            module, function = where.split(".")
+            fn = getattr(importlib.import_module(module), function)
+            result = fn(ctx, Share(min(share * self.budget_s, self.deadline - t0)))
+        except BaseException as e:  # one failing section must not hide the others' figures
+            result = {"error": f"{type(e).__name__}: {str(e)[:400]}", "trace": traceback.format_exc()[-1500:]}
+            if not isinstance(e, Exception):  # SIGTERM / Ctrl-C: record it, then stop
+                sections[name] = result
+                self.save()
+                raise
+        result["seconds"] = round(time.time() - t0, 1)
+        sections[name] = result
+        self.save()
+        print(f"{name}: {json.dumps(result)[:300]}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):  # the next section starts from a clean allocator either way
+            release_memory()
+
+
+def release_memory() -> None:
+    import torch
+    from measure import trim
+
     trim()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def protocol_under_sanitizer(timeout: int) -> dict:
-    env = dict(os.environ, TORCH_CUDA_SANITIZER="1", HYSTREAM_PROTOCOL_DEVICE="cuda")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "stream_protocol",
-           "tests/test_stream_protocol.py", "tests/test_streamer.py::test_cuda_streamed_equals_a_resident_cuda_run"]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    tail = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    return {"returncode": r.returncode, "summary": tail, "passed": r.returncode == 0,
-            "failures": [line for line in r.stdout.splitlines() if line.startswith("FAILED")][:10]}
+SECTIONS = [  # (name, "module.function", share of the budget), in the order they run
+    ("environment", "gpu_sections.environment", 0.03),
+    ("pinning_refusal", "gpu_sections.pinning_refusal", 0.02),
+    ("protocol", "gpu_protocol.protocol", 0.15),
+    ("dit_file", "gpu_dit.dit_file", 0.08),
+    ("dit_streamed_vs_resident", "gpu_dit.streamed_vs_resident", 0.20),
+    ("dit_streamed_vs_resident_async_allocator", "gpu_dit.async_allocator", 0.12),
+    ("peaks", "gpu_peaks.peaks", 0.15),
+    ("pinned", "gpu_sections.pinned", 0.03),
+    ("gguf_decode", "gpu_sections.gguf_decode", 0.05),
+    ("worker_thread_sanitizer", "gpu_protocol.worker_thread_sanitizer", 0.12),  # last: it turns CUDA tracing on
+]
 
 
-def write_dit(folder: str, double: int, single: int) -> tuple[str, object]:
-    from safetensors.torch import save_file
-
-    from hystream.demo import random_dit_state_dict
-    from hystream.models.dit_config import DiTConfig
-
-    cfg = dataclasses.replace(DiTConfig(), depth_double=double, depth_single=single)
-    path = os.path.join(folder, "dit_fullwidth_bf16.safetensors")
-    sd = random_dit_state_dict(cfg, dtype=torch.bfloat16)
-    save_file({"model.diffusion_model." + k: v for k, v in sd.items()}, path)
-    del sd
-    return path, cfg
-
-
-def dit_inputs(cfg, latent: tuple, text: int, device):
-    g = torch.Generator().manual_seed(0)
-    return dict(x=torch.randn(1, 16, *latent, generator=g).to(device), timestep=torch.tensor([700.0]),
-                txt=torch.randn(1, text, cfg.text_dim, generator=g).to(device),
-                pooled=torch.randn(1, cfg.pooled_dim, generator=g).to(device), guidance=torch.tensor([6000.0]))
-
-
-def streamed_vs_resident(path, cfg, device) -> dict:
-    from hystream.loaders.dit_loader import load_dit
-
-    inputs = dit_inputs(cfg, (4, 32, 32) if device.type == "cuda" else (1, 8, 8), 128, device)
-    outs, times, stats = {}, {}, {}
-    for mode, resident in (("streamed", None), ("resident", "all")):
-        dit = load_dit(path, device, prefetch_blocks=1, resident_blocks=resident, host_tier="pinned")
-        try:
-            with torch.no_grad(), dit.streamer.session():
-                dit(**inputs)  # warm-up
-                dit.streamer.stats.reset()
-                times[mode] = median([timed(lambda: dit(**inputs), device) for _ in range(3)])
-                outs[mode] = dit(**inputs).float().cpu()
-            stats[mode] = dit.stats.as_dict()
-            held = dit.streamer.store.held_bytes
-            weights = sum(dit.streamer.block_bytes(i) for i in range(len(dit.streamer.blocks)))
-        finally:
-            dit.close()
-    s = stats["streamed"]
-    return {"identical": bool(torch.equal(outs["streamed"], outs["resident"])),
-            "max_abs_diff": float((outs["streamed"] - outs["resident"]).abs().max()),
-            "time_streamed_s": round(times["streamed"], 4), "time_resident_s": round(times["resident"], 4),
-            "time_ratio": round(times["streamed"] / times["resident"], 4),
-            "stall_ms_per_block": round(1000 * s["stall_seconds"] / max(1, s["copies"]), 3),
-            "wait_ms_per_block": round(1000 * s["wait_seconds"] / max(1, s["copies"]), 3),
-            "pinned_bytes": held, "weight_bytes": weights, "pinned_ratio": round(held / weights, 4) if weights else None}
-
-
-def dit_peak_vs_estimate(path, cfg, device) -> dict:
-    """The DiT stage at a 720p-sized token count (720×1280×129: 118,800 image tokens)."""
-    from hystream.loaders.dit_loader import load_dit
-
-    latent = (33, 90, 160)
-    dit = load_dit(path, device, prefetch_blocks=1)
-    try:
-        inputs = dit_inputs(cfg, latent, 256, device)
-        estimate_act = dit.model.activation_bytes((1, 16, *latent), 256)
-        ring = 2 * max(dit.streamer.block_bytes(i) for i in range(len(dit.streamer.blocks)))
-        estimate = estimate_act + ring + dit.streamer.fixed_bytes
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        with torch.no_grad():
-            out = dit(**inputs)
-        sync(device)
-        measured = (torch.cuda.max_memory_allocated(device) - base + dit.streamer.fixed_bytes) if device.type == "cuda" else None
-        del out
-    finally:
-        dit.close()
-    return {"tokens": latent[0] * latent[1] * latent[2] // 4 + 256, "estimate_gib": round(estimate / GIB, 3),
-            "measured_gib": round(measured / GIB, 3) if measured else None,
-            "measured_over_estimate": round(measured / estimate, 4) if measured else None,
-            "attention_kernel": dit.model.attention_kernel(), "compute_dtype": str(dit.model.compute_dtype)}
-
-
-def llava_peak_vs_estimate(folder, device) -> dict:
-    """Full-width LLaVA layers (4 of them, 2 run), the template's token count: ring + activations."""
-    import transformers
-    from safetensors.torch import save_file
-
-    from hystream.demo import write_clip_l, write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
-    from hystream.loaders.text_encoder_loader import load_text_encoder
-    from hystream.loaders.tokenizer_files import load_clip_tokenizer
-    from hystream.planner import TEMPLATE_TOKENS, _llama_activations
-
-    te_dir = os.path.join(folder, "te")
-    write_tiny_llama_tokenizer(te_dir)
-    write_tiny_clip_tokenizer(te_dir)
-    cfg = transformers.LlamaConfig(vocab_size=128320, hidden_size=4096, intermediate_size=14336, num_hidden_layers=4,
-                                   num_attention_heads=32, num_key_value_heads=8, head_dim=128)
-    with torch.device("meta"):
-        names = {k: v.shape for k, v in transformers.LlamaModel(cfg).state_dict().items()}
-    save_file({"model." + k: (torch.randn(s) * 0.02).half() for k, s in names.items()},
-              os.path.join(te_dir, "llava_llama3_fp16.safetensors"))
-    clip_tok = load_clip_tokenizer(te_dir)
-    clip = write_clip_l(te_dir, len(clip_tok), clip_tok.eos_token_id, clip_tok.bos_token_id)
-    te = load_text_encoder(os.path.join(te_dir, "llava_llama3_fp16.safetensors"), clip, device)
-    try:
-        te.to_device()
-        prompt = " ".join(["fox"] * 300 if device.type == "cuda" else ["fox"] * 10)  # the full 256 user tokens
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        te.encode(prompt, use_cache=False)
-        sync(device)
-        measured = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
-        ring = 2 * te.streamer.block_bytes(0)
-    finally:
-        te.close()
-    estimate = ring + _llama_activations(TEMPLATE_TOKENS)
-    return {"estimate_gib": round(estimate / GIB, 3), "measured_gib": round(measured / GIB, 3) if measured else None,
-            "measured_over_estimate": round(measured / estimate, 4) if measured else None}
-
-
-def vae_peak_vs_estimate(folder, device) -> dict:
-    """One full-width decoder tile (the default 256 px × 64 frames tile: latent 17 × 32 × 32)."""
-    from hystream.demo import write_comfy_vae
-    from hystream.loaders.vae_loader import load_vae
-    from hystream.planner import vae_tile_peak
-    from hystream.vae.tiling import TileSpec
-
-    path = write_comfy_vae(os.path.join(folder, "vae"), full_size=True)
-    vae = load_vae(path, device)
-    try:
-        vae.to_device()
-        z = torch.randn(1, 16, 17, 32, 32) if device.type == "cuda" else torch.randn(1, 16, 2, 8, 8)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        from hystream import pipeline
-
-        pipeline.decode(vae, z, TileSpec(256, 64, 64, 16))
-        sync(device)
-        measured = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
-        dtype = vae.model.dtype if hasattr(vae.model, "dtype") else torch.bfloat16
-    finally:
-        vae.close()
-    estimate = vae_tile_peak(tuple(z.shape[2:]), dtype if dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16)
-    return {"estimate_gib": round(estimate / GIB, 3), "measured_gib": round(measured / GIB, 3) if measured else None,
-            "measured_over_estimate": round(measured / estimate, 4) if measured else None}
-
-
-def main() -> int:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a dry run of the script")
-    ap.add_argument("--budget-s", type=float, default=480, help="stop starting sections after this many seconds")
-    ap.add_argument("--skip-protocol", action="store_true", help="skip the sanitizer run of the protocol tests")
-    args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(json.dumps({"gpu": False, "reason": "torch.cuda.is_available() is False", "torch": torch.__version__}))
+    ap.add_argument("--device", default="cuda", help="cuda (default), or cpu: a dry run of every section")
+    ap.add_argument("--budget-s", type=float, default=480, help="no section starts after this many seconds")
+    ap.add_argument("--out", help="folder for gpu_check.json (default: a new temporary folder)")
+    ap.add_argument("--only-section", help=argparse.SUPPRESS)  # the async-allocator subprocess
+    ap.add_argument("--dit-file", help=argparse.SUPPRESS)  # ... reuses the parent's DiT file
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out_dir = args.out or tempfile.mkdtemp(prefix="hystream-gpu-check-")
+    os.makedirs(out_dir, exist_ok=True)
+    print(f"gpu_check: writing {os.path.join(out_dir, 'gpu_check.json')}", file=sys.stderr, flush=True)
+    faulthandler.enable()  # a crash in native code still says where
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's TERM still leaves the JSON
+    import torch
+
+    report = {"gpu": False, "device": args.device, "torch": torch.__version__, "cuda_build": torch.version.cuda}
+    run = Run(out_dir, args.budget_s, report)
+    folder = tempfile.mkdtemp(prefix="hystream-gpu-check-models-")  # the model files the sections write
+    try:
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            report["reason"] = "torch.cuda.is_available() is False"
+            return 0
+        report["gpu"] = args.device.startswith("cuda")
+        report["dry_run"] = not report["gpu"]
+        try:
+            make_pack_importable()
+            ctx = Context(torch.device(args.device), folder, args.dit_file)
+        except Exception as e:  # nothing can run, but the report still says why
+            report["error"] = f"{type(e).__name__}: {e}"
+            return 1
+        for name, where, share in SECTIONS:
+            if args.only_section is None:
+                run.section(name, where, ctx, share)
+            elif args.only_section == name:  # a subprocess for one section: all of its budget
+                run.section(name, where, ctx, 0.95)
         return 0
-    device = torch.device(args.device)
-    deadline = time.time() + args.budget_s
-    report: dict = {"gpu": device.type == "cuda", "torch": torch.__version__}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        torch.zeros(1, device=device)
-        free, total = torch.cuda.mem_get_info(device)
-        report.update(name=props.name, capability=list(torch.cuda.get_device_capability(device)),
-                      total_gib=round(total / GIB, 2),
-                      cuda_context_gib=round((total - free - torch.cuda.memory_reserved(device)) / GIB, 3))
-        if not args.skip_protocol:
-            section(report, "protocol_sanitizer", lambda: protocol_under_sanitizer(int(min(240, args.budget_s / 2))), deadline)
-    folder = tempfile.mkdtemp(prefix="hystream-gpu-check-")
-    path, cfg = write_dit(folder, 2, 2)
-    section(report, "dit_streamed_vs_resident", lambda: streamed_vs_resident(path, cfg, device), deadline)
-    section(report, "dit_peak", lambda: dit_peak_vs_estimate(path, cfg, device) if device.type == "cuda" else
-            {"skipped": "a 720p token count needs a GPU"}, deadline)
-    section(report, "llava_peak", lambda: llava_peak_vs_estimate(folder, device), deadline)
-    section(report, "vae_peak", lambda: vae_peak_vs_estimate(folder, device), deadline)
-    for name, value in report.items():
-        print(f"{name:28s} {json.dumps(value)[:300]}")
-    print(json.dumps(report))
-    return 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        run.save()
+        print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class LoadedDiT:
         """Hold nothing on the compute device between runs: resident blocks and the non-block parts go
         back to the host (the host store stays, so the next run starts without touching the disk)."""
         self.streamer.set_resident(())
+        self.model.clear_caches()
         if self.model.device.type != "cpu" and self.on_device:
             bind(self.model, self.fixed_host)
             self.on_device = self.streamer.fixed_on_device = False

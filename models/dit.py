@@ -56,6 +56,20 @@ class HunyuanVideoDiT(nn.Module):
         self.step_cache = None  # a sampling run's step-cache policy (sampling/step_cache.py), or None
         self.first_block_modulation: nn.Module | None = None  # TeaCache's probe (see _first_block_modulated_input)
         self.sdpa_capability: tuple[int, int] | None = None  # the GPU's, for the attention kernel (None: ask it)
+        self._rope: dict = {}  # (grid, device) → (cos, sin) on the device, for the run's steps
+
+    def rope(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE's cos/sin for a token grid, built once per size and device (float64 on the host, then one
+        upload) instead of at every forward of a sampling run."""
+        key = (tuple(grid), str(self.device))
+        if key not in self._rope:
+            self._rope.clear()  # one size at a time: a run's steps share it
+            self._rope[key] = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, self.device)
+        return self._rope[key]
+
+    def clear_caches(self) -> None:
+        """Drop what the model keeps on the device between forwards (nothing stays after a stage)."""
+        self._rope.clear()
 
     def attention_kernel(self) -> str:
         """The SDPA kernel this model's attention will get (flash / efficient / math), see memory_probe."""
@@ -163,7 +177,7 @@ class HunyuanVideoDiT(nn.Module):
         txt = self.txt_in(txt, timestep, txt_mask)
         if txt_mask is not None:
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
-        cos, sin = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, dev)
+        cos, sin = self.rope(grid)
         img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
 
         for k, block in enumerate(self.double_blocks):

@@ -73,13 +73,18 @@ class TorchCuda:
     def copy(self, dst: torch.Tensor, src: torch.Tensor, non_blocking: bool) -> None:
         dst.copy_(src, non_blocking=non_blocking)
 
-    def host_register(self, t: torch.Tensor) -> None:
-        err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel(), 0)
-        if int(getattr(err, "value", err)) != 0:
-            raise MemoryError(f"cudaHostRegister of {t.numel() / 2 ** 30:.2f} GiB failed (error {int(getattr(err, 'value', err))})")
+    def host_register(self, t: torch.Tensor) -> int:
+        """cudaHostRegister: 0, or the CUDA error code (which CUDA also latches as the thread's last error)."""
+        return _code(torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel(), 0))
 
-    def host_unregister(self, t: torch.Tensor) -> None:
-        torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
+    def host_unregister(self, t: torch.Tensor) -> int:
+        return _code(torch.cuda.cudart().cudaHostUnregister(t.data_ptr()))
+
+    def clear_error(self) -> int:
+        """cudaGetLastError: returns and resets the calling thread's last error. A refused cudaHostRegister
+        leaves its error there, and PyTorch's next kernel-launch check would raise it as if that kernel
+        had failed (a misattributed "out of memory")."""
+        return _code(torch.cuda.cudart().cudaGetLastError())
 
     def mem_get_info(self, device) -> tuple[int, int]:
         return torch.cuda.mem_get_info(device)
@@ -91,6 +96,12 @@ class TorchCuda:
     def max_allocated(self, device) -> int:
         return torch.cuda.max_memory_allocated(device)
 
+    def max_reserved(self, device) -> int:
+        return torch.cuda.max_memory_reserved(device)
+
+    def reset_peak(self, device) -> None:
+        torch.cuda.reset_peak_memory_stats(device)
+
     # what a simulated CUDA observes; the real one needs nothing here
     def host_write(self, buf: torch.Tensor) -> None:
         pass
@@ -101,6 +112,15 @@ class TorchCuda:
     def thread_join(self, future: Future):
         return future.result()
 
+    def worker(self, device):
+        """The context the streamer's worker thread issues every copy in: our device (a checker may add
+        its own, e.g. a sanitizer's dispatch mode, which is per thread)."""
+        return torch.cuda.device(device)
+
+
+def _code(err) -> int:
+    return int(getattr(err, "value", err))
+
 
 class PinnedBuffer:
     """Host memory page-locked at its exact size; unlocked when released or garbage collected."""
@@ -110,12 +130,21 @@ class PinnedBuffer:
         start = (-raw.data_ptr()) % PAGE  # page-aligned start for the driver
         self.tensor = raw[start:start + nbytes]
         self.nbytes = nbytes
-        cuda.host_register(self.tensor)
-        self._finalizer = weakref.finalize(self, cuda.host_unregister, self.tensor)
+        err = cuda.host_register(self.tensor)
+        if err:
+            cuda.clear_error()  # or the thread's next kernel launch reports it as its own failure
+            self.tensor = None
+            raise MemoryError(f"cudaHostRegister of {nbytes / 2 ** 30:.2f} GiB was refused (CUDA error {err})")
+        self._finalizer = weakref.finalize(self, _unregister, cuda, self.tensor)
 
     def release(self) -> None:
         self._finalizer()
         self.tensor = None
+
+
+def _unregister(cuda, tensor: torch.Tensor) -> None:
+    if cuda.host_unregister(tensor):
+        cuda.clear_error()  # nothing to do about it here; never let it surface at an unrelated kernel
 
 
 class CpuBackend:
@@ -142,6 +171,9 @@ class CpuBackend:
     def context(self):
         return contextlib.nullcontext()
 
+    def worker(self):
+        return contextlib.nullcontext()
+
     def alloc(self, nbytes: int) -> torch.Tensor:
         return torch.empty(nbytes, dtype=torch.uint8, device=self.device)
 
@@ -166,7 +198,13 @@ class CpuBackend:
     def free_bytes(self, reserve: int = 0) -> int | None:
         return None  # host memory: not planned as a device budget
 
+    def reset_peak(self) -> None:
+        pass
+
     def peak_bytes(self) -> int | None:
+        return None
+
+    def peak_reserved_bytes(self) -> int | None:
         return None
 
 
@@ -200,6 +238,10 @@ class CudaBackend:
     def context(self):
         """Work on our device in this thread: never open a context on GPU 0 for a model on cuda:1."""
         return self.cuda.device(self.device)
+
+    def worker(self):
+        """The context of the streamer's worker thread (our device, and whatever the cuda face adds)."""
+        return self.cuda.worker(self.device)
 
     def alloc(self, nbytes: int) -> torch.Tensor:
         return self.cuda.empty(nbytes, self.device)
@@ -238,8 +280,16 @@ class CudaBackend:
         free, _ = self.cuda.mem_get_info(self.device)
         return max(0, free + self.cuda.cached_free(self.device) - reserve)
 
+    def reset_peak(self) -> None:
+        """Peaks are per session: a lifetime peak would report other models' (inside ComfyUI)."""
+        self.cuda.reset_peak(self.device)
+
     def peak_bytes(self) -> int | None:
         return self.cuda.max_allocated(self.device)
+
+    def peak_reserved_bytes(self) -> int | None:
+        """What PyTorch's caching allocator held at its peak: allocated plus its cached, fragmented blocks."""
+        return self.cuda.max_reserved(self.device)
 
 
 def backend_for(device) -> CpuBackend | CudaBackend:

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import BudgetError
 
-GIB = 1024 ** 3
+from ..sizes import GIB, automatic_budget, budget_margin  # noqa: F401  (the engine's budgets keep the margin)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,11 @@ Tiers:
 - "pinned": blocks packed into page-locked arenas (consecutive blocks, about ARENA_BYTES each, locked at
   their exact size), each block filled lazily on first use straight from the file: never a second full
   copy of the model, and the locked bytes are the weights' bytes (plus page alignment). When the system
-  refuses to lock more memory, the blocks not yet held are served as in the mapped tier instead.
+  refuses to lock more memory, the blocks not yet held are served as in the mapped tier instead. Blocks
+  kept resident on the device need no page-locked copy: their arenas are released (`drop`) and refilled
+  from the file if they stream again, so a fully resident model locks nothing.
+Blocks converted on the way are converted once: kept in RAM while at least KEEP_FREE stays free, else
+written converted to a scratch file (spill.py) whose pages the OS may drop under pressure.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import torch
 from .backend import PAGE, PinnedBuffer
 from .host_memory import available_ram_bytes
 from .source import BlockSource
+from .spill import SpillFile
 
 ARENA_BYTES = 1 << 30  # blocks are grouped into page-locked arenas of about this size
 LOCK_SHARE = 0.8  # never lock an arena that would take more than this share of the RAM left
 KEEP_FREE = 2 << 30  # converted blocks are cached only while at least this much RAM stays free
 
 
-def arena_plan(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> list[tuple[int, int]]:
-    """(arena, offset) of each block: consecutive blocks fill an arena up to about `arena_bytes`; every
-    block starts on a page boundary."""
+def arena_plan(sizes: list[int], arena_bytes: int | None = None) -> list[tuple[int, int]]:
+    """(arena, offset) of each block: consecutive blocks fill an arena up to about `arena_bytes` (default
+    ARENA_BYTES); every block starts on a page boundary."""
+    arena_bytes = arena_bytes or ARENA_BYTES
     where, arena, offset = [], 0, 0
     for n in sizes:
         if offset and offset + n > arena_bytes:
@@ -38,7 +44,7 @@ def arena_plan(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> list[tuple[i
     return where
 
 
-def pinned_bytes(sizes: list[int], arena_bytes: int = ARENA_BYTES) -> int:
+def pinned_bytes(sizes: list[int], arena_bytes: int | None = None) -> int:
     """What the pinned tier locks for blocks of these sizes: the real figure the tier choice must use."""
     where = arena_plan(sizes, arena_bytes)
     ends: dict[int, int] = {}
@@ -79,6 +85,7 @@ class HostStore:
         self._filled: set[int] = set()
         self._refused = False  # the system would not lock more memory: the rest is served from the file
         self._converted: dict[int, torch.Tensor] = {}  # mapped tier: blocks converted once, ordinary memory
+        self._spill = SpillFile()  # ...or in a scratch file when RAM is short
         self._lock = threading.Lock()
 
     @property
@@ -111,31 +118,68 @@ class HostStore:
                 self._filled.add(index)
             return view
 
+    def held(self, index: int) -> torch.Tensor | None:
+        """The block's page-locked copy if one is filled already; never locks or reads anything."""
+        with self._lock:
+            if index not in self._filled:
+                return None
+            arena, offset = self._where[index]
+            return self._arenas[arena].tensor[offset:offset + self._sizes[index]]
+
+    def drop(self, indices) -> None:
+        """Release the arenas all of whose blocks are in `indices` (kept resident on the device): a block
+        that streams again later is read from the file into a fresh arena."""
+        keep = set(indices)
+        with self._lock:
+            for arena in list(self._arenas):
+                members = [i for i, (a, _) in enumerate(self._where) if a == arena]
+                if all(i in keep for i in members):
+                    self._arenas.pop(arena).release()
+                    self._filled.difference_update(members)
+
     def fill(self, index: int, out: torch.Tensor) -> None:
-        """Write the block's packed bytes into a host buffer."""
-        src = self.packed(index)
+        """Write the block's packed bytes into a host buffer (from its page-locked copy if one is held;
+        never locking memory for it)."""
+        src = self.held(index)
         if src is None:
             src = self._converted_block(index)
         if src is not None:
             out[:src.numel()].copy_(src)
-        else:
+        elif not self._spilled(index, out):
             self.source.fill(index, out)
+
+    def _computes(self, index: int) -> bool:
+        computed = getattr(self.source, "computed", None)
+        return computed is not None and computed(index)
 
     def _converted_block(self, index: int) -> torch.Tensor | None:
         """A block whose filling converts dtypes, converted once and kept (mapped tier, RAM allowing)."""
-        computed = getattr(self.source, "computed", None)
-        if computed is None or not computed(index):
+        if not self._computes(index):
             return None
         with self._lock:
             kept = self._converted.get(index)
             if kept is None:
                 free = ram_left(self.ram_reserve)
                 if free is not None and free - self._sizes[index] < KEEP_FREE:
-                    return None  # converted again at each use: slower, but RAM is what is short
+                    return None  # RAM is short: the scratch file keeps it instead (_spilled)
                 kept = torch.empty(self._sizes[index], dtype=torch.uint8)
                 self.source.fill(index, kept)
                 self._converted[index] = kept
             return kept
+
+    def _spilled(self, index: int, out: torch.Tensor) -> bool:
+        """Serve a converted block from the scratch file, converting and writing it there on first use.
+        False when the block converts nothing, or the scratch disk has no room (then it converts again)."""
+        if not self._computes(index):
+            return False
+        if not self._spill.holds(index):
+            if not self._spill.room_for(self._sizes[index]):
+                return False
+            self.source.fill(index, out)
+            self._spill.write(index, out[:self._sizes[index]])
+            return True
+        self._spill.read_into(index, out)
+        return True
 
     def host_tensors(self) -> list[torch.Tensor]:
         """The host memory this store holds (page-locked arenas, converted blocks): what it costs in RAM."""
@@ -149,3 +193,4 @@ class HostStore:
             self._arenas.clear()
             self._filled.clear()
             self._converted.clear()
+        self._spill.close()

@@ -40,9 +40,10 @@ from torch import nn
 from ..errors import BudgetError, format_bytes
 from .backend import OOM_ERRORS, backend_for
 from .binding import bind, unbind
-from .budget import Plan, plan_residency
+from .budget import Plan, automatic_budget, plan_residency
 from .host_store import HostStore
 from .source import BlockSource
+from .staging import StagingRing
 from .stats import StreamStats
 
 log = logging.getLogger("hystream")
@@ -56,8 +57,6 @@ class _Session:
         self.implicit = implicit  # opened by a bare forward: do not prefetch past its last block
         self.slots: list[torch.Tensor] = []
         self.free_events: list = [None] * ring  # the compute from this slot finished
-        self.staging: list = [None] * ring  # page-locked bounce buffers (mapped tier on a GPU), made on demand
-        self.staging_events: list = [None] * ring  # the copy out of this staging buffer finished
         self.futures: dict[int, Future] = {}
         self.next_submit = 0  # sequence number of the next block copy to queue
         self.next_run = 0  # sequence number of the next streamed block to compute
@@ -104,6 +103,7 @@ class BlockStreamer:
         self._buffers: weakref.WeakSet = weakref.WeakSet()  # every device buffer we allocate, for leak checks
         self._live_bytes = 0  # host-device bytes of our buffers alive now, counted at allocation and at free
         self._session: _Session | None = None
+        self._staging = StagingRing(self.backend)  # mapped tier on a GPU; kept across sessions
         self._hooks: list = []
         for i, block in enumerate(self.blocks):
             unbind(block, self._meta[i], self._meta[i])  # validates names, frees nothing real yet
@@ -120,10 +120,14 @@ class BlockStreamer:
         def forward(*args, **kwargs):
             opened = self._root_forward(args, kwargs)
             try:
-                return inner(*args, **kwargs)
-            finally:
+                out = inner(*args, **kwargs)
+            except BaseException:
                 if opened:
-                    self._close(implicit=True)
+                    self._close(implicit=True, failed=True)
+                raise
+            if opened:
+                self._close(implicit=True)
+            return out
 
         self.root.forward = forward
         for i, block in enumerate(self.blocks):
@@ -133,6 +137,7 @@ class BlockStreamer:
     def detach(self) -> None:
         """Remove the hooks and free everything (resident blocks, the page-locked host store)."""
         self._close(implicit=False, force=True)
+        self._staging.release()
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
@@ -160,7 +165,7 @@ class BlockStreamer:
                 self.set_resident(())
                 return None
             held = sum(b.numel() for b in self._resident.values()) + (self.fixed_bytes if self.fixed_on_device else 0)
-            budget = free + held  # what we hold already counts as usable
+            budget = automatic_budget(free + held)  # what we hold already counts as usable; less the margin
         sizes = [lay.nbytes for lay in self.layouts]
         plan = plan_residency(sizes, budget, fixed_bytes=self.fixed_bytes, activation_bytes=activation_bytes,
                               prefetch=self.requested_prefetch, what=self.what)
@@ -191,18 +196,27 @@ class BlockStreamer:
         for i in sorted(wanted - set(self._resident)):
             self._resident[i] = buf = self._load_to_device(i)
             bind(self.blocks[i], self.layouts[i].views(buf))
+        if not self.backend.host_is_device:
+            self.store.drop(self._resident)  # resident blocks need no page-locked copy
         streamed = len(self.blocks) - len(self._resident)
         self.stats.blocks_resident, self.stats.blocks_streamed = len(self._resident), streamed
         self.stats.ring_slots = min(self.prefetch + 1, streamed)
 
     def _load_to_device(self, i: int) -> torch.Tensor:
         n = self.layouts[i].nbytes
-        buf = self._alloc(n)
+        try:
+            buf = self._alloc(n)
+        except OOM_ERRORS as e:
+            raise BudgetError(
+                f"{format_bytes(n)} on {self.device} for block {i} of {self.what}, kept resident",
+                f"out of memory with {len(self._resident)} blocks resident ({str(e).splitlines()[0][:200]})",
+                "lower vram_budget_gb (0 = automatic) so fewer blocks stay resident, or free memory held by "
+                "other programs") from None
         if self.backend.host_is_device:
             self.store.fill(i, buf)
             return buf
-        host = self.store.packed(i)
-        if host is None:  # served from the file: read it into ordinary memory first
+        host = self.store.held(i)  # an existing page-locked copy; a resident block never locks a new one
+        if host is None:
             host = torch.empty(n, dtype=torch.uint8)
             self.store.fill(i, host)
         self.backend.upload(buf, host)  # the host waits: set-up time, not the hot path
@@ -234,9 +248,12 @@ class BlockStreamer:
         opened = self._open(implicit=False)
         try:
             yield self
-        finally:
+        except BaseException:
             if opened:
-                self._close(implicit=False)
+                self._close(implicit=False, failed=True)
+            raise
+        if opened:
+            self._close(implicit=False)
 
     def _open(self, implicit: bool) -> bool:
         if self._session is not None:
@@ -246,6 +263,7 @@ class BlockStreamer:
         s = _Session(order, ring, implicit)
         self._session = s
         try:
+            self.backend.reset_peak()  # this session's peak, not the device's lifetime one
             slot_bytes = max((self.layouts[i].nbytes for i in order), default=0)
             s.compute = self.backend.current_stream()
             try:
@@ -264,11 +282,13 @@ class BlockStreamer:
                 s.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hystream-stream")
             self._pump()
         except BaseException:
-            self._close(implicit=implicit, force=True)
+            self._close(implicit=implicit, force=True, failed=True)
             raise
         return True
 
-    def _close(self, implicit: bool, force: bool = False) -> None:
+    def _close(self, implicit: bool, force: bool = False, failed: bool = False) -> None:
+        """End the session: every copy drained, the ring freed in the compute stream's order. Staging
+        buffers stay for the next session unless it failed (Cancel, an error) or the model is dropped."""
         s = self._session
         if s is None or (s.implicit != implicit and not force):
             return
@@ -291,14 +311,13 @@ class BlockStreamer:
                 end.record(s.compute)
                 end.synchronize()  # every copy and compute of the session done: staging can go, timings read
                 self._account_stalls(s)
-            peak = self.backend.peak_bytes()
+            peak, reserved = self.backend.peak_bytes(), self.backend.peak_reserved_bytes()
             if peak is not None:
                 self.stats.peak_device_bytes = max(self.stats.peak_device_bytes, peak)
+                self.stats.peak_reserved_bytes = max(self.stats.peak_reserved_bytes, reserved)
             s.slots.clear()
-            for pinned in s.staging:
-                if hasattr(pinned, "release"):
-                    pinned.release()
-            s.staging.clear()
+            if failed or force:
+                self._staging.release()
             s.futures.clear()
 
     def _account_stalls(self, s: _Session) -> None:
@@ -373,7 +392,7 @@ class BlockStreamer:
         """Worker thread: bring block `seq` into its ring slot. Returns the event of the copy.
         Runs in inference mode: grad modes are per thread, and the ring may have been allocated under the
         host's inference_mode (ComfyUI runs nodes in it), whose tensors refuse in-place writes outside it."""
-        with torch.inference_mode(), self.backend.context():
+        with torch.inference_mode(), self.backend.worker():
             return self._copy_block(s, seq)
 
     def _copy_block(self, s: _Session, seq: int):
@@ -387,7 +406,8 @@ class BlockStreamer:
             src = self.store.packed(index)
             pageable = False
             if src is None:  # served from the file through a staging buffer
-                src, pageable = self._staging(s, slot, nbytes)
+                src, pageable = self._staging.take(slot, nbytes, max(self.layouts[i].nbytes for i in s.order),
+                                                   self.what)
                 self.backend.host_write(src)
                 self.store.fill(index, src)
             with self.backend.on(s.copy_stream):
@@ -399,25 +419,10 @@ class BlockStreamer:
                     self.backend.copy(dst, src)
                 event = self.backend.event(timing=True, blocking=True)
                 event.record(s.copy_stream)
-            s.staging_events[slot] = event
+            self._staging.copied(slot, event)
         self.stats.bytes_copied += nbytes
         self.stats.copies += 1
         return event
-
-    def _staging(self, s: _Session, slot: int, nbytes: int) -> tuple[torch.Tensor, bool]:
-        """(the slot's staging buffer, whether it is ordinary pageable memory). Page-locked when the system
-        allows it; otherwise ordinary memory, copied synchronously, instead of failing mid-sampling."""
-        if s.staging_events[slot] is not None:
-            s.staging_events[slot].synchronize()  # the previous copy out of it is done (this worker waits)
-        if s.staging[slot] is None:
-            size = max(self.layouts[i].nbytes for i in s.order)
-            pinned = self.backend.alloc_pinned(size)
-            if pinned is None:
-                log.warning("HyStream: the system refused to page-lock %s for staging; %s streams with "
-                            "synchronous copies (slower)", format_bytes(size), self.what)
-            s.staging[slot] = pinned if pinned is not None else torch.empty(size, dtype=torch.uint8)
-        buf = s.staging[slot]
-        return (buf.tensor[:nbytes], False) if hasattr(buf, "tensor") else (buf[:nbytes], True)
 
     def _before(self, i: int) -> None:
         if self.interrupt is not None:

@@ -17,7 +17,12 @@ guarantee, with vector clocks:
   caching allocator hands back memory that kernels already queued on that stream may still use);
 - it reports a read not ordered after the last write, a write not ordered after every earlier read and
   write, a host write into a page-locked buffer a copy may still read, and memory freed (device) or
-  unlocked (host) while another stream may still use it.
+  unlocked (host) while another stream may still use it;
+- what real CUDA also does and a CPU never shows: a refused cudaHostRegister latches its error as the
+  thread's last error until cudaGetLastError clears it, and PyTorch's next kernel-launch check on that
+  thread raises it as its own failure; `elapsed_time` refuses events created without timing or not yet
+  completed for the host; page-locking memory while the thread's current device is not the model's opens a
+  context (and memory) on that other GPU. Each is reported as a violation.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ class SimStream:
 
 class SimEvent:
     def __init__(self, sim: "SimCuda", enable_timing: bool = False, blocking: bool = False):
-        self.sim, self.vc = sim, None
+        self.sim, self.vc, self.timing = sim, None, enable_timing
 
     def record(self, stream: SimStream | None = None) -> None:
         with self.sim.lock:
@@ -112,16 +117,22 @@ class SimEvent:
 
     def elapsed_time(self, end: "SimEvent") -> float:
         with self.sim.lock:
+            if not (self.timing and end.timing):
+                # cudaEventElapsedTime: cudaErrorInvalidResourceHandle for events made without timing
+                raise Violation("elapsed_time between events created without enable_timing")
             if not (self._seen_by_host() and end._seen_by_host()):
                 # cudaEventElapsedTime: cudaErrorNotReady unless both events have completed
-                raise RuntimeError("elapsed_time on an event the host has not waited for")
+                raise Violation("elapsed_time read before the host waited for both events (not ordered)")
         return 0.0
 
 
 class SimCuda:
     """The simulated device. `violations` collects every ordering error; `check()` raises on any."""
 
-    def __init__(self, fail_alloc_after: int | None = None, refuse_pinning: bool = False):
+    def __init__(self, fail_alloc_after: int | None = None, refuse_pinning: bool = False, device_index: int = 0,
+                 refuse_unpinning: bool = False):
+        self.refuse_unpinning = refuse_unpinning  # cudaHostUnregister fails (a driver in a bad state)
+        self.device_index = device_index  # the model's GPU; a host thread's current device starts at 0
         self.lock = threading.RLock()
         self.clocks: dict[str, dict] = {}
         self.default = SimStream(self, "compute")
@@ -147,6 +158,7 @@ class SimCuda:
 
     def launch(self, stream: SimStream) -> int:
         """The calling host thread enqueues an operation on `stream`: it follows what the thread did."""
+        self.launch_check()
         clock = self.clocks[stream.actor]
         merge(clock, self.thread_clock())
         clock[stream.actor] += 1
@@ -157,6 +169,17 @@ class SimCuda:
         actor = self.thread_actor()
         clock[actor] += 1
         return clock[actor]
+
+    def launch_check(self) -> None:
+        """PyTorch checks cudaGetLastError after every launch: a latched error surfaces there."""
+        latched = getattr(self._current, "latched", None)
+        if latched:
+            self._current.latched = None
+            raise Violation(f"a CUDA error latched earlier on this thread ({latched}) surfaced at an unrelated "
+                            "kernel launch: whoever caused it did not clear it (cudaGetLastError)")
+
+    def current_device(self) -> int:
+        return getattr(self._current, "device", 0)
 
     # -- accesses --------------------------------------------------------------------------------
     def _buffer_of(self, t: torch.Tensor):
@@ -206,10 +229,18 @@ class SimCuda:
         finally:
             self._current.stream = saved
 
+    @contextlib.contextmanager
     def device(self, device):
-        return contextlib.nullcontext()
+        saved = self.current_device()
+        index = torch.device(device).index
+        self._current.device = saved if index is None else index
+        try:
+            yield
+        finally:
+            self._current.device = saved
 
     def empty(self, nbytes: int, device) -> torch.Tensor:
+        self.launch_check()
         with self.lock:
             self.allocs += 1
             if self.fail_alloc_after is not None and self.allocs > self.fail_alloc_after:
@@ -246,21 +277,37 @@ class SimCuda:
             if not non_blocking:
                 merge(self.thread_clock(), clock)
 
-    def host_register(self, t: torch.Tensor) -> None:
+    def host_register(self, t: torch.Tensor) -> int:
+        if self.current_device() != self.device_index:
+            self.violations.append(f"cudaHostRegister with cuda:{self.current_device()} current for a model on "
+                                   f"cuda:{self.device_index} (it opens a context and takes memory on that GPU)")
         if self.refuse_pinning:
-            raise MemoryError("simulated: cudaHostRegister failed (cudaErrorMemoryAllocation)")
+            self._current.latched = "cudaErrorMemoryAllocation from cudaHostRegister"
+            return 2  # cudaErrorMemoryAllocation
         with self.lock:
             key = t.untyped_storage().data_ptr()
             self.buffers[key] = Buffer(f"page-locked buffer ({t.numel()} B)", "pinned", self.thread_actor())
             self.pinned_live += t.numel()
             self.pinned_peak = max(self.pinned_peak, self.pinned_live)
+        return 0
 
-    def host_unregister(self, t: torch.Tensor) -> None:
+    def host_unregister(self, t: torch.Tensor) -> int:
         with self.lock:
             buf = self.buffers.pop(t.untyped_storage().data_ptr(), None)
             if buf is not None:
                 self.pinned_live -= t.numel()
                 self._check_free(buf, self.thread_clock(), "was unlocked and freed")
+        if self.refuse_unpinning:
+            self._current.latched = "cudaErrorInvalidValue from cudaHostUnregister"
+            return 1
+        return 0
+
+    def clear_error(self) -> int:
+        latched, self._current.latched = getattr(self._current, "latched", None), None
+        return 2 if latched else 0
+
+    def worker(self, device):
+        return self.device(device)
 
     def host_write(self, t: torch.Tensor) -> None:
         with self.lock:
@@ -293,6 +340,12 @@ class SimCuda:
 
     def max_allocated(self, device) -> int:
         return 0
+
+    def max_reserved(self, device) -> int:
+        return 0
+
+    def reset_peak(self, device) -> None:
+        pass
 
     # -- the compute thread ------------------------------------------------------------------------
     def compute_reads(self) -> "ComputeReads":

@@ -130,7 +130,8 @@ def test_lora_on_a_gguf_equals_lora_on_its_twin(files, tmp_path):
 
 def test_memory_estimate_counts_the_decoded_copy(files):
     """The activation estimate of a GGUF DiT includes the decoded weight of its largest Linear (chunked
-    decoding keeps the rest of the temporaries small), as fp8 upcasts are counted."""
+    decoding keeps the rest of the temporaries small: a GPU slab is 8M values, ~4 float32 copies of it at
+    most), as fp8 upcasts are counted."""
     from hystream.models.dit_memory import forward_peak_bytes
     from hystream.models.dit_config import DiTConfig
 
@@ -140,7 +141,7 @@ def test_memory_estimate_counts_the_decoded_copy(files):
     largest = (3 * cfg.hidden + cfg.single_mlp_hidden) * cfg.hidden * 2
     for kind in ("Q8_0", "Q4_K", "Q6_K", "Q2_K"):
         quant = forward_peak_bytes(cfg, shape, 256, torch.bfloat16, True, None, "cuda", "flash", kind)
-        assert largest <= quant - plain <= largest + 64 * 2 ** 20, (kind, quant - plain)
+        assert largest <= quant - plain <= largest + 128 * 2 ** 20, (kind, quant - plain)
     dit = load_dit(files["plain"])
     try:
         assert dit.model.block_weight_dtype in KINDS

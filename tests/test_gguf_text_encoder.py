@@ -76,7 +76,10 @@ def test_matches_diffusers_with_the_dequantised_weights(world, qtype, prompt):
         te.close()
     n = int(mask.sum())
     assert got.states.shape == (1, n, embeds.shape[-1])
-    assert (got.states - embeds[:, :n]).abs().max().item() <= 1e-4
+    # relative to the largest state: this tiny random Llama amplifies its activations (to ~1e6 for Q4_K),
+    # so float noise of a different summation order scales with them (seen: 1.6e-4 on values of 81)
+    scale = max(1.0, embeds[:, :n].abs().max().item())
+    assert (got.states - embeds[:, :n]).abs().max().item() <= 1e-5 * scale
     assert (got.pooled - pooled).abs().max().item() <= 1e-5
     assert embeds[:, :n].abs().max().item() > 0.5
     assert layers and {m.quant.name for m in layers} == {qtype}  # kept quantised, decoded at use

@@ -1,6 +1,8 @@
 """The protocol tests can fail: each ordering call in offload/ (wait_event, wait_stream, synchronize(),
-.wait(), record_stream), removed one at a time from a copy of the pack, must make `pytest -m
-stream_protocol` fail. A call whose removal goes unnoticed is either unneeded or untested."""
+.wait(), record(), record_stream, and clearing a latched CUDA error), removed one at a time from a copy of
+the pack, must make `pytest -m stream_protocol` fail with an ordering violation of the simulated CUDA —
+not any failure: a mutant that only breaks something else would pass for caught while the checker saw
+nothing. A call whose removal goes unnoticed is either unneeded or untested."""
 
 import os
 import re
@@ -11,7 +13,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDERING = re.compile(r"\.(wait_event|wait_stream|synchronize|wait|record_stream)\(")
+ORDERING = re.compile(r"\.(wait_event|wait_stream|synchronize|wait|record|record_stream|clear_error)\(")
+PROTOCOL_TESTS = ["tests/test_stream_protocol.py", "tests/test_cuda_defects.py"]
 
 
 def ordering_calls():
@@ -31,7 +34,8 @@ CALLS = ordering_calls()
 
 
 def test_the_streamer_has_ordering_calls_to_mutate():
-    assert len(CALLS) >= 6, CALLS
+    assert len(CALLS) >= 12, CALLS
+    assert {f for f, _, _ in CALLS} >= {"streamer.py", "backend.py"}, CALLS
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +60,10 @@ def test_removing_an_ordering_call_is_caught(copy_root, file, line, code):
     try:
         env = dict(os.environ, PYTHONPATH=str(copy_root))
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "stream_protocol",
-                            "tests/test_stream_protocol.py"], cwd=copy_root / "hystream", env=env,
+                            *PROTOCOL_TESTS], cwd=copy_root / "hystream", env=env,
                            capture_output=True, text=True, timeout=900)
     finally:
         path.write_text(original)
     assert r.returncode != 0, f"removing `{code}` ({file}:{line + 1}) went unnoticed:\n{r.stdout[-1500:]}"
-    assert "Violation" in r.stdout or "violation" in r.stdout or "Error" in r.stdout, r.stdout[-1500:]
+    # caught by the checker (stream_check.Violation), not by some other failure
+    assert "stream_check.Violation" in r.stdout, f"removing `{code}` failed, but not by an ordering violation:\n{r.stdout[-2500:]}"

@@ -5,45 +5,12 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
+from chain_model import Block, Chain, fresh, reference, streamed  # noqa: F401 (re-exported for other tests)
 from hystream.errors import BudgetError
 from hystream.offload.budget import plan_residency
 from hystream.offload.source import StateDictSource
 from hystream.offload.streamer import BlockStreamer
-
-
-class Block(nn.Module):
-    def __init__(self, dim, sleep=0.0, fail=False):
-        super().__init__()
-        self.lin = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.sleep = sleep
-        self.fail = fail
-        self.gpu_cycles = 0  # on a GPU: spin the compute stream so the device lags far behind the host
-
-    def forward(self, x):
-        if self.sleep:
-            time.sleep(self.sleep)  # stands in for compute; releases the GIL like real kernels
-        if self.gpu_cycles and x.is_cuda:
-            torch.cuda._sleep(self.gpu_cycles)
-        if self.fail:
-            raise RuntimeError("block failed")
-        return x + torch.tanh(self.lin(self.norm(x)))
-
-
-class Chain(nn.Module):
-    def __init__(self, n=6, dim=32, sleep=0.0):
-        super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, sleep) for _ in range(n))
-        self.stop_after = None
-
-    def forward(self, x):
-        for i, b in enumerate(self.blocks):
-            if self.stop_after is not None and i > self.stop_after:
-                break
-            x = b(x)
-        return x
 
 
 class SlowSource(StateDictSource):
@@ -56,28 +23,6 @@ class SlowSource(StateDictSource):
     def fill(self, index, out):
         time.sleep(self.delay)
         super().fill(index, out)
-
-
-def streamed(model: Chain, source_cls=StateDictSource, **kw):
-    """Move the blocks' weights into a source, leave the blocks as meta skeletons, attach a streamer."""
-    states = [{k: v.clone() for k, v in b.state_dict().items()} for b in model.blocks]
-    extra = {"delay": kw.pop("delay")} if "delay" in kw else {}
-    source = source_cls(states, **extra)
-    for b in model.blocks:
-        b.to_empty(device="meta")
-    return BlockStreamer(model, model.blocks, source, "cpu", **kw)
-
-
-def fresh(seed=0, **kw):
-    torch.manual_seed(seed)
-    return Chain(**kw)
-
-
-def reference(seed=0, **kw):
-    m = fresh(seed, **kw)
-    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        return m, x, m(x)
 
 
 @pytest.mark.parametrize("prefetch", [0, 1, 2])
@@ -258,18 +203,6 @@ def test_llama_layers_stream_bit_identically():
 def test_cuda_streamed_equals_a_resident_cuda_run(tier, prefetch):
     """Streamed vs resident, both on the GPU (never a CPU reference: kernels differ), with every block
     spinning the compute stream so the GPU lags the host and a missing wait would read a slot mid-copy."""
-    from hystream.offload.backend import CudaBackend
+    from stream_scenarios import streamed_equals_resident
 
-    outs = []
-    for resident in ((), tuple(range(8))):
-        m = fresh(n=8)
-        for b in m.blocks:
-            b.gpu_cycles = 2_000_000
-        s = streamed(m, prefetch=prefetch, resident=resident, host_tier=tier, backend=CudaBackend("cuda"))
-        x = torch.randn(4, 32, generator=torch.Generator().manual_seed(1)).cuda()
-        with torch.no_grad(), s.session():
-            outs.append([m(x) for _ in range(3)])
-        torch.cuda.synchronize()
-        assert s.live_buffers() == [] or resident
-        s.detach()
-    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    streamed_equals_resident(tier, prefetch)

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import BudgetError
 from ..memory_probe import fake_peak_bytes
+from ..sizes import automatic_budget
 from .tiling import TileSpec, frame_span
 
 GIB = 1024 ** 3
@@ -58,7 +59,7 @@ def auto_tiles(vae, spec: TileSpec, latent_shape, budget_bytes: int | None, what
     s, tc = vae.cfg.space_compression, vae.cfg.time_compression
     if budget_bytes is None:
         if vae.device.type == "cuda":
-            budget_bytes = int(torch.cuda.mem_get_info(vae.device)[0] * 0.9)
+            budget_bytes = automatic_budget(torch.cuda.mem_get_info(vae.device)[0])
         else:
             budget_bytes = CPU_AUTO_BUDGET
     # the default temporal tile (64 frames) first and the largest spatial tile in it; shorter tiles only
