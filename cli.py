@@ -99,7 +99,8 @@ def check_generate(args, loras):
         ("--prefetch", args.prefetch, "from 0 to 8", 0 <= args.prefetch <= 8),
         ("--vram-budget", args.vram_budget, "0 (automatic) or more", args.vram_budget is None or args.vram_budget >= 0),
         ("--flow-shift", args.flow_shift, "above 0", args.flow_shift > 0),
-        ("--cache-threshold", args.cache_threshold, "0 or more", args.cache_threshold >= 0),
+        ("--cache-threshold", args.cache_threshold, "0 or more",
+         args.cache_threshold is None or args.cache_threshold >= 0),  # None: the method's default
         ("--cache-start", args.cache_start, "from 0 to 1", 0 <= args.cache_start <= 1),
         ("--cache-end", args.cache_end, "from 0 to 1", 0 <= args.cache_end <= 1),
         ("--cache-max-skips", args.cache_max_skips, "0 or more", args.cache_max_skips >= 0),
@@ -156,6 +157,7 @@ def cmd_generate(args) -> dict:
     from .loaders.text_encoder_loader import load_text_encoder
     from .loaders.vae_loader import load_vae
     from .sampling.step_cache import StepCacheSettings, report_line
+    from .sampling.step_caches.defaults import default_threshold
     from .vae.tiling import Hooks, TileSpec
     from .video_io import read_video, write_mp4
 
@@ -167,8 +169,7 @@ def cmd_generate(args) -> dict:
 
     vision, interleave = image_prompt_plan(args)
     te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir,
-                           host_tokenizer_dirs=comfyui_tokenizers())
-    te.streamer.reserve_bytes = int(args.reserve_vram * GIB)
+                           host_tokenizer_dirs=comfyui_tokenizers(), reserve_bytes=int(args.reserve_vram * GIB))
     try:
         with report.stage("text encode", te.streamer):
             if vision:  # HunyuanVideo-I2V: the start image's tokens in the prompt (the negative as the reference: text)
@@ -201,8 +202,8 @@ def cmd_generate(args) -> dict:
     between_stages(device)
 
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
-                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype)
-    dit.streamer.reserve_bytes = int(args.reserve_vram * GIB)
+                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype,
+                   reserve_bytes=int(args.reserve_vram * GIB))
     lora_notes = []
     try:
         attached = tuple((load_lora(p, dit.model), s) for p, s in loras)
@@ -211,15 +212,16 @@ def cmd_generate(args) -> dict:
             print(lora.summary(), file=sys.stderr)
         settings = pipeline.SampleSettings(args.seed, args.steps, args.flow_shift, args.guidance, denoise, args.cfg)
         cache = None if args.step_cache == "off" else StepCacheSettings(
-            args.step_cache, args.cache_threshold, args.cache_start, args.cache_end, args.cache_max_skips)
+            args.step_cache, default_threshold(args.step_cache) if args.cache_threshold is None else args.cache_threshold,
+            args.cache_start, args.cache_end, args.cache_max_skips)  # no --cache-threshold: the method's default
         with report.stage("sample", dit.streamer) as entry:
             bar = tqdm_bar(args.steps, "sampling")
             drop = pipeline.dropped_frames(dit)  # HunyuanVideo-I2V latent concat: as the reference decode
             latent = pipeline.sample(dit, positive, latent, settings, negative=negative, loras=attached,
                                      on_step=lambda s: _tick(bar, s.index + 1, s.total), step_cache=cache)
             bar.close()
-            if dit.streamer.plan:
-                entry["plan"] = dit.streamer.plan.describe(len(dit.streamer.blocks))
+            if plan := dit.streamer.describe_plan():
+                entry["plan"] = plan
             report_ = dit.step_cache_report
             if report_.get("method") != "off":
                 entry["step_cache"] = dict(method=report_["method"], threshold=report_["threshold"],
@@ -395,7 +397,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
-    from .sampling.step_cache import METHODS
+    from .sampling.step_caches import METHODS
+    from .sampling.step_caches import defaults as cache_defaults
     from .pipeline import SampleSettings
     from .vae.tiling import TileSpec
 
@@ -442,12 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     g.add_argument("--tokenizer-dir", help="folder with the tokenizer files (default: beside the weights, then "
                                            "ComfyUI's bundled ones)")
-    g.add_argument("--step-cache", default="off", choices=METHODS, help="skip steps that barely change: teacache, "
-                   "first_block or mag_cache (a skipped step also streams no weights)")
-    g.add_argument("--cache-threshold", type=float, default=0.15, help="step cache threshold (higher skips more)")
-    g.add_argument("--cache-start", type=float, default=0.1, help="fraction of the steps always computed first")
-    g.add_argument("--cache-end", type=float, default=1.0, help="steps from this fraction on are always computed")
-    g.add_argument("--cache-max-skips", type=int, default=3, help="most consecutive skipped steps (0 = no limit)")
+    g.add_argument("--step-cache", default="off", choices=("off", *METHODS), help="skip steps that barely change: "
+                   f"{', '.join(METHODS)} (a skipped step also streams no weights)")
+    g.add_argument("--cache-threshold", type=float, default=None, help="step cache threshold, higher skips more "
+                   f"(not given: the method's default; recommended: {cache_defaults.recommended_text()})")
+    g.add_argument("--cache-start", type=float, default=cache_defaults.START,
+                   help="fraction of the steps always computed first")
+    g.add_argument("--cache-end", type=float, default=cache_defaults.END,
+                   help="steps from this fraction on are always computed")
+    g.add_argument("--cache-max-skips", type=int, default=cache_defaults.MAX_SKIPS,
+                   help="most consecutive skipped steps (0 = no limit)")
     g.add_argument("--tile", type=int, default=t.size, help="VAE spatial tile in pixels (0 = automatic)")
     g.add_argument("--tile-overlap", type=int, default=t.overlap, help="VAE spatial tile overlap in pixels")
     g.add_argument("--temporal-tile", type=int, default=t.temporal, help="VAE temporal tile in frames (0 = automatic)")

@@ -15,14 +15,19 @@ from typing import Callable
 import torch
 
 from .errors import InputError, NonFiniteError
+from .families.base import CacheConstants
+# TODO(family registry): the DiT's family's constants, looked up in the registry, instead of this import
+from .families.hunyuan_video.caches import CACHE_CONSTANTS
 from .loaders.lora import LoRA, attach_loras
 from .models.text_encoder import PromptEmbeds
 from .models.layers import Modulation
 from .offload.binding import bind
+from .offload.settings import RunHooks
 from .sizes import automatic_budget
 from .sampling.euler import Step, cfg_combine, euler, noise, noised
 from .sampling import image_condition as i2v
 from .sampling.step_cache import StepCache, StepCacheSettings
+from .sampling.step_caches import make_step_cache
 from .sampling.schedule import shifted_sigmas, start_index
 from .vae import codec as vae_codec
 from .vae.model import SCALING_FACTOR
@@ -137,11 +142,13 @@ class SampleSettings:
 
 def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = SampleSettings(), *, negative=None,
            loras: tuple[tuple[LoRA, float], ...] = (), on_step: Callable[[Step], None] | None = None,
-           interrupt: Callable[[], None] | None = None, step_cache: StepCacheSettings | None = None) -> torch.Tensor:
+           interrupt: Callable[[], None] | None = None, step_cache: StepCacheSettings | None = None,
+           cache_constants: CacheConstants | None = None) -> torch.Tensor:
     """Flow-matching Euler sampling with the streamed DiT. `latent`: raw VAE latents (zeros for text-to-
     video; encoded video for video-to-video with denoise < 1). Returns raw latents, float32, CPU.
     step_cache: reuse the blocks' residual on steps that barely change (sampling/step_cache.py); what it
-    did is left in `dit.step_cache_report`."""
+    did is left in `dit.step_cache_report`. cache_constants: the model family's step-cache calibrations
+    (None: HunyuanVideo's)."""
     check_latent(latent)
     s = settings
     if s.cfg < 1.0:
@@ -171,7 +178,8 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
     guidance = torch.full((batch,), s.embedded_guidance * 1000.0)
 
     streamer = dit.streamer
-    cache = StepCache(step_cache, len(sigmas) - 1, raw.shape[3] * 8) if step_cache and step_cache.active else None
+    cache = make_step_cache(step_cache, len(sigmas) - 1, raw.shape[3] * 8, cache_constants or CACHE_CONSTANTS,
+                            on_decided=streamer.resume, on_skip_rest=streamer.end_pass)
     per_step: list[int] = []  # bytes streamed in each step (prefetch of the next step's first blocks included)
 
     def run(cond: Cond, key: str, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -196,7 +204,6 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
         return check_finite(v, f"the DiT's output at sampling step {len(per_step)} of {len(sigmas) - 1}")
 
     text = max(pos.states.shape[1], neg.states.shape[1] if neg is not None else 0)
-    streamer.interrupt = interrupt
     chunk = model.chunk_tokens
     try:
         with torch.no_grad(), attach_loras(model, loras), cached_run(dit, cache):
@@ -205,12 +212,11 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = Sampl
             if cache is not None:
                 tokens = x.shape[2] * (x.shape[3] // model.cfg.patch[1]) * (x.shape[4] // model.cfg.patch[2])
                 act += cache.device_bytes(tokens, model.cfg.hidden, model.compute_dtype.itemsize, 1 + (neg is not None))
-            with streamer.session(activation_bytes=act):
+            with streamer.session(activation_bytes=act, hooks=RunHooks(interrupt=interrupt)):
                 x = euler(velocity, x, sigmas, on_step)
     finally:
-        streamer.interrupt = None
         model.chunk_tokens = chunk
-        full = sum(streamer.block_bytes(i) for i in range(len(streamer.blocks)) if i not in streamer.resident)
+        full = streamer.streamed_bytes_per_pass()
         full *= 1 + (neg is not None)  # what a step streams without the cache
         dit.step_cache_report = dict(cache.summary() if cache else {"method": "off", "skipped": 0},
                                      bytes_per_step=per_step, bytes_per_full_step=full,
@@ -230,9 +236,8 @@ def cached_run(dit, cache: StepCache | None):
     first = model.cfg.depth_refiner  # the first double block, in the streamer's order
     if cache.needs_probe:
         model.first_block_modulation = first_block_modulation(dit, first)
-    if cache.pauses_after_first_block:
+    if cache.pauses_after_first_block:  # the cache calls the streamer's resume / end_pass once it decides
         streamer.pause_after(first)
-        cache.on_decided, cache.on_skip_rest = streamer.resume, streamer.end_pass
     model.step_cache = cache
     try:
         yield
@@ -256,13 +261,10 @@ def fit_chunk(dit, x_shape: tuple, text: int) -> int | None:
     """On a GPU, the query chunk whose activations fit what the stage leaves for them (the budget or the
     free memory, minus the fixed weights and the smallest ring). Only changes anything where SDPA falls
     back to its math kernel (GPUs before sm80 in bf16/fp16): there a chunk's N×N scores dominate."""
-    streamer = dit.streamer
-    budget = streamer.budget_bytes or streamer.backend.free_bytes(streamer.reserve_bytes)
-    if budget is None or dit.model.attention_kernel() != "math":
+    room = dit.streamer.activation_room()
+    if room is None or dit.model.attention_kernel() != "math":
         return None
-    budget = budget if streamer.budget_bytes else automatic_budget(budget)
-    ring = 2 * max((streamer.block_bytes(i) for i in range(len(streamer.blocks))), default=0)
-    return dit.model.choose_chunk(x_shape, text, budget - streamer.fixed_bytes - ring)
+    return dit.model.choose_chunk(x_shape, text, room)
 
 
 

@@ -140,7 +140,7 @@ def measure_one(path: str, inputs: dict, prefetch: int) -> dict:
         with dit.streamer.session():
             out = forward(dit, inputs)
         stats = dit.stats.as_dict()
-        slot = max(lay.nbytes for lay in dit.streamer.layouts)
+        slot = max(dit.streamer.block_bytes(i) for i in range(dit.streamer.block_count()))
     dit.close()
     del dit
     trim()

@@ -67,12 +67,12 @@ def dit_stage(ctx) -> dict:
     try:
         inputs = dit_inputs(dit.config, latent, text, ctx.device)
         streamer = dit.streamer
-        ring = 2 * max(streamer.block_bytes(i) for i in range(len(streamer.blocks)))
-        estimate = dit.model.activation_bytes((1, 16, *latent), text) + ring + streamer.fixed_bytes
+        ring = 2 * max(streamer.block_bytes(i) for i in range(streamer.block_count()))
+        estimate = dit.model.activation_bytes((1, 16, *latent), text) + ring + streamer.fixed_bytes()
         with torch.no_grad(), StagePeak(ctx.device) as peak:
             dit(**inputs)
         return {"image_tokens": latent[0] * latent[1] * latent[2] // 4, "text_tokens": text,
-                **figures(estimate, peak, held=streamer.fixed_bytes),
+                **figures(estimate, peak, held=streamer.fixed_bytes()),
                 "attention_kernel": dit.model.attention_kernel(), "compute_dtype": str(dit.model.compute_dtype)}
     finally:
         dit.close()
@@ -115,7 +115,7 @@ def llava_stage(ctx) -> dict:
         with torch.no_grad(), StagePeak(ctx.device) as peak:
             te.encode(prompt, use_cache=False)
         ring = 2 * te.streamer.block_bytes(0)
-        streamed = len(te.streamer.blocks) - len(te.streamer.resident)
+        streamed = te.streamer.block_count() - len(te.streamer.resident_blocks())
     finally:
         te.close()
     return {"layers_streamed": streamed, "tokens": tokens, "real_template_tokens": TEMPLATE_TOKENS,

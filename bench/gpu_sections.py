@@ -137,7 +137,7 @@ def pinned(ctx, share) -> dict:
     before = locked_kib()
     dit = load_dit(ctx.dit_path, ctx.device, prefetch_blocks=1, host_tier="pinned", backend=backend)
     try:
-        store, n = dit.streamer.store, len(dit.streamer.blocks)
+        store, n = dit.streamer.store, dit.streamer.block_count()
         for i in range(n):
             store.packed(i)
         held, sizes = store.held_bytes, [dit.streamer.block_bytes(i) for i in range(n)]

@@ -21,6 +21,7 @@ from ..models.dit import HunyuanVideoDiT
 from ..models.dit_config import DiTConfig, infer_dit_config
 from ..offload.binding import bind
 from ..offload.host_store import auto_host_tier, pinned_bytes
+from ..offload.settings import HostHandOver, StreamSettings
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dit_layout import detect_dit_layout
@@ -57,10 +58,10 @@ class LoadedDiT:
         """Place the non-block parts on the compute device (blocks arrive with each run)."""
         if not self.on_device:
             device = self.model.device
-            if self.streamer.make_room is not None:
-                self.streamer.make_room(self.streamer.fixed_bytes)
+            self.streamer.make_room_for_fixed()
             bind(self.model, {n: t.to(device) for n, t in self.fixed_host.items()})
-            self.on_device = self.streamer.fixed_on_device = True
+            self.on_device = True
+            self.streamer.fixed_placed(True)
 
     def release_device(self) -> None:
         """Hold nothing on the compute device between runs: resident blocks and the non-block parts go
@@ -69,11 +70,12 @@ class LoadedDiT:
         self.model.clear_caches()
         if self.model.device.type != "cpu" and self.on_device:
             bind(self.model, self.fixed_host)
-            self.on_device = self.streamer.fixed_on_device = False
+            self.on_device = False
+            self.streamer.fixed_placed(False)
 
     def host_tensors(self) -> list[torch.Tensor]:
         """The host RAM this DiT holds: its non-block parts and the streamer's page-locked / converted blocks."""
-        return list(self.fixed_host.values()) + self.streamer.store.host_tensors()
+        return list(self.fixed_host.values()) + self.streamer.host_tensors()
 
     def close(self) -> None:
         """Free device buffers (the non-block parts too), page-locked memory and the file handles."""
@@ -136,7 +138,8 @@ def read_dit_config(path: str) -> DiTConfig:
 
 def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str = "auto", prefetch_blocks: int = 1,
              vram_budget_gb: float | None = None, resident_blocks: Iterable[int] | str | None = None,
-             host_tier: str = "auto", compute: str = "auto", backend=None, ram_reserve: int = 0) -> LoadedDiT:
+             host_tier: str = "auto", compute: str = "auto", backend=None, ram_reserve: int = 0,
+             reserve_bytes: int = 0, hand_over: HostHandOver | None = None) -> LoadedDiT:
     """Open a DiT checkpoint (file or folder, any supported layout) for streamed execution.
 
     vram_budget_gb: device memory for the whole stage (weights + ring + activations); the blocks that
@@ -147,6 +150,8 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
     compute: "auto" | "bf16" | "fp16" | "fp32" — fp16 only when chosen here (see loaders/dtypes.py).
     backend: the streamer's device backend (tests pass a simulated CUDA); default from `device`.
     ram_reserve: RAM the host may still page-lock for itself; the pinned tier never counts on it.
+    reserve_bytes: device memory an automatic budget leaves to other programs (the CLI's --reserve-vram).
+    hand_over: a host sharing the device (nodes/host.py share_device): its free memory and make_room.
     """
     check_weight_dtype(weight_dtype)
     check_compute_dtype(compute)
@@ -201,13 +206,13 @@ def load_dit(path: str, device: str | torch.device = "cpu", *, weight_dtype: str
         source_blocks = PackedSource(blocks)
         tier = host_tier if host_tier != "auto" else auto_host_tier(
             pinned_bytes([source_blocks.layout(i).nbytes for i in range(len(source_blocks))]), reserve=ram_reserve)
-        streamer = BlockStreamer(model, model.blocks, source_blocks, device, prefetch=prefetch_blocks,
-                                 resident=resident, host_tier=tier, backend=backend, ram_reserve=ram_reserve,
-                                 fixed_bytes=sum(t.numel() * t.element_size() for t in fixed.values()))
-        streamer.what = "the DiT"
-        if vram_budget_gb is not None and resident_blocks is None:
-            streamer.budget_bytes = int(vram_budget_gb * 1024 ** 3)
-            streamer.activation_estimate = _activation_estimate(model)
+        budgeted = vram_budget_gb is not None and resident_blocks is None
+        settings = StreamSettings(
+            prefetch=prefetch_blocks, resident=tuple(resident), host_tier=tier, ram_reserve=ram_reserve,
+            fixed_bytes=sum(t.numel() * t.element_size() for t in fixed.values()), what="the DiT",
+            budget_bytes=int(vram_budget_gb * 1024 ** 3) if budgeted else None, reserve_bytes=reserve_bytes,
+            hand_over=hand_over, activation_estimate=_activation_estimate(model) if budgeted else None)
+        streamer = BlockStreamer(model, model.blocks, source_blocks, device, settings, backend=backend)
         loaded = LoadedDiT(model, streamer, cfg, layout.name, str(path), file_dtype, source, fixed)
         # a dropped handle gives its page-locked memory back to the OS (not only at close())
         weakref.finalize(loaded, release_host_memory, streamer.store, source)

@@ -23,6 +23,7 @@ from ..errors import StateDictError, WrongModelError, list_some
 from ..models.clip_encoder import ClipPooled, infer_clip_config
 from ..models.llama_encoder import LlamaStates, infer_llama_config
 from ..models.text_encoder import HunyuanTextEncoder
+from ..offload.settings import HostHandOver, StreamSettings
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
 from .dtypes import compute_dtype, dominant_float_dtype
@@ -73,7 +74,7 @@ class LoadedTextEncoder:
     def host_tensors(self) -> list[torch.Tensor]:
         """The host RAM this encoder holds: CLIP-L while off the device, the streamer's host store."""
         clip = [p for p in self.encoder.clip.parameters() if p.device.type == "cpu"]
-        return clip + self.streamer.store.host_tensors()
+        return clip + self.streamer.host_tensors()
 
     def _comfy_cache_tensors(self):
         """Sizes this handle for ComfyUI's RAM-pressure cache (0.38), which counts an output's tensors."""
@@ -136,7 +137,8 @@ def _llama_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[s
     return prefix, recipes, unexpected
 
 
-def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: float | None, host_tier: str):
+def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: float | None, host_tier: str,
+                reserve_bytes: int, hand_over: HostHandOver | None):
     source = open_checkpoint(path, subfolders=("text_encoder",))
     try:
         prefix, recipes, unexpected = _llama_recipes(source)
@@ -169,11 +171,10 @@ def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: 
         blocks, fixed = block_sources(source, recipes, metas, used, block_of, lambda n, meta, b: meta.dtype)
         mark_quantised(llama.layers, blocks, metas, block_of)
         embed_name = recipes["embed_tokens.weight"].parts[0]
-        streamer = BlockStreamer(llama, llama.layers, PackedSource(blocks), device, prefetch=prefetch,
-                                 host_tier=host_tier)
-        streamer.what = "the LLaVA text encoder"
-        if vram_budget_gb is not None:
-            streamer.budget_bytes = int(vram_budget_gb * 1024 ** 3)
+        settings = StreamSettings(
+            prefetch=prefetch, host_tier=host_tier, what="the LLaVA text encoder", reserve_bytes=reserve_bytes,
+            budget_bytes=None if vram_budget_gb is None else int(vram_budget_gb * 1024 ** 3), hand_over=hand_over)
+        streamer = BlockStreamer(llama, llama.layers, PackedSource(blocks), device, settings)
         return llama, streamer, (lambda ids: source.read_rows(embed_name, ids)), dtype, source, fixed
     except BaseException:
         source.close()
@@ -223,13 +224,15 @@ def _dequantised(source: TensorSource, key: str) -> torch.Tensor:
 
 def load_text_encoder(llm_path: str, clip_path: str, device: str | torch.device = "cpu", *,
                       tokenizer_dir: str | None = None, host_tokenizer_dirs: dict[str, str] | None = None,
-                      prefetch_blocks: int = 1, vram_budget_gb: float | None = 0, host_tier: str = "mapped"
-                      ) -> LoadedTextEncoder:
+                      prefetch_blocks: int = 1, vram_budget_gb: float | None = 0, host_tier: str = "mapped",
+                      reserve_bytes: int = 0, hand_over: HostHandOver | None = None) -> LoadedTextEncoder:
     """Both encoders and their tokenizers, ready to `encode(prompt)`.
 
     host_tokenizer_dirs: {"llama": dir, "clip": dir} bundled with the host (the node layer fills it).
     host_tier: "mapped" by default: the encoder runs once per prompt, so its layers are read from the
     file through the page cache instead of pinning 16 GB next to the DiT.
+    reserve_bytes: device memory an automatic budget leaves to other programs (the CLI's --reserve-vram).
+    hand_over: a host sharing the device (nodes/host.py share_device): its free memory and make_room.
     """
     device = torch.device(device)
     host = host_tokenizer_dirs or {}
@@ -238,7 +241,7 @@ def load_text_encoder(llm_path: str, clip_path: str, device: str | torch.device 
     clip_tok = load_clip_tokenizer(find_tokenizer(CLIP, clip_path, tokenizer_dir or None,
                                                   [host.get("clip")] if host.get("clip") else []))
     llama, streamer, rows, dtype, llm_source, fixed = _load_llama(llm_path, device, prefetch_blocks, vram_budget_gb,
-                                                                  host_tier)
+                                                                  host_tier, reserve_bytes, hand_over)
     if set(fixed) != {"embed_tokens.weight"}:
         llm_source.close()
         raise StateDictError("only the embedding table outside the decoder layers",

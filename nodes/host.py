@@ -15,6 +15,7 @@ import sys
 
 from ..errors import OutputError
 from ..loaders.tokenizer_files import bundled_tokenizer_dirs
+from ..offload.settings import HostHandOver
 
 try:  # inside ComfyUI
     import comfy.latent_formats
@@ -173,13 +174,14 @@ def make_room(bytes_needed: int, dev=None) -> None:
     model_management.soft_empty_cache()
 
 
-def share_device(streamer) -> None:
-    """Plan a streamer's automatic budget with the host's view of the GPU (free + what it can evict − the
-    user's reserve), and let the host free what a plan needs right before we allocate it."""
+def share_device() -> HostHandOver | None:
+    """What a streamer plans its automatic budget with: the host's view of the GPU (free + what it can
+    evict − the user's reserve), and the host freeing what a plan needs right before we allocate it.
+    None on the CPU (nothing to share)."""
     dev = device()
-    if getattr(dev, "type", "cpu") != "cpu":
-        streamer.free_bytes_fn = lambda: available_vram(dev)
-        streamer.make_room = lambda n: make_room(n, dev)
+    if getattr(dev, "type", "cpu") == "cpu":
+        return None
+    return HostHandOver(free_bytes=lambda: available_vram(dev), make_room=lambda n: make_room(n, dev))
 
 
 def host_pinned_allowance() -> int:

@@ -96,8 +96,7 @@ class HyStreamDiTLoader:
     def load(self, dit_name, weight_dtype, vram_budget_gb, prefetch_blocks, compute_dtype="auto"):
         dit = load_dit(model_file("diffusion_models", dit_name, "dit_name"), host.device(), weight_dtype=weight_dtype,
                        prefetch_blocks=prefetch_blocks, vram_budget_gb=vram_budget_gb, compute=compute_dtype,
-                       ram_reserve=host.host_pinned_allowance())
-        host.share_device(dit.streamer)
+                       ram_reserve=host.host_pinned_allowance(), hand_over=host.share_device())
         dit.release_device()
         return (DiTHandle(dit),)
 
@@ -146,8 +145,7 @@ class HyStreamTextEncoderLoader:
         te = load_text_encoder(model_file("text_encoders", llm_name, "llm_name"),
                                model_file("text_encoders", clip_name, "clip_name"),
                                host.device(), tokenizer_dir=tokenizers,
-                               host_tokenizer_dirs=host.host_tokenizer_dirs())
-        host.share_device(te.streamer)
+                               host_tokenizer_dirs=host.host_tokenizer_dirs(), hand_over=host.share_device())
         te.release_device()
         return (te,)
 

@@ -58,7 +58,7 @@ class HyStreamSampler:
             out = pipeline.sample(model, positive, samples, settings, negative=negative, loras=dit.loras,
                                   on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
                                   interrupt=host.interrupt_check, step_cache=dit.step_cache)
-            plan = model.streamer.plan.describe(len(model.streamer.blocks)) if model.streamer.plan else "all blocks streamed"
+            plan = model.streamer.describe_plan() or "all blocks streamed"
             text = positive[0][0].shape[1]
             act = model.model.activation_bytes(tuple(samples.shape), text) / 1024 ** 3
             log.info("HyStream sampler: %d steps on %s; plan: %s; activations %.2f GiB (lean blocks); %s%s", total,

@@ -1,13 +1,14 @@
-"""HyStreamStepCache: step caching for the sampler (dit → dit). The policy itself is sampling/step_cache.py."""
+"""HyStreamStepCache: step caching for the sampler (dit → dit). The caches themselves are sampling/step_cache.py (the
+interface) and sampling/step_caches/ (one class per method; defaults.py: the defaults shown here and by the CLI)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..sampling.step_cache import METHODS, StepCacheSettings
+from ..sampling.step_cache import StepCacheSettings
+from ..sampling.step_caches import METHODS
+from ..sampling.step_caches import defaults as D
 from .guard import node_errors
-
-DEFAULTS = {"teacache": 0.15, "first_block": 0.1, "mag_cache": 0.12}
 
 
 class HyStreamStepCache:
@@ -25,18 +26,18 @@ class HyStreamStepCache:
     def INPUT_TYPES(cls):
         return {"required": {
             "dit": ("HYSTREAM_DIT", {"tooltip": "From HyStreamDiTLoader (or HyStreamLoRA)."}),
-            "method": (list(m for m in METHODS if m != "off"), {"default": "teacache", "tooltip":
+            "method": (list(METHODS), {"default": D.DEFAULT_METHOD, "tooltip":
                        "teacache: decides from the first block's modulated input (nothing streamed on a skipped "
                        "step); first_block: runs the first double block, then decides; mag_cache: decides from "
                        "the published magnitude ratios."}),
-            "threshold": ("FLOAT", {"default": 0.15, "min": 0.0, "max": 2.0, "step": 0.01, "tooltip":
-                          "Higher skips more steps (faster, less faithful). 0 = off. TeaCache 0.1-0.15, First-Block "
-                          "0.05-0.1, MagCache 0.06-0.24."}),
-            "start": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+            "threshold": ("FLOAT", {"default": D.default_threshold(D.DEFAULT_METHOD), "min": 0.0, "max": 2.0,
+                          "step": 0.01, "tooltip": "Higher skips more steps (faster, less faithful). 0 = off. "
+                          f"{D.recommended_text()}."}),
+            "start": ("FLOAT", {"default": D.START, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                       "Fraction of the steps always computed first (the composition is decided early)."}),
-            "end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+            "end": ("FLOAT", {"default": D.END, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                     "Steps from this fraction on are always computed (the first and last steps always are)."}),
-            "max_skips": ("INT", {"default": 3, "min": 0, "max": 100, "tooltip":
+            "max_skips": ("INT", {"default": D.MAX_SKIPS, "min": 0, "max": 100, "tooltip":
                           "Most consecutive skipped steps (0 = no limit)."}),
         }}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from .. import pipeline
+from ..offload.settings import RunHooks
 from . import host
 from .guard import node_errors
 from .loader_nodes import missing_file, model_file
@@ -38,17 +39,16 @@ class HyStreamTextEncode:
 
 def run_encoder(text_encoder, encode, extra_bytes: int = 0):
     """`encode()` with CLIP-L on the device, the LLaVA layers streaming, progress per layer."""
-    layers = len(text_encoder.streamer.blocks)
-    progress = host.Progress(layers)
     streamer = text_encoder.streamer
-    streamer.on_block = lambda i: progress.update(i + 1, layers)
-    streamer.interrupt = host.interrupt_check
+    layers = streamer.block_count()
+    progress = host.Progress(layers)
+    hooks = RunHooks(interrupt=host.interrupt_check, on_block=lambda i: progress.update(i + 1, layers))
     host.make_room(text_encoder.clip_bytes() + extra_bytes)  # CLIP-L (+ the vision tower); the layers' ring is planned by the streamer
     try:
         text_encoder.to_device()
-        cond = encode()
+        with streamer.run_hooks(hooks):
+            cond = encode()
     finally:
-        streamer.on_block = streamer.interrupt = None
         text_encoder.release_device()
         host.empty_cache()
     progress.update(layers, layers)

@@ -1,30 +1,28 @@
 """The few device operations the streamer needs, behind one object.
 
-The streamer (streamer.py) is written once against this seam: streams, events, an asynchronous copy,
-device and page-locked allocations. Its ordering calls (`wait_event`, `wait_stream`, `record`,
-`synchronize`) are made on the stream and event objects a backend hands out:
+The streamer (streamer.py, ring.py) is written once against this seam: streams, events, an asynchronous
+copy, device and page-locked allocations, and the few steps where a host "device" and a GPU differ
+(bringing a block into its ring slot, loading a resident block, where streamed blocks wait, who counts
+allocations). Ordering calls (`wait_event`, `wait_stream`, `record`, `synchronize`) are made on the
+stream and event objects a backend hands out:
 
-- `CudaBackend` hands out CUDA's. Everything it does goes through a `cuda` namespace — `TorchCuda`, a thin
-  face of torch.cuda, by default — so a test can put a simulated CUDA there and run this very code, with
-  CUDA's asynchronous semantics checked on the CPU (tests/stream_check.py).
+- `CudaBackend` hands out CUDA's. Everything it does goes through a `cuda` face — `TorchCuda`
+  (cuda_face.py), a thin face of torch.cuda, by default — so a test can put a simulated CUDA there and run
+  this very code, with CUDA's asynchronous semantics checked on the CPU (tests/stream_check.py).
 - `CpuBackend` runs on the host: there a "device" buffer is host memory, copies are done when issued
   (by the worker thread that reads the file), and its streams and events are ordering no-ops.
-
-Page-locked memory is allocated at its exact size and registered with the driver (cudaHostRegister),
-not taken from PyTorch's pinned pool, which rounds every block up to a power of two (23.7 GiB of bf16
-blocks would lock ~40 GiB) and keeps freed blocks locked until emptied.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-PAGE = 4096
+from .cuda_face import TorchCuda
+from .host_buffer import PinnedBuffer
+
 OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
 
 
@@ -52,105 +50,8 @@ class NullStream:
         pass
 
 
-class TorchCuda:
-    """torch.cuda as the streamer uses it (tests substitute a simulated CUDA with the same face)."""
-
-    def __init__(self):
-        self.Stream, self.Event = torch.cuda.Stream, torch.cuda.Event
-
-    def current_stream(self, device):
-        return torch.cuda.current_stream(device)
-
-    def stream(self, stream):
-        return torch.cuda.stream(stream)
-
-    def device(self, device):
-        return torch.cuda.device(device)
-
-    def empty(self, nbytes: int, device) -> torch.Tensor:
-        return torch.empty(nbytes, dtype=torch.uint8, device=device)
-
-    def copy(self, dst: torch.Tensor, src: torch.Tensor, non_blocking: bool) -> None:
-        dst.copy_(src, non_blocking=non_blocking)
-
-    def host_register(self, t: torch.Tensor) -> int:
-        """cudaHostRegister: 0, or the CUDA error code (which CUDA also latches as the thread's last error)."""
-        return _code(torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel(), 0))
-
-    def host_unregister(self, t: torch.Tensor) -> int:
-        return _code(torch.cuda.cudart().cudaHostUnregister(t.data_ptr()))
-
-    def clear_error(self) -> int:
-        """cudaGetLastError: returns and resets the calling thread's last error. A refused cudaHostRegister
-        leaves its error there, and PyTorch's next kernel-launch check would raise it as if that kernel
-        had failed (a misattributed "out of memory")."""
-        return _code(torch.cuda.cudart().cudaGetLastError())
-
-    def mem_get_info(self, device) -> tuple[int, int]:
-        return torch.cuda.mem_get_info(device)
-
-    def cached_free(self, device) -> int:
-        """Memory PyTorch's caching allocator holds but no tensor uses: free for our purposes."""
-        return torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-
-    def max_allocated(self, device) -> int:
-        return torch.cuda.max_memory_allocated(device)
-
-    def max_reserved(self, device) -> int:
-        return torch.cuda.max_memory_reserved(device)
-
-    def reset_peak(self, device) -> None:
-        torch.cuda.reset_peak_memory_stats(device)
-
-    # what a simulated CUDA observes; the real one needs nothing here
-    def host_write(self, buf: torch.Tensor) -> None:
-        pass
-
-    def thread_handoff(self, fn):
-        return fn
-
-    def thread_join(self, future: Future):
-        return future.result()
-
-    def worker(self, device):
-        """The context the streamer's worker thread issues every copy in: our device (a checker may add
-        its own, e.g. a sanitizer's dispatch mode, which is per thread)."""
-        return torch.cuda.device(device)
-
-
-def _code(err) -> int:
-    return int(getattr(err, "value", err))
-
-
-class PinnedBuffer:
-    """Host memory page-locked at its exact size; unlocked when released or garbage collected."""
-
-    def __init__(self, cuda, nbytes: int):
-        raw = torch.empty(nbytes + PAGE, dtype=torch.uint8)
-        start = (-raw.data_ptr()) % PAGE  # page-aligned start for the driver
-        self.tensor = raw[start:start + nbytes]
-        self.nbytes = nbytes
-        err = cuda.host_register(self.tensor)
-        if err:
-            cuda.clear_error()  # or the thread's next kernel launch reports it as its own failure
-            self.tensor = None
-            raise MemoryError(f"cudaHostRegister of {nbytes / 2 ** 30:.2f} GiB was refused (CUDA error {err})")
-        self._finalizer = weakref.finalize(self, _unregister, cuda, self.tensor)
-
-    def release(self) -> None:
-        self._finalizer()
-        self.tensor = None
-
-
-def _unregister(cuda, tensor: torch.Tensor) -> None:
-    if cuda.host_unregister(tensor):
-        cuda.clear_error()  # nothing to do about it here; never let it surface at an unrelated kernel
-
-
 class CpuBackend:
     """The compute device is the host: buffers are host memory, copies complete when issued."""
-
-    host_is_device = True
 
     def __init__(self, device="cpu"):
         self.device = torch.device(device)
@@ -179,6 +80,19 @@ class CpuBackend:
 
     def alloc_pinned(self, nbytes: int) -> PinnedBuffer | None:
         return None  # nothing to page-lock without a device to copy to
+
+    def store_tier(self, requested: str) -> str:
+        return "mapped"  # resident and held blocks are both RAM here: the page cache keeps hot pages
+
+    def account_allocation(self, ledger, buf: torch.Tensor, nbytes: int) -> None:
+        ledger.count(buf, nbytes)  # no allocator measures itself here: the ledger keeps the peak
+
+    def load_resident(self, buf: torch.Tensor, store, index: int) -> None:
+        store.fill(index, buf)
+
+    def bring(self, dst: torch.Tensor, index: int, store, staging, slot: int, stream, after) -> None:
+        """Worker thread: read block `index` from the file straight into its ring slot; done on return."""
+        store.fill(index, dst)
 
     def upload(self, dst: torch.Tensor, src: torch.Tensor) -> None:
         dst.copy_(src)
@@ -211,14 +125,11 @@ class CpuBackend:
 class CudaBackend:
     """A CUDA device through `cuda` (torch.cuda by default)."""
 
-    host_is_device = False
-
     def __init__(self, device, cuda=None):
         self.cuda = cuda or TorchCuda()
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self._lock = threading.Lock()
 
     def current_stream(self):
         return self.cuda.current_stream(self.device)
@@ -254,6 +165,43 @@ class CudaBackend:
                 return PinnedBuffer(self.cuda, nbytes)
         except (RuntimeError, *OOM_ERRORS):
             return None
+
+    def store_tier(self, requested: str) -> str:
+        return requested
+
+    def account_allocation(self, ledger, buf: torch.Tensor, nbytes: int) -> None:
+        pass  # the caching allocator measures itself (max_memory_allocated, per session)
+
+    def load_resident(self, buf: torch.Tensor, store, index: int) -> None:
+        """Upload block `index` into its resident buffer from its page-locked copy when one is held (a
+        resident block never locks a new one), else from the file through ordinary memory."""
+        host = store.held(index)
+        if host is None:
+            host = torch.empty(buf.numel(), dtype=torch.uint8)
+            store.fill(index, host)
+        self.upload(buf, host)  # the host waits: set-up time, not the hot path
+
+    def bring(self, dst: torch.Tensor, index: int, store, staging, slot: int, stream, after):
+        """Worker thread: copy block `index` into ring slot `slot` (`dst`) on the copy `stream`, once
+        `after` (the last compute from that slot) is done; from the block's page-locked copy, or read from
+        the file into the slot's staging buffer. Returns the copy's event."""
+        src, pageable = store.packed(index), False
+        if src is None:  # served from the file through a staging buffer
+            buf = staging.take(slot)
+            src, pageable = buf.tensor[:dst.numel()], buf.pageable
+            self.host_write(src)
+            store.fill(index, src)
+        with self.on(stream):
+            if after is not None:
+                stream.wait_event(after)
+            if pageable:  # no page-locked memory to be had: a copy the host waits for (slower, correct)
+                self.upload(dst, src)
+            else:
+                self.copy(dst, src)
+            event = self.event(timing=True, blocking=True)
+            event.record(stream)
+        staging.copied(slot, event)
+        return event
 
     def upload(self, dst: torch.Tensor, src: torch.Tensor) -> None:
         """A copy the host waits for (set-up time, not the hot path)."""

@@ -34,3 +34,21 @@ def placeholders(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def unbind(module: nn.Module, names, meta: dict[str, torch.Tensor]) -> None:
     """Drop the references to real memory: every bound name goes back to its meta placeholder."""
     bind(module, {name: meta[name] for name in names})
+
+
+class Skeletons:
+    """Streamed blocks as skeletons: each bound to a buffer of its packed bytes while it is on the device,
+    else to meta placeholders (no memory)."""
+
+    def __init__(self, blocks, layouts):
+        self.blocks, self.layouts = list(blocks), list(layouts)
+        self._meta = [{s.name: torch.empty(s.shape, dtype=s.dtype, device="meta") for s in lay.slots}
+                      for lay in self.layouts]
+        for i in range(len(self.blocks)):
+            self.unbind(i)  # validates names, frees nothing real yet
+
+    def bind(self, index: int, buf: torch.Tensor) -> None:
+        bind(self.blocks[index], self.layouts[index].views(buf))
+
+    def unbind(self, index: int) -> None:
+        unbind(self.blocks[index], self._meta[index], self._meta[index])

@@ -9,13 +9,11 @@ shrinks the ring slots to the size of the blocks that still stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
-import torch
+from typing import Callable, Sequence
 
 from ..errors import BudgetError
-
 from ..sizes import GIB, automatic_budget, budget_margin  # noqa: F401  (the engine's budgets keep the margin)
+from .settings import StreamSettings
 
 
 @dataclass(frozen=True)
@@ -53,3 +51,53 @@ def plan_residency(block_bytes: Sequence[int], budget_bytes: int, *, fixed_bytes
         f"{max(block_bytes, default=0) / GIB:.2f} + activations {activation_bytes / GIB:.2f} GiB)",
         f"a budget of {budget_bytes / GIB:.2f} GiB",
         "raise vram_budget_gb (0 = automatic), or lower the resolution or frame count to shrink the activations")
+
+
+class Budget:
+    """A streamer's budget and the device memory it plans with: `budget_bytes` None (residency as set),
+    0 (automatic: the free memory, less the margin) or bytes. Free memory is the host's view where a host
+    shares the device (its evictable models included), else the backend's, less `reserve_bytes`."""
+
+    def __init__(self, settings: StreamSettings, backend, block_bytes: Sequence[int]):
+        self.budget_bytes = settings.budget_bytes
+        self.block_bytes = list(block_bytes)
+        self.fixed_bytes, self.prefetch, self.what = settings.fixed_bytes, max(0, int(settings.prefetch)), settings.what
+        self.fixed_on_device = False  # the non-block weights are on the device now (their owner says)
+        host = settings.hand_over
+        self._free: Callable[[], int | None] = host.free_bytes if host else (
+            lambda: backend.free_bytes(settings.reserve_bytes))
+        self._make_room: Callable[[int], None] | None = host.make_room if host else None
+
+    def plan(self, activation_bytes: int, resident_bytes: int) -> Plan | None:
+        """Resident blocks and prefetch for a run with these activations; None where an automatic budget has
+        no device memory to plan (the CPU: resident and mapped blocks are both RAM there, and the page cache
+        already keeps hot pages without growing the process, so every block streams)."""
+        budget = self.budget_bytes
+        if budget == 0:
+            free = self._free()
+            if free is None:
+                return None
+            held = resident_bytes + (self.fixed_bytes if self.fixed_on_device else 0)
+            budget = automatic_budget(free + held)  # what we hold already counts as usable; less the margin
+        return plan_residency(self.block_bytes, budget, fixed_bytes=self.fixed_bytes,
+                              activation_bytes=activation_bytes, prefetch=self.prefetch, what=self.what)
+
+    def make_room(self, nbytes: int, release: Callable[[], None]) -> None:
+        """Before allocating `nbytes`, have a host that shares the device free them; `release` first gives
+        back what we hold, so that the host evicts no more than the plan needs. Without a host: nothing."""
+        if self._make_room is not None:
+            release()
+            self._make_room(nbytes)
+
+    def make_room_for_fixed(self) -> None:
+        if self._make_room is not None:
+            self._make_room(self.fixed_bytes)
+
+    def activation_room(self) -> int | None:
+        """Bytes the budget (or the automatic budget of the free memory) leaves for activations once the
+        fixed weights and the smallest ring (two of the largest blocks) are counted; None with no figure."""
+        budget = self.budget_bytes or self._free()
+        if budget is None:
+            return None
+        budget = budget if self.budget_bytes else automatic_budget(budget)
+        return budget - self.fixed_bytes - 2 * max(self.block_bytes, default=0)

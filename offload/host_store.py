@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from .backend import PAGE, PinnedBuffer
+from .host_buffer import PAGE, PinnedBuffer
 from .host_memory import available_ram_bytes
 from .source import BlockSource
 from .spill import SpillFile
@@ -68,7 +68,7 @@ def auto_host_tier(pinned_total: int, headroom: float = 0.75, available: int | N
 
 
 class HostStore:
-    def __init__(self, source: BlockSource, tier: str, backend=None, ram_reserve: int = 0):
+    def __init__(self, source: BlockSource, tier: str, backend, ram_reserve: int = 0):
         if tier not in ("mapped", "pinned"):
             raise ValueError(f"host tier must be 'mapped' or 'pinned', not {tier!r}")
         self.source = source
@@ -106,7 +106,7 @@ class HostStore:
                 if self._refused or (free is not None and self._arena_size[arena] > LOCK_SHARE * free):
                     self._refused = True
                     return None
-                buf = self.backend.alloc_pinned(self._arena_size[arena]) if self.backend is not None else None
+                buf = self.backend.alloc_pinned(self._arena_size[arena])
                 if buf is None:
                     self._refused = True
                     return None
@@ -148,13 +148,9 @@ class HostStore:
         elif not self._spilled(index, out):
             self.source.fill(index, out)
 
-    def _computes(self, index: int) -> bool:
-        computed = getattr(self.source, "computed", None)
-        return computed is not None and computed(index)
-
     def _converted_block(self, index: int) -> torch.Tensor | None:
         """A block whose filling converts dtypes, converted once and kept (mapped tier, RAM allowing)."""
-        if not self._computes(index):
+        if not self.source.computed(index):
             return None
         with self._lock:
             kept = self._converted.get(index)
@@ -170,7 +166,7 @@ class HostStore:
     def _spilled(self, index: int, out: torch.Tensor) -> bool:
         """Serve a converted block from the scratch file, converting and writing it there on first use.
         False when the block converts nothing, or the scratch disk has no room (then it converts again)."""
-        if not self._computes(index):
+        if not self.source.computed(index):
             return False
         if not self._spill.holds(index):
             if not self._spill.room_for(self._sizes[index]):

@@ -11,54 +11,52 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from ..errors import format_bytes
+from .host_buffer import PageableBuffer
 
 log = logging.getLogger("hystream")
 
 
 class StagingRing:
-    def __init__(self, backend):
+    def __init__(self, backend, what: str):
         self.backend = backend
-        self._buffers: list = []  # PinnedBuffer, or an ordinary tensor when locking was refused
+        self.what = what  # the model, named in the warning when no memory can be locked
+        self.size = 0  # what each buffer must hold: the largest streamed block (set per session)
+        self._buffers: list = []  # a HostBuffer (host_buffer.py) per ring slot, or None before first use
         self._events: list = []  # the copy out of each buffer (None: never copied from)
 
-    def take(self, slot: int, nbytes: int, size: int, what: str) -> tuple[torch.Tensor, bool]:
-        """(slot's buffer cut to `nbytes`, whether it is pageable memory), safe to write: the previous
-        copy out of it has finished. `size`: what the buffer must hold (the largest streamed block);
-        `what`: the model, named in the warning when no memory can be locked."""
+    def fit(self, size: int) -> None:
+        """This session streams blocks of up to `size` bytes: smaller buffers are replaced on next use."""
+        self.size = size
+
+    def take(self, slot: int):
+        """The slot's buffer (a HostBuffer of at least `size` bytes), safe to write: the previous copy out of
+        it has finished. Pageable memory when the system refuses to lock more."""
         while len(self._buffers) <= slot:
             self._buffers.append(None)
             self._events.append(None)
         if self._events[slot] is not None:
             self._events[slot].synchronize()  # the previous copy out of it is done (this worker waits)
         buf = self._buffers[slot]
-        if buf is None or _size(buf) < size:
-            if hasattr(buf, "release"):
+        if buf is None or buf.nbytes < self.size:
+            if buf is not None:
                 buf.release()
-            pinned = self.backend.alloc_pinned(size)
-            if pinned is None:
+            buf = self.backend.alloc_pinned(self.size)
+            if buf is None:
                 log.warning("HyStream: the system refused to page-lock %s for staging; %s streams with "
-                            "synchronous copies (slower)", format_bytes(size), what)
-            buf = self._buffers[slot] = pinned if pinned is not None else torch.empty(size, dtype=torch.uint8)
-        return (buf.tensor[:nbytes], False) if hasattr(buf, "tensor") else (buf[:nbytes], True)
+                            "synchronous copies (slower)", format_bytes(self.size), self.what)
+                buf = PageableBuffer(self.size)
+            self._buffers[slot] = buf
+        return buf
 
     def copied(self, slot: int, event) -> None:
         """The copy out of `slot`'s buffer was issued; `event` completes when it has read the buffer."""
         if slot < len(self._events):
             self._events[slot] = event
 
-    def host_tensors(self) -> list[torch.Tensor]:
-        return [b.tensor if hasattr(b, "tensor") else b for b in self._buffers if b is not None]
-
     def release(self) -> None:
         """Unlock and free every buffer. The caller has synchronised with every copy out of them."""
         for buf in self._buffers:
-            if hasattr(buf, "release"):
+            if buf is not None:
                 buf.release()
         self._buffers, self._events = [], []
-
-
-def _size(buf) -> int:
-    return buf.nbytes if hasattr(buf, "nbytes") else buf.numel()

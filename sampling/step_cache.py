@@ -2,75 +2,47 @@
 residual the blocks added last time instead of running them — and, for a streamed model, instead of
 copying their weights to the device at all.
 
-One policy object per sampling run, consulted by the DiT (models/dit.py) at two points of its forward:
-`before_blocks` (TeaCache and MagCache decide there, before any block runs) and `after_first_block`
-(First-Block Cache decides there, after the first double block). The DiT hands it image-stream tensors
+This module is the interface: `StepCache`, one object per sampling run, consulted by the DiT
+(models/dit.py) at three points of its forward — `before_blocks` (TeaCache and MagCache decide there,
+before any block runs), `after_first_block` (First-Block Cache decides there, after the first double
+block) and `after_blocks` (a computed step keeps its residual). The DiT hands it image-stream tensors
 only; the text stream is not needed after the blocks (the final layer reads the image tokens), so a
 skipped step needs the image residual only. With true CFG the positive and negative passes keep separate
-states (`begin_pass(key)`). The policy knows nothing of streaming: the sampler wires `on_decided` /
-`on_skip_rest` to the streamer so that a skipped step moves no weights.
+states (`begin_pass(key)`). A cache knows nothing of streaming: the sampler passes the streamer's
+`on_decided` / `on_skip_rest` at construction so that a skipped step moves no weights.
 
-Methods (each with a threshold, start / end fractions of the steps outside which nothing is skipped —
-the first and last steps are always computed — and a maximum run of consecutive skips, 0 = no limit):
-- TeaCache (Liu et al. 2024, ali-vilab/TeaCache, TeaCache4HunyuanVideo): the relative L1 change of the
-  first double block's modulated image input, rescaled by the published HunyuanVideo polynomial, is
-  accumulated; while the sum stays below the threshold the step reuses the cached residual.
-- First-Block Cache (ParaAttention; diffusers `apply_first_block_cache`): run the first double block;
-  if the mean absolute change of its residual relative to the last computed step's is at most the
-  threshold, skip the rest and add the cached residual of the remaining blocks.
-- MagCache (Ma et al. 2025, diffusers `apply_mag_cache`): the product of the per-step magnitude ratios
-  of the residual since the last computed step gives an error estimate, accumulated; below the threshold
-  (and within the skip limit) the step reuses the residual. HunyuanVideo's ratios as MagCache publishes
-  them (720p and 544p, 50 steps), interpolated to the run's steps (so no calibration run is needed).
+The base class keeps what every method shares — the window outside which nothing is skipped (start / end
+fractions of the steps; the first and last steps are always computed), the longest run of consecutive
+skips (0 = no limit), one state per pass, the decisions. One class per method, each in
+sampling/step_caches/ with its own per-pass state; they are chosen by name in one place,
+`sampling.step_caches.METHODS` / `make_step_cache` (which returns no cache at all when off). The
+constants a method needs (TeaCache's polynomial, MagCache's ratios) are the model family's, handed in as
+a `families.base.CacheConstants`; the defaults the node and the CLI show are sampling/step_caches/defaults.py.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
-METHODS = ("off", "teacache", "first_block", "mag_cache")
-
-# TeaCache4HunyuanVideo's rescaling polynomial (numpy.poly1d order: highest power first)
-TEACACHE_HUNYUAN_COEFFICIENTS = (7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02)
-# MagCache4HunyuanVideo's published magnitude ratios, 50 steps (index 0 is the first step's 1.0)
-MAG_RATIOS_720P = (1.0, 1.0754, 1.27807, 1.11596, 1.09504, 1.05188, 1.00844, 1.05779, 1.00657, 1.04142, 1.03101,
-                   1.00679, 1.02556, 1.00908, 1.06949, 1.05438, 1.02214, 1.02321, 1.03019, 1.00779, 1.03381, 1.01886,
-                   1.01161, 1.02968, 1.00544, 1.02822, 1.00689, 1.02119, 1.0105, 1.01044, 1.01572, 1.02972, 1.0094,
-                   1.02368, 1.0226, 0.98965, 1.01588, 1.02146, 1.0018, 1.01687, 0.99436, 1.00283, 1.01139, 0.97122,
-                   0.98251, 0.94513, 0.97656, 0.90943, 0.85703, 0.75456)
-MAG_RATIOS_544P = (1.0, 1.06971, 1.29073, 1.11245, 1.09596, 1.05233, 1.01415, 1.05672, 1.00848, 1.03632, 1.02974,
-                   1.00984, 1.03028, 1.00681, 1.06614, 1.05022, 1.02592, 1.01776, 1.02985, 1.00726, 1.03727, 1.01502,
-                   1.00992, 1.03371, 0.9976, 1.02742, 1.0093, 1.01869, 1.00815, 1.01461, 1.01152, 1.03082, 1.0061,
-                   1.02162, 1.01999, 0.99063, 1.01186, 1.0217, 0.99947, 1.01711, 0.9904, 1.00258, 1.00878, 0.97039,
-                   0.97686, 0.94315, 0.97728, 0.91154, 0.86139, 0.76592)
-
-
-def published_mag_ratios(height: int) -> tuple[float, ...]:
-    """MagCache's HunyuanVideo calibration closest to the video height (published for 720p and 544p)."""
-    return MAG_RATIOS_720P if height >= 632 else MAG_RATIOS_544P
-
-
-def nearest_interp(values, length: int) -> list[float]:
-    """A per-step curve resampled to `length` steps by nearest neighbour (as MagCache and diffusers do)."""
-    values = list(values)
-    if length == 1:
-        return values[-1:]
-    scale = (len(values) - 1) / (length - 1)
-    return [values[int(round(i * scale))] for i in range(length)]
+if TYPE_CHECKING:  # annotations only: the constants are plain values the caller hands in
+    from ..families.base import CacheConstants
 
 
 @dataclass(frozen=True)
 class StepCacheSettings:
+    """What the user chose. The field defaults are the neutral values (no window, no limit), not the
+    recommended ones: those are sampling/step_caches/defaults.py."""
     method: str = "off"
-    threshold: float = 0.0  # 0 = never skip (output bit-identical to no cache)
+    threshold: float = 0.0  # 0 = never skip (no cache object: output bit-identical to no cache)
     start: float = 0.0  # fraction of the steps always computed first (MagCache's retention ratio)
     end: float = 1.0  # steps from end × steps on are always computed
     max_skips: int = 0  # most consecutive skipped steps per pass; 0 = no limit
-    mag_ratios: tuple[float, ...] | None = None  # MagCache; None = the published ones for the video height
+    mag_ratios: tuple[float, ...] | None = None  # MagCache; None = the family's published ones for the height
 
     @property
     def active(self) -> bool:
@@ -79,155 +51,45 @@ class StepCacheSettings:
 
 @dataclass
 class PassState:
-    """What one pass (the positive or the negative prompt) remembers between steps."""
+    """What one pass (the positive or the negative prompt) remembers between steps; each method's state
+    class adds its own fields."""
     step: int = 0
     skips_in_a_row: int = 0
-    residual: torch.Tensor | None = None  # image output − image input of the blocks, last computed step
-    previous: torch.Tensor | None = None  # TeaCache: modulated input; FBC: first block's residual
-    head_output: torch.Tensor | None = None  # FBC: the first block's image output on the last computed step
-    accumulated: float = 0.0  # TeaCache distance / MagCache error
-    accumulated_ratio: float = 1.0  # MagCache
-    accumulated_steps: int = 0  # MagCache
+    residual: torch.Tensor | None = None  # what the (skippable) blocks added on the last computed step
     decisions: list[bool] = field(default_factory=list)  # True = computed
 
 
-class StepCache:
+class StepCache(ABC):
     """The policy for one sampling run of `steps` steps (see the module docstring)."""
 
-    def __init__(self, settings: StepCacheSettings, steps: int, height: int = 720):
-        if settings.method not in METHODS:
-            raise ValueError(f"step cache method {settings.method!r} is not one of {METHODS}")
+    State: ClassVar[type[PassState]] = PassState  # the method's per-pass state
+    pauses_after_first_block: ClassVar[bool] = False  # decides after the first double block: the streamer pauses there
+    needs_probe: ClassVar[bool] = False  # before_blocks calls `probe()` (the first block's modulated input)
+    kept_per_pass: ClassVar[int] = 1  # image-stream-sized tensors kept per pass between steps
+    transient: ClassVar[int] = 1  # image-stream clones a forward makes (the blocks update the stream in place)
+
+    def __init__(self, settings: StepCacheSettings, steps: int, constants: CacheConstants, height: int, *,
+                 on_decided: Callable[[], None] | None = None, on_skip_rest: Callable[[], None] | None = None):
+        """`constants`: the family's calibrations (a method that needs one it lacks raises InputError);
+        `height`: the video's, in pixels (MagCache picks its calibration by it)."""
+        if not settings.active:
+            raise ValueError(f"{settings} skips nothing: no cache object is made for it (make_step_cache returns None)")
         self.settings = settings
         self.steps = steps
-        ratios = settings.mag_ratios or published_mag_ratios(height)
-        self.mag_ratios = nearest_interp(ratios, steps) if settings.method == "mag_cache" else []
+        self.on_decided = on_decided  # the pass decided to compute (after a pause)
+        self.on_skip_rest = on_skip_rest  # the pass skips its remaining blocks (after a pause)
         self.passes: dict[str, PassState] = {}
         self.state: PassState | None = None
-        # the sampler's hooks into the streamer: a pass decided to compute / to skip after the first block
-        self.on_decided: Callable[[], None] | None = None
-        self.on_skip_rest: Callable[[], None] | None = None
 
-    # -- run bookkeeping -----------------------------------------------------------------------------
-    @property
-    def pauses_after_first_block(self) -> bool:
-        """First-Block Cache decides after the first double block: the streamer must not copy further."""
-        return self.settings.method == "first_block" and self.settings.active
-
-    @property
-    def needs_probe(self) -> bool:
-        return self.settings.method == "teacache" and self.settings.active
+    # -- the sampler's points ------------------------------------------------------------------------
+    def begin_pass(self, key: str) -> None:
+        self.state = self.passes.setdefault(key, self.State())
 
     def device_bytes(self, image_tokens: int, hidden: int, itemsize: int, passes: int) -> int:
-        """What the policy keeps on the device: per pass the cached residual and the previous value it
-        compares with, plus the clones of the image stream a forward makes (the blocks update it in place)."""
-        if not self.settings.active:
-            return 0
-        stream = image_tokens * hidden * itemsize
-        kept = 2 if self.settings.method in ("teacache", "first_block") else 1
-        transient = 2 if self.settings.method == "first_block" else 1
-        return stream * (kept * passes + transient)
+        """What the cache keeps on the device: per pass what it carries between steps, plus the clones of
+        the image stream a forward makes."""
+        return image_tokens * hidden * itemsize * (self.kept_per_pass * passes + self.transient)
 
-    def begin_pass(self, key: str) -> None:
-        self.state = self.passes.setdefault(key, PassState())
-
-    def _end_step(self, computed: bool) -> None:
-        st = self.state
-        st.decisions.append(computed)
-        st.skips_in_a_row = 0 if computed else st.skips_in_a_row + 1
-        st.step += 1
-
-    def _eligible(self) -> bool:
-        """May this step be skipped at all (start/end window, first/last step, run of skips)?"""
-        s, st = self.settings, self.state
-        i = st.step
-        first = int(s.start * self.steps + 0.5)
-        last = math.ceil(s.end * self.steps)
-        if not s.active or i == 0 or i == self.steps - 1 or i < first or i >= last:
-            return False
-        return not (s.max_skips and st.skips_in_a_row >= s.max_skips)
-
-    # -- the DiT's two consultation points ----------------------------------------------------------
-    def before_blocks(self, img: torch.Tensor, probe: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Called with the image tokens entering the blocks. Returns the step's output image tokens when
-        the step is skipped (input + cached residual), else None (run the blocks)."""
-        method = self.settings.method
-        if method == "teacache" and self.settings.active:
-            skip = self._teacache(probe())
-        elif method == "mag_cache" and self.settings.active:
-            skip = self._mag_cache()
-        else:
-            return None
-        if not skip:
-            if self.on_decided is not None:
-                self.on_decided()
-            return None
-        self._end_step(False)
-        return img + self.state.residual
-
-    def after_first_block(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | None:
-        """First-Block Cache, with the first double block's image tokens before and after it. Returns the
-        step's output image tokens when the rest is skipped, else None."""
-        if not self.pauses_after_first_block:
-            return None
-        st = self.state
-        residual = after - before
-        if st.previous is None or not self._eligible():
-            skip = False
-        else:
-            diff = (residual - st.previous).abs().mean() / st.previous.abs().mean()
-            skip = bool(diff.item() <= self.settings.threshold)
-        if skip and st.residual is not None:
-            self._end_step(False)
-            if self.on_skip_rest is not None:
-                self.on_skip_rest()
-            return after + st.residual
-        st.previous, st.head_output = residual, after.clone()
-        if self.on_decided is not None:
-            self.on_decided()
-        return None
-
-    def after_blocks(self, img_in: torch.Tensor | None, img_out: torch.Tensor) -> None:
-        """Called with the image tokens after the last block of a computed step: keep the residual.
-        (First-Block Cache keeps the residual of the blocks after the first one.)"""
-        st = self.state
-        if self.settings.method == "first_block":
-            residual = img_out - st.head_output if st.head_output is not None else None
-            st.head_output = None
-        else:
-            residual = img_out - img_in
-        st.residual = residual
-        self._end_step(True)
-
-    # -- the criteria ------------------------------------------------------------------------------
-    def _teacache(self, modulated: torch.Tensor) -> bool:
-        st = self.state
-        previous, st.previous = st.previous, modulated
-        if not self._eligible() or previous is None or st.residual is None:
-            st.accumulated = 0.0
-            return False
-        rel = ((modulated - previous).abs().mean() / previous.abs().mean()).item()
-        st.accumulated += teacache_rescale(rel)
-        if st.accumulated < self.settings.threshold:
-            return True
-        st.accumulated = 0.0
-        return False
-
-    def _mag_cache(self) -> bool:
-        st, s = self.state, self.settings
-        i = st.step
-        if i < int(s.start * self.steps + 0.5):
-            return False
-        st.accumulated_ratio *= self.mag_ratios[i] if i < len(self.mag_ratios) else 1.0
-        st.accumulated_steps += 1
-        st.accumulated += abs(1.0 - st.accumulated_ratio)
-        limit = s.max_skips or self.steps
-        if (self._eligible() and st.residual is not None and st.accumulated <= s.threshold
-                and st.accumulated_steps <= limit):
-            return True
-        st.accumulated_ratio, st.accumulated_steps, st.accumulated = 1.0, 0, 0.0
-        return False
-
-    # -- what happened ---------------------------------------------------------------------------------
     def summary(self) -> dict:
         decisions = {k: p.decisions for k, p in self.passes.items()}
         skipped = sum(d.count(False) for d in decisions.values())
@@ -235,12 +97,46 @@ class StepCache:
         return {"method": self.settings.method, "threshold": self.settings.threshold, "passes": total,
                 "skipped": skipped, "decisions": decisions}
 
+    # -- the DiT's points --------------------------------------------------------------------------------
+    @abstractmethod
+    def before_blocks(self, img: torch.Tensor, probe: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """With the image tokens entering the blocks: the step's output image tokens when the step is
+        skipped, else None (run the blocks)."""
 
-def teacache_rescale(x: float) -> float:
-    value = 0.0
-    for c in TEACACHE_HUNYUAN_COEFFICIENTS:
-        value = value * x + c
-    return value
+    @abstractmethod
+    def after_first_block(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | None:
+        """Only when `pauses_after_first_block`: with the first double block's image tokens before and
+        after it, the step's output image tokens when the rest is skipped, else None."""
+
+    @abstractmethod
+    def after_blocks(self, img_in: torch.Tensor | None, img_out: torch.Tensor) -> None:
+        """With the image tokens after the last block of a computed step (and those before the blocks,
+        None when `pauses_after_first_block`): keep the residual."""
+
+    # -- shared bookkeeping --------------------------------------------------------------------------
+    def eligible(self) -> bool:
+        """May this pass's current step be skipped at all (start/end window, first/last step, run of skips)?"""
+        s, i = self.settings, self.state.step
+        first, last = int(s.start * self.steps + 0.5), math.ceil(s.end * self.steps)
+        if i == 0 or i == self.steps - 1 or i < first or i >= last:
+            return False
+        return not (s.max_skips and self.state.skips_in_a_row >= s.max_skips)
+
+    def end_step(self, computed: bool) -> None:
+        st = self.state
+        st.decisions.append(computed)
+        st.skips_in_a_row = 0 if computed else st.skips_in_a_row + 1
+        st.step += 1
+
+    def skipped(self, img: torch.Tensor) -> torch.Tensor:
+        """The step is skipped: `img` (what the skipped blocks would have read) plus the cached residual."""
+        self.end_step(False)
+        return img + self.state.residual
+
+    def computed(self, residual: torch.Tensor | None) -> None:
+        """The step was computed: keep what its (skippable) blocks added."""
+        self.state.residual = residual
+        self.end_step(True)
 
 
 def report_line(report: dict | None) -> str:

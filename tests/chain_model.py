@@ -6,6 +6,7 @@ import time
 import torch
 from torch import nn
 
+from hystream.offload.settings import StreamSettings
 from hystream.offload.source import StateDictSource
 from hystream.offload.streamer import BlockStreamer
 
@@ -43,14 +44,17 @@ class Chain(nn.Module):
         return x
 
 
-def streamed(model: Chain, source_cls=StateDictSource, **kw):
-    """Move the blocks' weights into a source, leave the blocks as meta skeletons, attach a streamer."""
+def streamed(model: Chain, source_cls=StateDictSource, backend=None, **kw):
+    """Move the blocks' weights into a source, leave the blocks as meta skeletons, attach a streamer.
+    `kw`: StreamSettings fields (and `delay`, for a slow source)."""
     states = [{k: v.clone() for k, v in b.state_dict().items()} for b in model.blocks]
     extra = {"delay": kw.pop("delay")} if "delay" in kw else {}
     source = source_cls(states, **extra)
     for b in model.blocks:
         b.to_empty(device="meta")
-    return BlockStreamer(model, model.blocks, source, "cpu", **kw)
+    if "resident" in kw:
+        kw["resident"] = tuple(kw["resident"])
+    return BlockStreamer(model, model.blocks, source, "cpu", StreamSettings(**kw), backend=backend)
 
 
 def fresh(seed=0, **kw):

@@ -17,6 +17,7 @@ import torch
 
 from chain_model import chain_input, fresh, reference, streamed
 from hystream.offload.backend import CudaBackend
+from hystream.offload.settings import RunHooks
 from stream_check import SimCuda
 
 LAG_CYCLES = 1_000_000  # on a GPU every block spins this long first: the device lags the host
@@ -92,9 +93,9 @@ def checked(case: Case, fn):
 
 def finish(case: Case):
     s = case.s
-    assert s._session is None
+    assert not s.in_session()
     live = s.live_buffers()
-    assert len(live) == len(s.resident), [b.numel() for b in live]  # only resident blocks' buffers
+    assert len(live) == len(s.resident_blocks()), [b.numel() for b in live]  # only resident blocks' buffers
     s.detach()
     gc.collect()
     if case.sim is not None:
@@ -137,6 +138,7 @@ def resync(c: Case):
 def failure(kind):
     def scenario(c: Case):
         m, s = c.m, c.s
+        hooks = None
         if kind == "exception":
             m.blocks[-2].fail = True
             expected = RuntimeError
@@ -147,7 +149,7 @@ def failure(kind):
                 calls.append(1)
                 if len(calls) == 3:
                     raise InterruptedError("cancelled by the user")
-            s.interrupt = cancel
+            hooks = RunHooks(interrupt=cancel)
             expected = InterruptedError
         else:  # Ctrl-C inside a block: a BaseException, which PyTorch's always_call hooks do not see
             original = m.blocks[1].forward
@@ -157,12 +159,11 @@ def failure(kind):
             m.blocks[1].forward = interrupted
             expected = KeyboardInterrupt
         with raises(expected):
-            with s.session():
+            with s.session(hooks=hooks):
                 m(c.x)
                 m(c.x)
-        assert s._session is None
+        assert not s.in_session()
         m.blocks[-2].fail = False
-        s.interrupt = None
         if kind == "ctrl_c":
             m.blocks[1].forward = original
         assert torch.equal(m(c.x), c.want)  # the second run after it
@@ -181,7 +182,7 @@ def decided_passes(c: Case):
         s.end_pass() if skip else s.resume()
     handle = m.blocks[1].register_forward_hook(decide)
     s.pause_after(1)
-    streamed_blocks = [i for i in range(len(m.blocks)) if i not in s.resident]
+    streamed_blocks = [i for i in range(len(m.blocks)) if i not in s.resident_blocks()]
     head = [i for i in streamed_blocks if i <= 1]
     try:
         before = s.stats.copies
@@ -193,7 +194,7 @@ def decided_passes(c: Case):
         # two full passes, two that stop after block 1 (nothing of their tail copied), plus at most the
         # next pass's first blocks prefetched at the end
         least = 2 * len(streamed_blocks) + 2 * len(head)
-        assert least <= copies <= least + s.prefetch, copies
+        assert least <= copies <= least + s.prefetch_depth(), copies
     finally:
         handle.remove()
         s.pause_after(None)

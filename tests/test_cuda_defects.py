@@ -13,17 +13,19 @@ import torch
 from hystream.errors import BudgetError
 from hystream.offload import host_store
 from hystream.offload.backend import CudaBackend, PinnedBuffer
+from hystream.offload.settings import HostHandOver
 from hystream.sizes import GIB, MARGIN_MIN, automatic_budget, budget_margin
 from hystream.offload.source import StateDictSource
 from stream_check import SimCuda, Violation
 from test_streamer import fresh, reference, streamed
 
 
-def sim_streamed(n=6, prefetch=1, resident=(), tier="pinned", device="cuda:0", **sim_kw):
+def sim_streamed(n=6, prefetch=1, resident=(), tier="pinned", device="cuda:0", settings=None, **sim_kw):
     ref, x, want = reference(n=n)
     sim = SimCuda(device_index=torch.device(device).index, **sim_kw)
     m = fresh(n=n)
-    s = streamed(m, prefetch=prefetch, resident=resident, host_tier=tier, backend=CudaBackend(device, cuda=sim))
+    s = streamed(m, prefetch=prefetch, resident=resident, host_tier=tier, backend=CudaBackend(device, cuda=sim),
+                 **(settings or {}))
     return sim, m, s, x, want
 
 
@@ -48,12 +50,13 @@ def test_automatic_budget_keeps_a_margin():
 def test_the_streamer_plans_inside_the_margin():
     """Free memory for every block resident plus the ring: without the margin all would stay resident;
     with it, what falls inside the margin streams."""
-    sim, m, s, x, want = sim_streamed()
+    free = []
+    sim, m, s, x, want = sim_streamed(settings=dict(budget_bytes=0, hand_over=HostHandOver(lambda: free[0])))
     block = s.block_bytes(0)
-    s.budget_bytes = 0
-    s.free_bytes_fn = lambda: MARGIN_MIN + 3 * block  # room for 1 resident + a ring of 2 after the margin
+    free.append(MARGIN_MIN + 3 * block)  # room for 1 resident + a ring of 2 after the margin
     assert torch.equal(run(sim, m, x), want)
-    assert len(s.plan.resident) == 1 and s.plan.total_bytes <= 3 * block
+    plan = s.current_plan()
+    assert len(plan.resident) == 1 and plan.total_bytes <= 3 * block
     finish(sim, s)
 
 
@@ -285,6 +288,6 @@ def test_converted_blocks_are_converted_once(monkeypatch, tmp_path, ram):
     with torch.no_grad():
         for _ in range(3):
             assert torch.equal(m(x), want)
-    assert s.source.conversions == 6  # each block once, not once per forward
+    assert s.store.source.conversions == 6  # each block once, not once per forward
     assert (s.store._converted == {}) == (ram == "short")
     s.detach()

@@ -91,7 +91,7 @@ def test_config_read_from_shapes(saved):
 def test_fp8_stays_fp8_in_the_stream(saved):
     dit = load_dit(saved["fp8_scaled"][0])
     try:
-        layout = dit.streamer.layouts[TINY.depth_refiner]  # the first double block
+        layout = dit.streamer.layout(TINY.depth_refiner)  # the first double block
         dtypes = {s.name: s.dtype for s in layout.slots}
         assert dtypes["img_attn_qkv.weight"] == torch.float8_e4m3fn
         assert dtypes["img_attn_qkv.scale_weight"] == torch.float32
@@ -111,7 +111,7 @@ def test_weight_dtype_fp8_quantises_on_the_fly(saved, tiny_dit_sd):
     want = reference_forward(diffusers_model(deq), inputs)
     dit = load_dit(path, weight_dtype="fp8_e4m3fn")
     try:
-        assert {s.dtype for s in dit.streamer.layouts[-1].slots if s.name == "linear1.weight"} == {torch.float8_e4m3fn}
+        assert {s.dtype for s in dit.streamer.layout(dit.streamer.block_count() - 1).slots if s.name == "linear1.weight"} == {torch.float8_e4m3fn}
         with torch.no_grad():
             got = dit(**inputs)
     finally:

@@ -30,7 +30,7 @@ def run(path, inputs, **kw):
     try:
         with torch.no_grad():
             out = dit(**inputs)
-        return out, dit.streamer.resident, dit.stats.as_dict()
+        return out, dit.streamer.resident_blocks(), dit.stats.as_dict()
     finally:
         dit.close()
 
@@ -41,11 +41,11 @@ def budget_for(path, inputs, resident_blocks, prefetch, weight_dtype):
     dit = load_dit(path, weight_dtype=weight_dtype)
     try:
         s = dit.streamer
-        sizes = sorted((s.block_bytes(i) for i in range(len(s.blocks))), reverse=True)
+        sizes = sorted((s.block_bytes(i) for i in range(s.block_count())), reverse=True)
         act = dit.model.activation_bytes(tuple(inputs["x"].shape), inputs["txt"].shape[1])
         streamed = sizes[resident_blocks:]
         ring = min(prefetch + 1, len(streamed)) * max(streamed, default=0)
-        return (s.fixed_bytes + sum(sizes[:resident_blocks]) + ring + act) / GIB
+        return (s.fixed_bytes() + sum(sizes[:resident_blocks]) + ring + act) / GIB
     finally:
         dit.close()
 

@@ -71,7 +71,7 @@ def test_matches_diffusers_with_the_dequantised_weights(world, qtype, prompt):
     try:
         got = te.encode(prompt, use_cache=False)
         stats = te.stats.as_dict()
-        layers = [m for layer in te.streamer.blocks for m in layer.modules() if getattr(m, "quant", None)]
+        layers = [m for layer in te.encoder.llama.layers for m in layer.modules() if getattr(m, "quant", None)]
     finally:
         te.close()
     n = int(mask.sum())

@@ -52,8 +52,8 @@ CHILD = textwrap.dedent("""
     with torch.no_grad():
         dit(**x)
     after_forward = rss()[0] - base
-    block = max(lay.nbytes for lay in dit.streamer.layouts)
-    print(json.dumps(dict(load=after_load, forward=after_forward, block=block, fixed=dit.streamer.fixed_bytes)))
+    block = max(dit.streamer.block_bytes(i) for i in range(dit.streamer.block_count()))
+    print(json.dumps(dict(load=after_load, forward=after_forward, block=block, fixed=dit.streamer.fixed_bytes())))
 """)
 
 

@@ -81,7 +81,7 @@ def test_tencent_named_formats_equal_the_merged_model(tmp_path, base, tiny_dit_s
     inputs = dit_inputs(2, valid=(8, 5))
     want = reference_forward(diffusers_model(merged(tiny_dit_sd, parts)), inputs)
     got = run(base, [(path, 1.0)], inputs)
-    assert (got - want).abs().max().item() <= 1e-5
+    assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())  # fp32 noise scales with |v|
     assert (got - reference_forward(diffusers_model(tiny_dit_sd), inputs)).abs().max().item() > 1e-2  # it did something
 
 

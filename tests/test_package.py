@@ -10,7 +10,7 @@ ROOT = os.path.dirname(hystream.__file__)
 HOST_MODULES = {"comfy", "folder_paths", "latent_preview", "server", "comfy_execution", "node_helpers", "comfy_api"}
 # Each floor may import only what stands below it (DESIGN.md "Floors").
 FLOORS = [
-    {"errors", "sizes", "memory_probe", "comfy_server", "quant"},  # leaves: no imports of ours
+    {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families"},  # leaves: no imports of ours
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
     {"pipeline", "demo", "video_io"},
@@ -106,3 +106,14 @@ def test_pyproject_never_pins_torch():
     for line in text.splitlines():
         if line.strip().strip('",').startswith("torch"):
             assert line.strip().strip('",') == "torch", line
+
+
+def test_pyproject_lists_every_package_of_the_pack():
+    """A regular (not editable) install ships only the packages pyproject names: a new folder must be listed."""
+    import re
+
+    text = open(os.path.join(ROOT, "pyproject.toml")).read()
+    listed = set(re.findall(r'"(hystream(?:\.[\w.]+)?)"', text.split("packages =", 1)[1].split("]", 1)[0]))
+    found = {"hystream"} | {"hystream." + os.path.dirname(p).replace(os.sep, ".") for p in pack_files()
+                            if os.path.basename(p) == "__init__.py" and os.path.dirname(p)}
+    assert found == listed, (sorted(found - listed), sorted(listed - found))

@@ -178,8 +178,8 @@ def test_interrupt_between_blocks_releases_the_ring(world):
         with pytest.raises(InterruptedError):
             pipeline.sample(dit, positive, pipeline.empty_latent(WIDTH, HEIGHT, FRAMES), SampleSettings(steps=3),
                             interrupt=interrupt)
-        assert dit.streamer.live_buffers() == [] and dit.streamer.interrupt is None
+        assert dit.streamer.live_buffers() == []
         out = pipeline.sample(dit, positive, pipeline.empty_latent(WIDTH, HEIGHT, FRAMES), SampleSettings(steps=1))
-        assert torch.isfinite(out).all()
+        assert torch.isfinite(out).all() and len(calls) == 5  # the run's interrupt check went with its run
     finally:
         dit.close()

@@ -40,7 +40,7 @@ def test_out_of_memory_ring_is_a_clear_error_and_leaves_nothing(tier):
         checked(case, lambda: case.m(case.x))
     msg = str(info.value)
     assert "ring slot" in msg and "prefetch_blocks" in msg and "out of memory after 1" in msg, msg
-    assert case.s._session is None and case.s.live_buffers() == []
+    assert not case.s.in_session() and case.s.live_buffers() == []
     case.sim.fail_alloc_after = None
     checked(case, lambda: torch.equal(case.m(case.x), case.want)) or pytest.fail("the run after the OOM differs")
     finish(case)

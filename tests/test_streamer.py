@@ -9,6 +9,7 @@ import torch
 from chain_model import Block, Chain, fresh, reference, streamed  # noqa: F401 (re-exported for other tests)
 from hystream.errors import BudgetError
 from hystream.offload.budget import plan_residency
+from hystream.offload.settings import RunHooks, StreamSettings
 from hystream.offload.source import StateDictSource
 from hystream.offload.streamer import BlockStreamer
 
@@ -71,9 +72,10 @@ def test_peak_device_bytes_is_the_ring_not_the_model():
     block = s.block_bytes(0)
     assert s.stats.peak_device_bytes == 2 * block
     assert s.stats.peak_device_bytes < sum(s.block_bytes(i) for i in range(10)) / 4
-    s2 = streamed(fresh(n=10), prefetch=2, resident=[0])
+    m2 = fresh(n=10)
+    s2 = streamed(m2, prefetch=2, resident=[0])
     with torch.no_grad():
-        s2.root(torch.randn(4, 32))
+        m2(torch.randn(4, 32))
     assert s2.stats.peak_device_bytes == 3 * block + block
 
 
@@ -82,6 +84,7 @@ def test_failure_mid_forward_releases_everything(how):
     _, x, want = reference()
     m = fresh()
     s = streamed(m, prefetch=2, resident=[0])
+    hooks = None
     if how == "exception":
         m.blocks[3].fail = True
     else:
@@ -91,16 +94,15 @@ def test_failure_mid_forward_releases_everything(how):
             calls.append(1)
             if len(calls) == 4:
                 raise InterruptedError("cancelled by the user")
-        s.interrupt = interrupt
+        hooks = RunHooks(interrupt=interrupt)
     with pytest.raises((RuntimeError, InterruptedError)):
-        with torch.no_grad():
+        with torch.no_grad(), s.run_hooks(hooks):
             m(x)
-    assert s._session is None
+    assert not s.in_session()
     live = s.live_buffers()
     assert len(live) == 1 and live[0].numel() == s.block_bytes(0)  # only the resident block's buffer
     assert all(p.device.type == "meta" for i in range(1, 6) for p in m.blocks[i].parameters())
     m.blocks[3].fail = False
-    s.interrupt = None
     with torch.no_grad():
         assert torch.equal(m(x), want)
 
@@ -133,7 +135,7 @@ def test_session_spans_forwards_and_resyncs():
         m.stop_after = None
         assert torch.equal(m(x), want)
         assert torch.equal(m(x), want)
-    assert s._session is None and s.live_buffers() == []
+    assert not s.in_session() and s.live_buffers() == []
 
 
 def test_block_outside_forward_is_an_error():
@@ -162,18 +164,18 @@ def test_budget_applies_at_run_time():
     m = fresh()
     s = streamed(m, prefetch=1)
     block = s.block_bytes(0)
-    s.budget_bytes = 4 * block  # ring of 2 + 2 resident
+    s.set_budget(4 * block)  # ring of 2 + 2 resident
     with torch.no_grad():
         assert torch.equal(m(x), want)
-    assert len(s.resident) == 2 and s.stats.peak_device_bytes <= 4 * block
-    s.budget_bytes = block // 2
+    assert len(s.resident_blocks()) == 2 and s.stats.peak_device_bytes <= 4 * block
+    s.set_budget(block // 2)
     with pytest.raises(BudgetError):
         with torch.no_grad():
             m(x)
-    s.budget_bytes = 0  # automatic on the CPU: everything streams
+    s.set_budget(0)  # automatic on the CPU: everything streams
     with torch.no_grad():
         assert torch.equal(m(x), want)
-    assert s.resident == set()
+    assert s.resident_blocks() == set()
 
 
 def test_llama_layers_stream_bit_identically():
@@ -190,7 +192,7 @@ def test_llama_layers_stream_bit_identically():
     states = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in model.layers]
     for layer in model.layers:
         layer.to_empty(device="meta")
-    s = BlockStreamer(model, model.layers, StateDictSource(states), "cpu", prefetch=1)
+    s = BlockStreamer(model, model.layers, StateDictSource(states), "cpu", StreamSettings(prefetch=1))
     with torch.no_grad():
         got = model(ids, output_hidden_states=True).hidden_states
     assert all(torch.equal(a, b) for a, b in zip(got, want))
@@ -206,3 +208,35 @@ def test_cuda_streamed_equals_a_resident_cuda_run(tier, prefetch):
     from stream_scenarios import streamed_equals_resident
 
     streamed_equals_resident(tier, prefetch)
+
+
+def test_run_hooks_last_as_long_as_their_run():
+    """A run's interrupt check and progress are arguments of that run: active inside it (resident blocks
+    included), gone after it, whatever way it ends."""
+    _, x, want = reference()
+    m = fresh()
+    s = streamed(m, prefetch=1, resident=[2])
+    seen = []
+    with torch.no_grad():
+        with s.run_hooks(RunHooks(on_block=seen.append)):
+            assert torch.equal(m(x), want)
+        assert seen == list(range(6))
+        with s.session(hooks=RunHooks(on_block=seen.append)):
+            m(x)
+        assert seen == 2 * list(range(6))
+        m(x)  # no run hooks now
+    assert seen == 2 * list(range(6))
+
+
+def test_questions_about_the_plan_and_the_room_left():
+    m = fresh()
+    s = streamed(m, prefetch=1, resident=[1, 4], fixed_bytes=100)
+    block = s.block_bytes(0)
+    assert s.block_count() == 6 and s.streamed_bytes_per_pass() == 4 * block
+    assert s.resident_blocks() == {1, 4} and s.describe_plan() is None
+    assert s.activation_room() is None  # the CPU, no budget: nothing to plan with
+    s.set_budget(10 * block)
+    assert s.activation_room() == 10 * block - 100 - 2 * block
+    with torch.no_grad():
+        m(torch.randn(4, 32))
+    assert s.describe_plan().startswith("6/6 blocks resident") and s.streamed_bytes_per_pass() == 0

@@ -59,7 +59,10 @@ def test_matches_diffusers_encode_prompt(world, layout, prompt):
         assert n > 161  # longer than what a 256-tokens-including-template budget would keep
     assert torch.equal(mask[0, :n], torch.ones(n, dtype=mask.dtype)) and not mask[0, n:].any()
     assert got.states.shape == (1, n, embeds.shape[-1]) and torch.equal(got.mask, torch.ones(1, n, dtype=torch.long))
-    assert (got.states - embeds[:, :n]).abs().max().item() <= 1e-5
+    # relative to the largest state: this tiny random Llama's states reach ~80, and float noise of another
+    # summation order (transformers' attention vs ours) scales with them (seen: 1.6e-4)
+    scale = max(1.0, embeds[:, :n].abs().max().item())
+    assert (got.states - embeds[:, :n]).abs().max().item() <= 1e-5 * scale
     assert (got.pooled - pooled).abs().max().item() <= 1e-5
     assert embeds[:, :n].abs().max().item() > 0.5  # a real signal
     assert stats["copies"] == 3  # layers 0..N-3 only: N-2, N-1, the norm and the LM head are never read
