@@ -80,15 +80,16 @@ def check_generate(args, loras):
     """Everything the run will need, checked before any model is opened: a bad --out, --fps, tile size or
     missing file fails in a second, not after the whole generation. Returns the start image (or None)."""
     from . import pipeline
+    from .loading import read_dit_config
     from .vae.tiling import TileSpec, check_tiles
     from .video_io import check_output_settings, probe_video
 
     check_output_settings(args.out, args.fps, args.crf)
-    if not args.input_video:
-        pipeline.check_video_size(args.width, args.height, args.frames)
     for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, args.image, args.vision, *(p for p, _ in loras)]:
         if path and not os.path.exists(path):
             raise InputError("existing files", f"no file at {path!r}", "check the paths")
+    if not args.input_video:  # the DiT's family (from its header) says which sizes its VAE and patches take
+        pipeline.check_video_size(args.width, args.height, args.frames, read_dit_config(args.dit)[0])
     if args.tokenizer_dir and not os.path.isdir(args.tokenizer_dir):
         raise InputError("--tokenizer-dir naming a folder", f"{args.tokenizer_dir!r}", "check the path")
     check_tiles(TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap))
@@ -120,23 +121,14 @@ def check_generate(args, loras):
 
 
 def image_prompt_plan(args) -> tuple[str | None, int]:
-    """(the vision tower's file, image interleave) when the prompt needs the start image (a HunyuanVideo-I2V
-    DiT: 33 channels, or 16 with --image as token replace), else (None, 0). SkyReels-I2V prompts are text."""
-    from .errors import InputError
-    from .loaders.dit_loader import read_dit_config
-    from .loaders.vision_loader import has_vision_tower
-    from .sampling.image_condition import IMAGE_INTERLEAVE
+    """(the vision tower's file, image interleave) when the DiT's family puts the start image in the prompt
+    (HunyuanVideo-I2V), else (None, 0): the DiT's family decides from its header."""
+    from .loading import read_dit_config
 
     if not args.image:
         return None, 0
-    variant = read_dit_config(args.dit).image_condition or "token_replace"
-    if variant == "concat":
-        return None, 0
-    vision = args.vision or (args.llm if has_vision_tower(args.llm) else None)
-    if vision is None:
-        raise InputError("LLaVA's vision tower for a HunyuanVideo-I2V prompt", f"none in {args.llm} and no --vision",
-                         "pass --vision llava_llama3_vision.safetensors (ComfyUI's models/clip_vision) or a full LLaVA folder as --llm")
-    return vision, args.image_interleave or IMAGE_INTERLEAVE[variant]
+    family, cfg = read_dit_config(args.dit)
+    return family.image_prompt(cfg, args.llm, args.vision, args.image_interleave)
 
 
 def comfyui_tokenizers() -> dict[str, str] | None:
@@ -152,10 +144,8 @@ def cmd_generate(args) -> dict:
     import torch
 
     from . import pipeline
-    from .loaders.dit_loader import load_dit
     from .loaders.lora import load_lora
-    from .loaders.text_encoder_loader import load_text_encoder
-    from .loaders.vae_loader import load_vae
+    from .loading import load_dit, load_text_encoder, load_vae, read_dit_config
     from .sampling.step_cache import StepCacheSettings, report_line
     from .sampling.step_caches.defaults import default_threshold
     from .vae.tiling import Hooks, TileSpec
@@ -167,6 +157,7 @@ def cmd_generate(args) -> dict:
     report = Report(device)
     tiles = TileSpec(args.tile, args.tile_overlap, args.temporal_tile, args.temporal_overlap)
 
+    family = read_dit_config(args.dit)[0]
     vision, interleave = image_prompt_plan(args)
     te = load_text_encoder(args.llm, args.clip, device, tokenizer_dir=args.tokenizer_dir,
                            host_tokenizer_dirs=comfyui_tokenizers(), reserve_bytes=int(args.reserve_vram * GIB))
@@ -191,13 +182,14 @@ def cmd_generate(args) -> dict:
             bar.close()
         denoise = args.denoise
     else:
-        latent, denoise = pipeline.empty_latent(args.width, args.height, args.frames), 1.0
+        latent, denoise = pipeline.empty_latent(args.width, args.height, args.frames, family=family), 1.0
     if args.image:  # image-to-video: the start image at the latent's size, attached to both prompts
-        width, height, frames = latent.shape[4] * 8, latent.shape[3] * 8, (latent.shape[2] - 1) * 4 + 1
+        fmt = family.latent
+        width, height, frames = latent.shape[4] * fmt.space, latent.shape[3] * fmt.space, fmt.video_frames(latent.shape[2])
         with report.stage("image encode"):
             image_latent = pipeline.encode_start_image(vae, start_image, width, height, tiles)
-        positive = pipeline.with_start_image(positive, image_latent, frames)
-        negative = pipeline.with_start_image(negative, image_latent, frames) if negative else None
+        positive = pipeline.with_start_image(positive, image_latent, frames, family)
+        negative = pipeline.with_start_image(negative, image_latent, frames, family) if negative else None
     vae.release_device()
     between_stages(device)
 
@@ -284,12 +276,12 @@ def demo_workflow(repo: str) -> dict:
 
 def cmd_demo(args) -> dict:
     from .comfy_server import REPO, ComfyHost, fetch_output, find_comfyui
-    from .demo import build_models
+    from .families import registry
 
     out_dir = os.path.abspath(args.out)
     os.makedirs(out_dir, exist_ok=True)
     print("building tiny random models in the real layouts …")
-    models = build_models(os.path.join(out_dir, "models"))
+    models = registry.default().write_demo_models(os.path.join(out_dir, "models"))
     out = os.path.join(out_dir, "hystream_demo.mp4")
     snapshot = None if args.headless else find_comfyui()
     if snapshot is None:
@@ -353,16 +345,11 @@ def cmd_plan(args) -> dict:
 def cmd_smoke(args) -> dict:
     import torch
 
-    from .demo import TINY_DIT, write_comfy_dit
-    from .loaders.dit_loader import load_dit
+    from .families import registry
+    from .loading import load_dit
 
     folder = args.out or tempfile.mkdtemp(prefix="hystream-smoke-")
-    path = write_comfy_dit(folder)
-    g = torch.Generator().manual_seed(args.seed)
-    inputs = dict(x=torch.randn(1, 16, 2, args.height // 8, args.width // 8, generator=g),
-                  timestep=torch.tensor([900.0]), txt=torch.randn(1, 24, TINY_DIT.text_dim, generator=g),
-                  txt_mask=(torch.arange(24) < 17).long()[None], pooled=torch.randn(1, TINY_DIT.pooled_dim, generator=g),
-                  guidance=torch.tensor([6000.0]))
+    path, inputs = registry.default().smoke_model(folder, args.width, args.height, args.seed)
     results = {}
     for mode, resident in (("streamed", None), ("resident", "all")):
         dit = load_dit(path, args.device, prefetch_blocks=args.prefetch, resident_blocks=resident)

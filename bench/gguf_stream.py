@@ -31,10 +31,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from measure import GIB, PeakRSS, median, timed, trim  # noqa: E402
 
-from hystream.models.dit import HunyuanVideoDiT  # noqa: E402
-from hystream.models.dit_config import DiTConfig  # noqa: E402
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT  # noqa: E402
+from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
 from hystream.quant.kinds import KINDS  # noqa: E402
-from hystream.loaders.dit_loader import load_dit  # noqa: E402
+from hystream.loading import load_dit  # noqa: E402
 
 BLOCKS = ("double_blocks.", "single_blocks.", "txt_in.individual_token_refiner.")
 # offsets of the fp16 scale fields in each block, and a magnitude giving weights of ~0.05
@@ -113,7 +113,7 @@ def write_gguf(path: str, cfg: DiTConfig, mix: str) -> str:
 def write_bf16(path: str, cfg: DiTConfig) -> str:
     from safetensors.torch import save_file
 
-    from hystream.demo import random_dit_state_dict
+    from hystream.families.hunyuan_video.demo import random_dit_state_dict
 
     sd = random_dit_state_dict(cfg, seed=0, dtype=torch.bfloat16)
     save_file({"model.diffusion_model." + k: v for k, v in sd.items()}, path)

@@ -24,8 +24,8 @@ ASYNC_ALLOC = "backend:cudaMallocAsync"  # ComfyUI's default
 
 
 def dit_config(small: bool):
-    from hystream.demo import TINY_DIT
-    from hystream.models.dit_config import DiTConfig
+    from hystream.families.hunyuan_video.demo import TINY_DIT
+    from hystream.families.hunyuan_video.config import DiTConfig
 
     return dataclasses.replace(TINY_DIT if small else DiTConfig(), depth_double=2, depth_single=2)
 
@@ -33,7 +33,7 @@ def dit_config(small: bool):
 def dit_file(ctx, share) -> dict:
     from safetensors.torch import save_file
 
-    from hystream.demo import random_dit_state_dict
+    from hystream.families.hunyuan_video.demo import random_dit_state_dict
 
     cfg = dit_config(ctx.small)
     path = os.path.join(ctx.folder, "dit_bf16.safetensors")
@@ -54,7 +54,7 @@ def dit_inputs(cfg, latent: tuple, text: int, device) -> dict:
 
 def run_mode(ctx, latent, text, resident, seconds) -> dict:
     """One model alone: a warm-up forward, then timed forwards in one session (as a sampling loop runs)."""
-    from hystream.loaders.dit_loader import load_dit
+    from hystream.loading import load_dit
 
     dev = ctx.device
     dit = load_dit(ctx.dit_path, dev, prefetch_blocks=1, resident_blocks=resident, host_tier="pinned")

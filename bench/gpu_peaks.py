@@ -58,7 +58,7 @@ def figures(estimate: int, peak: StagePeak, held: int = 0) -> dict:
 
 
 def dit_stage(ctx) -> dict:
-    from hystream.loaders.dit_loader import load_dit
+    from hystream.loading import load_dit
 
     if ctx.dit_path is None:
         return {"skipped": "no DiT file (see dit_file)"}
@@ -83,7 +83,7 @@ def write_llava(folder: str, small: bool) -> tuple[str, str]:
     import transformers
     from safetensors.torch import save_file
 
-    from hystream.demo import write_clip_l, write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
+    from hystream.families.hunyuan_video.demo import write_clip_l, write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
     from hystream.loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
 
     write_tiny_llama_tokenizer(folder)
@@ -101,9 +101,9 @@ def write_llava(folder: str, small: bool) -> tuple[str, str]:
 
 
 def llava_stage(ctx) -> dict:
-    from hystream.loaders.text_encoder_loader import load_text_encoder
-    from hystream.models.prompt import template_tokens
-    from hystream.planner import TEMPLATE_TOKENS, _llama_activations
+    from hystream.loading import load_text_encoder
+    from hystream.families.hunyuan_video.prompt import template_tokens
+    from hystream.families.hunyuan_video.planning import TEMPLATE_TOKENS, llama_activations as _llama_activations
 
     llm, clip = write_llava(os.path.join(ctx.folder, "te"), ctx.small)
     # no budget: every layer streams (the automatic budget would keep them all resident on a big GPU)
@@ -124,8 +124,8 @@ def llava_stage(ctx) -> dict:
 
 def vae_stage(ctx) -> dict:
     """One decoder tile (the default 256 px × 64 frames tile: latent 17 × 32 × 32)."""
-    from hystream.demo import write_comfy_vae
-    from hystream.loaders.vae_loader import load_vae
+    from hystream.families.hunyuan_video.demo import write_comfy_vae
+    from hystream.loading import load_vae
     from hystream.planner import vae_tile_peak
     from hystream.vae import codec
     from hystream.vae.tiling import TileSpec

@@ -122,7 +122,7 @@ def locked_kib() -> dict:
 
 def pinned(ctx, share) -> dict:
     """Page-locked bytes held vs the weight bytes they hold (pinned tier): every block's arena filled."""
-    from hystream.loaders.dit_loader import load_dit
+    from hystream.loading import load_dit
     from hystream.offload.backend import CudaBackend
     from hystream.offload.host_store import pinned_bytes
 

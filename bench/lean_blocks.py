@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import median  # noqa: E402
 
-from hystream.demo import random_dit_state_dict  # noqa: E402
-from hystream.models.dit import HunyuanVideoDiT  # noqa: E402
-from hystream.models.dit_config import DiTConfig  # noqa: E402
+from hystream.families.hunyuan_video.demo import random_dit_state_dict  # noqa: E402
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT  # noqa: E402
+from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
 from hystream.models.rope import rope_cos_sin  # noqa: E402
 from hystream.offload.binding import bind  # noqa: E402
 

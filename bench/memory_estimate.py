@@ -45,9 +45,9 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_c
     from torch.func import functional_call
 
     from hystream.memory_probe import fake_mode, flash_attention
-    from hystream.models.dit import HunyuanVideoDiT
-    from hystream.models.dit_config import DiTConfig
-    from hystream.models.dit_memory import forward_peak_bytes
+    from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+    from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.memory import forward_peak_bytes
 
     cfg = DiTConfig(in_channels=in_channels)
     with torch.device("meta"):
@@ -98,7 +98,7 @@ def vision_stage() -> dict:
     from torch.func import functional_call
 
     from hystream.memory_probe import fake_mode, flash_attention
-    from hystream.models.llava_vision import LlavaVision, infer_vision_config
+    from hystream.families.hunyuan_video.vision import LlavaVision, infer_vision_config
 
     shapes = {"embeddings.patch_embedding.weight": (1024, 3, 14, 14), "embeddings.position_embedding.weight": (577, 1024),
               "encoder.layers.0.mlp.fc1.weight": (4096, 1024)}
@@ -163,7 +163,7 @@ def vae_stage(frames: int, height: int, width: int) -> dict:
     from torch.func import functional_call
 
     from hystream.memory_probe import fake_mode, flash_attention
-    from hystream.vae.model import HunyuanVideoVAE, VAEConfig
+    from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, VAEConfig
     from hystream.vae.tiling import TileSpec
 
     with torch.device("meta"):

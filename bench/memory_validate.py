@@ -38,8 +38,8 @@ def worker(name: str) -> None:
     sys.path.insert(0, MEMEST)
     from estimate import LiveBytes  # memest's counter
 
-    from hystream.models.dit import HunyuanVideoDiT
-    from hystream.models.dit_config import DiTConfig
+    from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+    from hystream.families.hunyuan_video.config import DiTConfig
     from hystream.models.lean import auto_chunk
     from hystream.offload.binding import bind
 

@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import GIB, trim  # noqa: E402
 
 from hystream import pipeline  # noqa: E402
-from hystream.demo import random_dit_state_dict  # noqa: E402
-from hystream.loaders.dit_loader import load_dit  # noqa: E402
-from hystream.models.dit_config import DiTConfig  # noqa: E402
+from hystream.families.hunyuan_video.demo import random_dit_state_dict  # noqa: E402
+from hystream.loading import load_dit  # noqa: E402
+from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
 from hystream.sampling.step_cache import StepCacheSettings  # noqa: E402
 from hystream.sampling.step_caches import METHODS, defaults  # noqa: E402
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tiny_vae import stationary_latents  # noqa: E402
 
 from hystream.memory_probe import LiveBytes  # noqa: E402
-from hystream.vae.model import HunyuanVideoVAE, VAEConfig  # noqa: E402
+from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, VAEConfig  # noqa: E402
 from hystream.vae.tiling import TileSpec, decode_tiled  # noqa: E402
 
 GIB = 1024 ** 3

@@ -1,3 +1,3 @@
-"""The registry of model families. The engine finds families here, never by importing their packages.
-
-Adding a family: one package under families/ and one line in FAMILIES."""
+"""Model families: one package each (families/<name>/), the types the engine talks to them through
+(base.py) and the registry the engine finds them in (registry.py). Empty on purpose: importing the types
+must not import every family."""

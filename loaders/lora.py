@@ -8,10 +8,10 @@ one small matmul per layer, and a strength change needs no reload. Adapters are 
 loaded DiT serves graphs with and without LoRAs.
 
 Formats (told apart per key): diffusers/PEFT (`transformer.…lora_A/lora_B`, diffusers module names —
-fused Tencent projections take the q/k/v/mlp parts as row slices), Comfy
-(`diffusion_model.<tencent>.lora_up/lora_down` + `.alpha`), musubi-tuner/kohya
+the model's family maps them onto its own Linears, fused projections taking their parts as row slices:
+`model.lora_aliases()`), Comfy (`diffusion_model.<ours>.lora_up/lora_down` + `.alpha`), musubi-tuner/kohya
 (`lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight` + `.alpha`), diffusion-pipe
-(`transformer.<tencent>.lora_A/lora_B`).
+(`transformer.<ours>.lora_A/lora_B`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from torch import nn
 
 from ..errors import InputError, WrongModelError, list_some
 from ..models.layers import Linear, LowRankAdapter
-from .dit_layout import DIFFUSERS_TO_TENCENT, SWAPPED
 from .model_kind import describe_model
 from .tensor_source import open_checkpoint
 
@@ -67,11 +66,11 @@ class LoRA:
             return f"LoRA {self.name}: all {self.tensors} tensors applied to {len(self.parts)} layers."
         return (f"LoRA {self.name}: PARTLY applied — {self.applied_tensors} of {self.tensors} tensors "
                 f"({len(self.parts)} layers); {len(self.unmatched)} not applied, e.g. "
-                f"{list_some(sorted(self.unmatched), 4)}. Check that the LoRA was trained for HunyuanVideo T2V.")
+                f"{list_some(sorted(self.unmatched), 4)}. Check that the LoRA was trained for this model.")
 
 
 # Key fragments (module names with '.' → '_') that only other model families' LoRAs have. Flux shares
-# most of HunyuanVideo's names (and, at full size, its shapes), so its own names are what tell it apart.
+# most of the MM-DiT names (and, at full size, HunyuanVideo's shapes), so its own names tell it apart.
 FOREIGN_FAMILIES = [
     ("Flux", re.compile(r"(^|_)(img|txt)_mlp_[02]$|(^|_)(img|txt)_mod_lin$|(^|_)modulation_lin$|"
                         r"(^|_)(img|txt)_attn_norm_(query|key)_norm$")),
@@ -80,7 +79,7 @@ FOREIGN_FAMILIES = [
     ("Wan", re.compile(r"(^|_)blocks_\d+_(self_attn|cross_attn)_(q|k|v|o)$|(^|_)blocks_\d+_ffn_[02]$")),
     ("LTX-Video", re.compile(r"(^|_)transformer_blocks_\d+_attn[12]_")),
 ]
-FLUX_DEPTHS = (19, 38)  # Flux's double/single block counts (HunyuanVideo: 20/40)
+FLUX_DEPTHS = (19, 38)  # Flux's double/single block counts
 
 
 def foreign_family(modules: list[str]) -> tuple[str, list[str]] | None:
@@ -91,7 +90,7 @@ def foreign_family(modules: list[str]) -> tuple[str, list[str]] | None:
         if hits:
             return family, hits
     # Flux LoRAs on the blocks both models share (attention, linear1/2; diffusers names are the same as
-    # HunyuanVideo's throughout) are told apart by depth: Flux has 19 + 38 blocks, HunyuanVideo 20 + 40
+    # HunyuanVideo's throughout) are told apart by depth: exactly Flux's 19 + 38 blocks
     deepest = {}
     for f in flat:
         if (m := re.match(r"(single_transformer_blocks|transformer_blocks|double_blocks|single_blocks)_(\d+)_", f)):
@@ -99,7 +98,7 @@ def foreign_family(modules: list[str]) -> tuple[str, list[str]] | None:
             deepest[kind] = max(deepest.get(kind, -1), int(m.group(2)))
     if (deepest.get("double"), deepest.get("single")) == (FLUX_DEPTHS[0] - 1, FLUX_DEPTHS[1] - 1):
         return "Flux", [f"double blocks up to {FLUX_DEPTHS[0] - 1} and single blocks up to {FLUX_DEPTHS[1] - 1} "
-                        f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks; HunyuanVideo has 20 + 40)"]
+                        f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks)"]
     return None
 
 
@@ -117,33 +116,11 @@ def _strip(name: str) -> str:
     return name
 
 
-def _diffusers_index(model: nn.Module) -> dict[str, tuple[str, int, int, bool]]:
-    """diffusers module name → (our Linear, part index, part count, halves swapped)."""
-    cfg = model.cfg
-    counts = {"txt_in.individual_token_refiner.blocks.{n}": cfg.depth_refiner, "double_blocks.{n}": cfg.depth_double,
-              "single_blocks.{n}": cfg.depth_single}
-    index = {}
-    for target, parts in DIFFUSERS_TO_TENCENT:
-        scope = next((s for s in counts if target.startswith(s)), None)
-        for n in range(counts[scope]) if scope else [None]:
-            t = target.format(n=n) if n is not None else target
-            for i, p in enumerate(parts):
-                index[p.format(n=n) if n is not None else p] = (t, i, len(parts), target in SWAPPED)
-    return index
-
-
-def _rows(linear: Linear, part: int, count: int) -> tuple[int, int] | None:
-    if count == 1:
-        return None
-    hidden = linear.in_features
-    sizes = [hidden] * 3 + ([linear.out_features - 3 * hidden] if count == 4 else [])
-    start = sum(sizes[:part])
-    return start, start + sizes[part]
-
-
 def load_lora(path: str, model: nn.Module) -> LoRA:
-    """Read a LoRA file and match its keys to `model`'s Linears. Raises if nothing matches; warns (with
-    the count and examples) if some keys do not."""
+    """Read a LoRA file and match its keys to `model`'s Linears (its own names, or the aliases its family
+    gives: `model.lora_aliases()` → {diffusers module name: (our Linear, row range or None, halves swapped)}).
+    Raises if nothing matches; warns (with the count and examples) if some keys do not."""
+    title = getattr(model, "title", "this model")
     source = open_checkpoint(path)
     try:
         keys = source.keys()
@@ -162,13 +139,13 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
         foreign = foreign_family(list(groups))
         if foreign is not None:
             family, examples = foreign
-            raise WrongModelError("a HunyuanVideo (T2V) LoRA", f"a {family} LoRA in {source.describe} "
+            raise WrongModelError(f"a {title} LoRA", f"a {family} LoRA in {source.describe} "
                                   f"(its keys name {list_some(examples, 3)})",
-                                  f"use a LoRA trained for HunyuanVideo; {family} LoRAs would apply only partly "
+                                  f"use a LoRA trained for {title}; {family} LoRAs would apply only partly "
                                   "and change the video unpredictably")
         linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
         underscored = {n.replace(".", "_"): n for n in linears}
-        diffusers = _diffusers_index(model)
+        aliases = model.lora_aliases()
         lora = LoRA(os.path.basename(str(path)), tensors=len(keys))
         for module, kinds in groups.items():
             if "down" not in kinds or "up" not in kinds:
@@ -177,9 +154,8 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
             name = _strip(module)
             rows, swap = None, False
             target = name if name in linears else underscored.get(name)
-            if target is None and name in diffusers:
-                target, part, count, swap = diffusers[name]
-                rows = _rows(linears[target], part, count)
+            if target is None and name in aliases:
+                target, rows, swap = aliases[name]
             if target is None:
                 lora.unmatched.extend(kinds.values())
                 continue
@@ -190,7 +166,7 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
                 raise InputError(f"LoRA shapes for {target}: down [r, {linear.in_features}], up [{want_rows}, r]",
                                  f"down {list(down.shape)}, up {list(up.shape)} in {source.describe}",
                                  "this LoRA was trained for another model (or another HunyuanVideo variant)")
-            if swap:  # diffusers' final norm is [scale, shift], ours [shift, scale]
+            if swap:  # e.g. diffusers' final norm is [scale, shift] where ours is [shift, scale]
                 a, b = up.chunk(2, dim=0)
                 up = torch.cat([b, a])
             rank = down.shape[0]
@@ -200,10 +176,9 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
     finally:
         source.close()
     if not lora.parts:
-        raise InputError("LoRA keys that match HunyuanVideo's transformer",
+        raise InputError(f"LoRA keys that match {title}'s transformer",
                          f"none of {len(keys)} keys matched, e.g. {list_some(sorted(keys), 4)}",
-                         "this LoRA is for another model; HunyuanVideo LoRAs name double_blocks/single_blocks "
-                         "(Tencent) or transformer_blocks (diffusers)")
+                         f"this LoRA is for another model; {title} LoRAs name {model.lora_hint()}")
     if lora.unmatched:
         log.warning("HyStream: %s", lora.summary())
     return lora

@@ -26,6 +26,16 @@ class Recipe:
     unpermute_heads: int = 0  # llama.cpp q/k rows: undo its RoPE row permutation over this many heads
 
 
+@dataclass
+class KeyLayout:
+    """How a file's keys map to a model's tensor names: what a family's key reader answers."""
+
+    name: str  # the layout, for people ("Comfy-Org repackaged (model.diffusion_model. prefix)")
+    recipes: dict[str, Recipe]  # our name → how to read it
+    unused: list[str]  # checkpoint keys no recipe uses (reported as unexpected)
+    prefix: str = ""
+
+
 def unpermute_rows(t: torch.Tensor, heads: int) -> torch.Tensor:
     """Rows [heads × (2 × half)] of a llama.cpp q/k weight (or its quantised bytes: rows are independent)
     back into Hugging Face's order: llama.cpp's converter interleaves each head's two rotary halves."""

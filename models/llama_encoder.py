@@ -1,7 +1,8 @@
-"""LLaVA-Llama-3 as HunyuanVideo's text encoder: transformers' Llama decoder layers, config from shapes.
+"""A text encoder that is a transformers Llama-architecture decoder (LLaVA-Llama-3, Qwen2.5), config from
+shapes plus the facts the family gives (head dim, RoPE theta, norm eps, how many last layers are skipped).
 
-Only what is used is built: the first N−2 decoder layers (HunyuanVideo conditions on the output of
-layer N−2, `hidden_states[-3]`, before the final norm), no final norm, no LM head, no embedding table
+Only what is used is built: the first N−k decoder layers (the families condition on the output of layer
+N−k, `hidden_states[-k-1]`, before the final norm), no final norm, no LM head, no embedding table
 (rows are looked up on the host and only those rows reach the device). The layers' Linear and RMSNorm
 modules are swapped for ours, which compute in the activation dtype whatever the stored dtype (fp16,
 bf16, fp8 with scale), so streamed fp8 weights stay fp8 until they are used. (Llama's RMSNorm is the
@@ -11,6 +12,7 @@ same computation as the DiT's q/k norm, with eps 1e-5.)
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,26 +21,33 @@ from ..errors import StateDictError, UnsupportedVariantError
 from .layers import Linear, RMSNorm
 from .shapes import shape_reader
 
-HEAD_DIM = 128
-ROPE_THETA = 500000.0
-RMS_EPS = 1e-5
-SKIP_LAST_LAYERS = 2  # hidden_states[-3]: the output of layer N-2
+@dataclass(frozen=True)
+class DecoderFacts:
+    """What the weights do not tell about a family's text decoder."""
+
+    name: str  # for messages, e.g. "LLaVA-Llama-3"
+    files: str  # the files to pick, for messages
+    head_dim: int = 128
+    rope_theta: float = 500000.0
+    rms_eps: float = 1e-5
+    skip_last_layers: int = 2  # hidden_states[-3]: the output of layer N-2
 
 
-def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str):
+def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str, facts: DecoderFacts):
     """A transformers LlamaConfig from Llama-named shapes (prefix already stripped)."""
     import transformers
 
-    shape = shape_reader(shapes, "a Llama text encoder", describe, "the file is incomplete or not LLaVA-Llama-3")
+    HEAD_DIM, SKIP_LAST_LAYERS = facts.head_dim, facts.skip_last_layers
+    shape = shape_reader(shapes, f"a {facts.name} text encoder", describe, f"the file is incomplete or not {facts.name}")
 
     vocab, hidden = shape("embed_tokens.weight")
     q_rows, q_in = shape("layers.0.self_attn.q_proj.weight")
     k_rows = shape("layers.0.self_attn.k_proj.weight")[0]
     if hidden % HEAD_DIM or q_rows % HEAD_DIM or k_rows % HEAD_DIM:
         raise UnsupportedVariantError(
-            f"a Llama with head dim {HEAD_DIM} (hidden size a multiple of {HEAD_DIM}; LLaVA-Llama-3-8B: 4096)",
+            f"a {facts.name} with head dim {HEAD_DIM} (hidden size a multiple of {HEAD_DIM})",
             f"hidden size {hidden}, q_proj rows {q_rows}, k_proj rows {k_rows} in {describe}",
-            "use llava_llama3_fp16.safetensors / llava_llama3_fp8_scaled.safetensors or the xtuner LLaVA-Llama-3 folder")
+            f"use {facts.files}")
     if q_in != hidden:
         raise StateDictError("q_proj input width = embedding width", f"{q_in} vs {hidden} in {describe}",
                              "the file mixes tensors of different models")
@@ -48,10 +57,10 @@ def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str):
                              "the file is incomplete")
     kwargs = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=shape("layers.0.mlp.gate_proj.weight")[0],
                   num_hidden_layers=layers - SKIP_LAST_LAYERS, num_attention_heads=q_rows // HEAD_DIM,
-                  num_key_value_heads=k_rows // HEAD_DIM, head_dim=HEAD_DIM, rms_norm_eps=RMS_EPS,
+                  num_key_value_heads=k_rows // HEAD_DIM, head_dim=HEAD_DIM, rms_norm_eps=facts.rms_eps,
                   max_position_embeddings=8192, attention_bias="layers.0.self_attn.q_proj.bias" in shapes,
                   mlp_bias="layers.0.mlp.gate_proj.bias" in shapes, tie_word_embeddings=False)
-    cfg = transformers.LlamaConfig(rope_theta=ROPE_THETA, **kwargs)  # 5.x moves it into rope_parameters
+    cfg = transformers.LlamaConfig(rope_theta=facts.rope_theta, **kwargs)  # 5.x moves it into rope_parameters
     cfg._attn_implementation = "sdpa"
     cfg.total_layers = layers
     return cfg
@@ -62,7 +71,7 @@ def _swap_modules(module: nn.Module) -> None:
         if isinstance(child, nn.Linear):
             setattr(module, name, Linear(child.in_features, child.out_features, bias=child.bias is not None))
         elif type(child).__name__.endswith("RMSNorm"):
-            setattr(module, name, RMSNorm(child.weight.shape[0], getattr(child, "variance_epsilon", RMS_EPS)))
+            setattr(module, name, RMSNorm(child.weight.shape[0], child.variance_epsilon))
         else:
             _swap_modules(child)
 
@@ -87,6 +96,11 @@ class LlamaStates(nn.Module):
     @property
     def layers(self) -> list[nn.Module]:
         return list(self.model.layers)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The streamed blocks: the decoder layers."""
+        return self.layers
 
     def forward(self, embeds: torch.Tensor) -> torch.Tensor:
         return self.model(inputs_embeds=embeds, use_cache=False).last_hidden_state

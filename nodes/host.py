@@ -212,12 +212,13 @@ def interrupt_check() -> None:
 class Progress:
     """A node's progress bar; `update(..., x0=latents)` adds a preview frame when previews are on.
 
-    Previews of HyStream's sampler always use Latent2RGB (a fixed 16 → 3 projection, no model): the host's
+    Previews of HyStream's sampler always use Latent2RGB (a fixed latent → RGB projection, no model): the host's
     TAESD/taehv option would load a second VAE onto the GPU inside the sampling stage's memory budget."""
 
-    def __init__(self, total: int, with_previews: bool = False):
+    def __init__(self, total: int, preview_format: str = ""):
+        """preview_format: the host's latent format class of the latents previewed ("" = no previews)."""
         self.bar = comfy.utils.ProgressBar(total)
-        self.previewer = latent_rgb_previewer() if with_previews else None
+        self.previewer = latent_rgb_previewer(preview_format) if preview_format else None
 
     def update(self, value: int, total: int | None = None, x0=None) -> None:
         preview = None
@@ -226,13 +227,17 @@ class Progress:
         self.bar.update_absolute(value, total, preview)
 
 
-def latent_rgb_previewer():
-    """Latent2RGB for HunyuanVideo latents, or None when the user turned previews off."""
+def latent_rgb_previewer(format_name: str):
+    """Latent2RGB for the host's latent format `format_name` (a model family's), or None when the user turned
+    previews off or this host has no such format (an older ComfyUI than the model)."""
     try:
         from comfy.cli_args import LatentPreviewMethod, args
         if args.preview_method == LatentPreviewMethod.NoPreviews:
             return None
     except (ImportError, AttributeError):
         pass
-    fmt = comfy.latent_formats.HunyuanVideo()
+    fmt_class = getattr(comfy.latent_formats, format_name, None) if format_name else None
+    if fmt_class is None:
+        return None
+    fmt = fmt_class()
     return latent_preview.Latent2RGBPreviewer(fmt.latent_rgb_factors, getattr(fmt, "latent_rgb_factors_bias", None))

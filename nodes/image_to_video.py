@@ -34,9 +34,10 @@ class HyStreamImageToVideo:
 
     @node_errors("encoding the start image")
     def encode(self, positive, vae, start_image, width, height, length, negative=None):
-        latent = pipeline.empty_latent(width, height, length)
-        shape = (1, 16, 1, height // 8, width // 8)
+        family = vae.family  # the VAE's family: its latent format and how its I2V nodes attach the image
+        latent = pipeline.empty_latent(width, height, length, family=family)
+        shape = family.latent.shape(width, height, 1)
         image = run_stage(vae, shape, TileSpec(), "encode",
                           lambda spec, hooks: pipeline.encode_start_image(vae, start_image, width, height, spec, hooks))
-        neg = pipeline.with_start_image(negative, image, length) if negative is not None else None
-        return pipeline.with_start_image(positive, image, length), neg, {"samples": latent}
+        neg = pipeline.with_start_image(negative, image, length, family) if negative is not None else None
+        return pipeline.with_start_image(positive, image, length, family), neg, {"samples": latent}

@@ -3,57 +3,16 @@ over handles; nothing stays on the GPU between executions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..errors import InputError, NotFoundError
-from ..loaders.dit_loader import LoadedDiT, load_dit
-from ..sampling.step_cache import StepCacheSettings
+from ..errors import InputError
 from ..loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
-from ..loaders.lora import LoRA, load_lora
-from ..loaders.text_encoder_loader import load_text_encoder
-from ..loaders.vae_loader import load_vae
+from ..loaders.lora import load_lora
+from ..loading import load_dit, load_text_encoder, load_vae
 from . import host
+from .files import missing_file, model_file
 from .guard import node_errors
+from .handles import DiTHandle
 
 CATEGORY = "HyStream"
-
-
-@dataclass(frozen=True)
-class DiTHandle:
-    """HYSTREAM_DIT: the loaded DiT plus the LoRAs chained onto it (the DiT itself is never modified, so
-    one loader output can feed graphs with and without LoRAs)."""
-
-    dit: LoadedDiT
-    loras: tuple[tuple[LoRA, float], ...] = ()
-    step_cache: StepCacheSettings | None = None  # from HyStreamStepCache
-
-    def _comfy_cache_tensors(self):
-        """Sizes this handle for ComfyUI's RAM-pressure cache (0.38), which counts an output's tensors:
-        the DiT's host memory and the LoRAs' matrices."""
-        return self.dit.host_tensors() + [t for lora, _ in self.loras for p in lora.parts for t in (p.down, p.up)]
-
-
-def missing_file(folder: str, name, input_name: str) -> bool | str:
-    """VALIDATE_INPUTS answer: True, or our message naming the input. A None name is an input linked
-    from another node (a switch, a primitive): its value exists only at run time, checked by model_file."""
-    if name is None or (isinstance(name, str) and name and host.model_path(folder, name)):
-        return True
-    return file_message(folder, name, input_name)
-
-
-def file_message(folder: str, name, input_name: str) -> str:
-    return (f"{input_name}: File not found: expected {name!r} in {host.folder_description(folder)}; found "
-            f"{len(host.model_files(folder))} other files there. What to do: put the file in "
-            f"{host.models_dir(folder)} (or an extra_model_paths folder), refresh the page and pick it in {input_name}.")
-
-
-def model_file(folder: str, name, input_name: str) -> str:
-    """The full path of a model file, or our error (run time; linked inputs skip VALIDATE_INPUTS)."""
-    path = host.model_path(folder, name) if isinstance(name, str) and name else None
-    if path is None:
-        raise NotFoundError(f"a file from models/{folder} in {input_name}", f"{name!r}",
-                            file_message(folder, name, input_name).split("What to do: ", 1)[1])
-    return path
 
 
 class HyStreamDiTLoader:

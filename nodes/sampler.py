@@ -49,9 +49,10 @@ class HyStreamSampler:
     def sample(self, dit, positive, latent, seed, steps, flow_shift, embedded_guidance, denoise, negative=None, cfg=1.0):
         settings = SampleSettings(seed, steps, flow_shift, embedded_guidance, denoise, cfg)
         samples = latent["samples"]
-        pipeline.check_latent(samples)
+        pipeline.check_latent(samples, dit.dit.family)
         total = steps - start_index(steps, denoise)
-        progress = host.Progress(total, with_previews=True)  # Latent2RGB: no preview model inside our budget
+        # Latent2RGB: no preview model inside our budget
+        progress = host.Progress(total, preview_format=dit.dit.family.latent.preview)
         model = dit.dit
         try:
             model.to_device()

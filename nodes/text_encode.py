@@ -9,7 +9,7 @@ from .. import pipeline
 from ..offload.settings import RunHooks
 from . import host
 from .guard import node_errors
-from .loader_nodes import missing_file, model_file
+from .files import missing_file, model_file
 
 
 TEXT_ENCODER = ("HYSTREAM_TEXT_ENCODER", {"tooltip": "From HyStreamTextEncoderLoader."})
@@ -43,7 +43,8 @@ def run_encoder(text_encoder, encode, extra_bytes: int = 0):
     layers = streamer.block_count()
     progress = host.Progress(layers)
     hooks = RunHooks(interrupt=host.interrupt_check, on_block=lambda i: progress.update(i + 1, layers))
-    host.make_room(text_encoder.clip_bytes() + extra_bytes)  # CLIP-L (+ the vision tower); the layers' ring is planned by the streamer
+    # what stays on the device beside the streamed layers (CLIP-L; + a vision tower); the ring is the streamer's
+    host.make_room(text_encoder.device_bytes() + extra_bytes)
     try:
         text_encoder.to_device()
         with streamer.run_hooks(hooks):

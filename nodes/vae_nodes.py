@@ -54,7 +54,7 @@ class HyStreamVAEDecode:
     def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         latent = samples["samples"]
-        pipeline.check_latent(latent)
+        pipeline.check_latent(latent, vae.family)
         frames = run_stage(vae, tuple(latent.shape), spec, "decode", lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks))
         drop = int(samples.get("hystream_drop_frames", 0))  # the I2V reference's re-encoded start image
         return (frames[drop:] if 0 < drop < frames.shape[0] else frames,)
@@ -62,7 +62,7 @@ class HyStreamVAEDecode:
 
 class HyStreamVAEEncode:
     DESCRIPTION = ("Encodes video frames into a latent for video-to-video, in blended tiles. The video is cut to "
-                   "4k+1 frames and sides that are multiples of 16 (centred), with a warning saying what was cut.")
+                   "4k+1 frames and sides its model takes (multiples of 16, centred), with a warning saying what was cut.")
     CATEGORY = "HyStream"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "encode"
@@ -77,7 +77,6 @@ class HyStreamVAEEncode:
     def encode(self, vae, images, tile_size, tile_overlap, temporal_tile, temporal_overlap):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         frames = pipeline.crop_video(vae, images)
-        s, tc = vae.cfg.space_compression, vae.cfg.time_compression
-        shape = (1, 16, (frames.shape[0] - 1) // tc + 1, frames.shape[1] // s, frames.shape[2] // s)
+        shape = vae.latent.shape(frames.shape[2], frames.shape[1], frames.shape[0])
         return ({"samples": run_stage(vae, shape, spec, "encode",
                                       lambda spec, hooks: pipeline.encode_video(vae, frames, spec, hooks))},)

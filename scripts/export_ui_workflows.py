@@ -34,7 +34,7 @@ TITLES = {"hunyuan_t2v_lowvram": "HyStream: HunyuanVideo text-to-video (low VRAM
 def start_host(root: str) -> ComfyHost:
     import torch
 
-    from hystream.demo import build_models
+    from hystream.families.hunyuan_video.demo import build_models
     from hystream.video_io import write_mp4
 
     models = build_models(os.path.join(root, "models"))

@@ -53,7 +53,7 @@ def comfy_host(comfy_snapshot, tmp_path_factory):
     models in the real layouts (tokenizers beside the text encoders) in an extra model folder."""
     from comfy_host import SWITCH_PACK, ComfyHost
 
-    from hystream.demo import build_models
+    from hystream.families.hunyuan_video.demo import build_models
 
     root = tmp_path_factory.mktemp("comfy_session")
     models = build_models(str(root / "models"))

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from hystream.demo import build_models
+from hystream.families.hunyuan_video.demo import build_models
 from hystream.video_io import read_video, write_mp4
 
 
@@ -129,7 +129,7 @@ def test_cli_finds_comfyuis_bundled_tokenizers(models, tmp_path):
     holds the pack (custom_nodes/) or in $COMFYUI_PATH, as the nodes do."""
     import shutil
 
-    from hystream.demo import write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
+    from hystream.families.hunyuan_video.demo import write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
 
     te = tmp_path / "text_encoders"
     te.mkdir()

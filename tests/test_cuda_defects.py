@@ -222,8 +222,8 @@ def test_elapsed_time_needs_timing_events_the_host_waited_for():
 
 # -- RoPE is built once per run --------------------------------------------------------------------------------
 def test_rope_is_built_once_per_size_and_dropped_after_the_stage(tiny_dit_sd, monkeypatch, tmp_path):
-    from hystream.loaders.dit_loader import load_dit
-    from hystream.models import dit as dit_module
+    from hystream.loading import load_dit
+    from hystream.models import dit_base as dit_module
     from tiny_dit import dit_inputs, save_layout
 
     calls = []

@@ -11,9 +11,10 @@ from torch.func import functional_call
 
 from hystream.loaders.dtypes import compute_dtype
 from hystream.memory_probe import LiveBytes, attention_kernel, sdpa_kernel
-from hystream.models.dit import HunyuanVideoDiT
-from hystream.models.dit_config import DiTConfig
-from hystream.models.dit_memory import forward_peak_bytes
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+from hystream.families.hunyuan_video.dit_spec import DIT_SPEC
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.memory import forward_peak_bytes
 from hystream.models.layers import Linear, LowRankAdapter
 
 GIB = 1024 ** 3
@@ -52,8 +53,7 @@ def test_sdpa_kernel_choice(capability, dtype, want):
 
 
 def model_on(capability, dtype=BF16, cfg=DiTConfig()):
-    with torch.device("meta"):
-        model = HunyuanVideoDiT(cfg)
+    model = DIT_SPEC.build(cfg, "meta")  # as the loader builds it: with the family's activation estimator
     model.device, model.compute_dtype, model.sdpa_capability = torch.device("cuda", 0), dtype, capability
     return model
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from hystream.errors import (CorruptFileError, HyStreamError, NotFoundError, StateDictError,
                              UnsupportedLayoutError, UnsupportedVariantError, WrongModelError)
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from tiny_dit import save_layout
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from tiny_dit import TINY, diffusers_model, dit_inputs, reference_forward, save_layout
 
 LAYOUTS = {

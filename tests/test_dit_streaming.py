@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hystream.errors import BudgetError
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from tiny_dit import TINY, dit_inputs, save_layout, tencent_state_dict
 
 GIB = 1024 ** 3

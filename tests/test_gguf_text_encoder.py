@@ -7,7 +7,7 @@ import torch
 
 from hystream.errors import CorruptFileError, StateDictError, WrongModelError
 from hystream.loaders.recipes import unpermute_rows
-from hystream.loaders.text_encoder_loader import load_text_encoder
+from hystream.loading import load_text_encoder
 from test_text_encoder import LONG, SHORT
 from tiny_gguf import LLAMA_CPP, llama_cpp_permute, llama_cpp_tensors, twin, write_gguf
 from tiny_text import reference_encode, reference_models, save_clip, tokenizers

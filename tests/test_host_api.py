@@ -143,7 +143,7 @@ def test_native_nodes_on_hystream_outputs(comfy_host):
     """ComfyUI's own VAELoader + VAEDecode read a VAE file we write in the Comfy-Org layout (at the
     real widths, which ComfyUI's loader assumes) and decode the HyStream sampler's LATENT: the key names
     and the LATENT format are the native ones."""
-    from hystream.demo import write_comfy_vae
+    from hystream.families.hunyuan_video.demo import write_comfy_vae
 
     write_comfy_vae(os.path.join(comfy_host.models["models"], "vae"), full_size=True, name="hunyuan_video_vae_full.safetensors")
     wf = workflow("hunyuan_t2v_lowvram")
@@ -227,7 +227,7 @@ def test_native_image_to_video_node_feeds_our_sampler(comfy_host, tmp_path):
     """ComfyUI's own HunyuanImageToVideo (with its own VAE) carries the start image in its format; our
     sampler reads it: "v1 (concat)" for the 33-channel DiT, "v2 (replace)" as token replace on a 16-channel
     one."""
-    from hystream.demo import write_comfy_vae
+    from hystream.families.hunyuan_video.demo import write_comfy_vae
 
     vae_dir = os.path.join(comfy_host.models["models"], "vae")
     if not os.path.exists(os.path.join(vae_dir, "hunyuan_video_vae_full.safetensors")):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from comfy_host import outcome, run_prompt, upload
-from hystream.demo import TINY_DIT, random_dit_state_dict
+from hystream.families.hunyuan_video.demo import TINY_DIT, random_dit_state_dict
 from test_host_api import workflow
 from test_lora import kohya_flux_lora
 from tiny_dit import quantise_scaled_fp8

@@ -60,7 +60,7 @@ def test_desktop_layout_finds_the_bundled_tokenizers(comfy_snapshot, tmp_path):
     """ComfyUI Desktop: code in one place, models/input/output/custom_nodes under --base-directory. The
     text encoders have no tokenizer beside them, so the loader must find ComfyUI's bundled ones beside the
     code (folder_paths.__file__), not under the base directory."""
-    from hystream.demo import build_models, write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
+    from hystream.families.hunyuan_video.demo import build_models, write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
 
     base = tmp_path / "user-data"
     models = build_models(str(base / "models"))

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from comfy_host import outcome, run_prompt, upload
-from hystream.demo import TINY_DIT, random_dit_state_dict, write_comfy_llava, write_comfy_vae
+from hystream.families.hunyuan_video.demo import TINY_DIT, random_dit_state_dict, write_comfy_llava, write_comfy_vae
 from hystream.video_io import write_mp4
 from test_host_api import workflow, write_png
 from tiny_dit import save_layout

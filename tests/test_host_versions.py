@@ -84,7 +84,7 @@ STANDIN = textwrap.dedent('''
     out = dict(available=host.available_vram(cuda0), allowance=host.host_pinned_allowance(),
                tokenizers=host.host_tokenizer_dirs(), folder=host.models_dir("diffusion_models"))
     host.make_room(GIB, cuda0)
-    progress = host.Progress(4, with_previews=True)
+    progress = host.Progress(4, preview_format="HunyuanVideo")
     progress.update(1, 4, x0=torch.zeros(1, 16, 2, 4, 4))
     out["previewer"] = type(progress.previewer).__name__ if progress.previewer else None
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from tiny_dit import TINY, diffusers_model, dit_inputs, reference_forward, save_layout, tencent_state_dict
 
 VARIANTS = {  # name: (input channels, diffusers' image_condition_type, token replace)

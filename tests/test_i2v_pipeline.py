@@ -11,12 +11,12 @@ import torch
 
 from hystream import pipeline
 from hystream.errors import InputError
-from hystream.loaders.dit_loader import load_dit
-from hystream.loaders.text_encoder_loader import load_text_encoder
-from hystream.loaders.vae_loader import load_vae
-from hystream.models.prompt import VIDEO_TEMPLATE
+from hystream.loading import load_dit
+from hystream.loading import load_text_encoder
+from hystream.loading import load_vae
+from hystream.families.hunyuan_video.prompt import VIDEO_TEMPLATE
 from hystream.pipeline import SampleSettings
-from hystream.vae.model import SCALING_FACTOR
+from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from tiny_dit import TINY, diffusers_model, save_layout, tencent_state_dict
 from tiny_text import reference_models, save_clip, save_llama, tokenizers, user_start
 from tiny_vae import reference_vae, save_vae

@@ -13,10 +13,10 @@ from safetensors.torch import save_file
 
 from hystream import pipeline
 from hystream.errors import InputError, WrongModelError
-from hystream.loaders.text_encoder_loader import load_text_encoder
-from hystream.loaders.vision_loader import load_vision
-from hystream.models.llava_vision import CLIP_MEAN, CLIP_STD, clip_pixels
-from hystream.models.prompt import I2V_TEMPLATE, image_template_tokens
+from hystream.loading import load_text_encoder
+from hystream.families.hunyuan_video.vision_loader import load_vision
+from hystream.families.hunyuan_video.vision import CLIP_MEAN, CLIP_STD, clip_pixels
+from hystream.families.hunyuan_video.prompt import I2V_TEMPLATE, image_template_tokens
 from tiny_text import reference_models, save_clip, save_llama, tokenizers
 
 PROMPT = "A cat walks on the grass, realistic style."
@@ -122,7 +122,7 @@ def test_prompt_with_image_matches_diffusers(world, interleave, vision, monkeypa
     """States within 1e-5 of the largest state (~100 in this tiny random Llama, which amplifies float noise:
     the reference itself, run padded with its mask and run unpadded, differs by 1e-4 here), both with our
     preprocessing and with the processor's pixel values."""
-    from hystream.models import llava_vision
+    from hystream.families.hunyuan_video import vision as llava_vision
 
     want, pooled = reference(world, interleave)
     own = pipeline.encode_image_prompt(world["te"], world["files"][vision], world["image"], PROMPT, interleave)[0][0]
@@ -179,7 +179,7 @@ def test_vision_files_that_cannot_serve(world, tmp_path):
 
 def test_sampler_warns_when_the_prompt_is_for_another_variant(world, tmp_path, caplog):
     """An image prompt on a T2V DiT, or interleave 2 on token replace: it runs, with a warning naming the fix."""
-    from hystream.loaders.dit_loader import load_dit
+    from hystream.loading import load_dit
     from hystream.pipeline import SampleSettings
     from tiny_dit import TINY, save_layout, tencent_state_dict
     import dataclasses

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hystream.models.dit_config import DiTConfig
+from hystream.families.hunyuan_video.config import DiTConfig
 from tiny_dit import save_layout, tencent_state_dict
 
 WIDE = DiTConfig(hidden=512, heads=4, depth_double=8, depth_single=16, depth_refiner=1, mlp_hidden=2048,
@@ -24,7 +24,7 @@ WIDE = DiTConfig(hidden=512, heads=4, depth_double=8, depth_single=16, depth_ref
 
 CHILD = textwrap.dedent("""
     import ctypes, gc, json, sys, torch
-    from hystream.loaders.dit_loader import load_dit
+    from hystream.loading import load_dit
 
     def rss():
         fields = dict(l.split(":", 1) for l in open("/proc/self/status"))

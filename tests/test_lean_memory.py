@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from hystream.memory_probe import LiveBytes
-from hystream.models.dit import HunyuanVideoDiT
-from hystream.models.dit_config import DiTConfig
-from hystream.models.dit_memory import forward_peak_bytes
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.memory import forward_peak_bytes
 from tiny_dit import dit_inputs, save_layout
 
 

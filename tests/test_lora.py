@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from hystream.errors import InputError, WrongModelError
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from hystream.loaders.lora import attach_loras, load_lora
 from tiny_dit import TINY, diffusers_model, dit_inputs, reference_forward, save_layout
 

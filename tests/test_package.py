@@ -8,12 +8,19 @@ import hystream
 
 ROOT = os.path.dirname(hystream.__file__)
 HOST_MODULES = {"comfy", "folder_paths", "latent_preview", "server", "comfy_execution", "node_helpers", "comfy_api"}
-# Each floor may import only what stands below it (DESIGN.md "Floors").
+# Each floor may import only what stands below it (README "Layout"). Model families sit above the engine's
+# building blocks and below the stages that use them through the registry.
+FAMILY_PACKAGES = {f"families.{d}" for d in os.listdir(os.path.join(ROOT, "families"))
+                   if os.path.isdir(os.path.join(ROOT, "families", d)) and not d.startswith("__")}
 FLOORS = [
-    {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families"},  # leaves: no imports of ours
+    {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families", "families.base"},  # leaves
+    {"numerics"},
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
-    {"pipeline", "demo", "video_io"},
+    FAMILY_PACKAGES,  # each family: the engine's building blocks, its own maths and files
+    {"families.registry"},  # the one place that imports the families
+    {"loading", "video_stages", "video_io"},
+    {"pipeline"},
     {"planner"},
     {"nodes", "cli"},
     {"__init__", "__main__"},  # entry points: ComfyUI's and `python -m hystream`'s
@@ -50,6 +57,8 @@ def imports(path):
 
 def unit(path):
     parts = path.split(os.sep)
+    if parts[0] == "families" and len(parts) > 1:  # families/base.py, families/registry.py, families/<name>/…
+        return "families" if parts[1] == "__init__.py" else "families." + parts[1].removesuffix(".py")
     return parts[0][:-3] if len(parts) == 1 else parts[0]
 
 
@@ -58,10 +67,12 @@ def floor_of(name):
 
 
 def target_unit(path, level, module):
-    """The top-level unit a relative import lands in."""
+    """The unit a relative import lands in (a family package, the registry or the types count on their own)."""
     parts = path.split(os.sep)[:-1]
     base = parts[: len(parts) - (level - 1)] if level > 1 else parts
     full = base + (module.split(".") if module else [])
+    if full[:1] == ["families"] and len(full) > 1:
+        return "families." + full[1]
     return full[0] if full else "__init__"
 
 
@@ -117,3 +128,16 @@ def test_pyproject_lists_every_package_of_the_pack():
     found = {"hystream"} | {"hystream." + os.path.dirname(p).replace(os.sep, ".") for p in pack_files()
                             if os.path.basename(p) == "__init__.py" and os.path.dirname(p)}
     assert found == listed, (sorted(found - listed), sorted(listed - found))
+
+
+def test_the_engine_never_imports_a_family():
+    """Families are found through the registry (families/registry.py), never imported by the engine: adding a
+    family is one package and one registry line."""
+    bad = []
+    for p in pack_files():
+        src = unit(p)
+        for level, module in imports(p):
+            dst = target_unit(p, level, module) if level else module.removeprefix("hystream.")
+            if dst in FAMILY_PACKAGES and src not in (dst, "families.registry"):
+                bad.append(f"{p} imports {'.' * level}{module}")
+    assert not bad, bad

@@ -10,12 +10,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hystream import pipeline
-from hystream.demo import TINY_DIT, build_models, random_dit_state_dict
+from hystream.families.hunyuan_video.demo import TINY_DIT, build_models, random_dit_state_dict
 from hystream.errors import NonFiniteError, StateDictError
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from hystream.loaders.lora import load_lora
-from hystream.loaders.text_encoder_loader import load_text_encoder
-from hystream.loaders.vae_loader import load_vae
+from hystream.loading import load_text_encoder
+from hystream.loading import load_vae
 from hystream.pipeline import SampleSettings
 from tiny_dit import save_layout
 

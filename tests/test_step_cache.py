@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from hystream import pipeline
-from hystream.loaders.dit_loader import load_dit
+from hystream.loading import load_dit
 from hystream.pipeline import SampleSettings
 from hystream.families.hunyuan_video.caches import TEACACHE_COEFFICIENTS
 from hystream.sampling.step_cache import StepCacheSettings
 from hystream.sampling.step_caches.teacache import rescale
-from hystream.vae.model import SCALING_FACTOR
+from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from test_pipeline import FRAMES, HEIGHT, NEGATIVE, PROMPT, WIDTH, reference, world  # noqa: F401
 
 STEPS = 12
@@ -222,7 +222,7 @@ def test_a_skipped_step_moves_no_weights(world, method):
 
 
 def test_cfg_keeps_separate_caches_and_lora_v2v_work(world, tmp_path):
-    from hystream.demo import write_comfy_lora
+    from hystream.families.hunyuan_video.demo import write_comfy_lora
     from tiny_dit import TINY
 
     cache = StepCacheSettings("mag_cache", 0.3, mag_ratios=RATIOS)

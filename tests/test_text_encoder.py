@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hystream.errors import NotFoundError, UnsupportedVariantError, WrongModelError
-from hystream.loaders.text_encoder_loader import load_text_encoder
-from hystream.models.text_encoder import clear_prompt_cache
+from hystream.loading import load_text_encoder
+from hystream.families.hunyuan_video.text import clear_prompt_cache
 from tiny_text import reference_encode, reference_models, save_clip, save_llama, tokenizers
 
 SHORT = "A cat walks on the grass, realistic style."

@@ -16,8 +16,8 @@ import re
 import torch
 from safetensors.torch import save_file
 
-from hystream.models.dit import HunyuanVideoDiT
-from hystream.models.dit_config import DiTConfig
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+from hystream.families.hunyuan_video.config import DiTConfig
 
 TINY = DiTConfig(in_channels=16, out_channels=16, hidden=256, heads=2, depth_double=2, depth_single=3,
                  depth_refiner=2, mlp_hidden=1024, single_mlp_hidden=1024, refiner_mlp_hidden=1024,

@@ -11,8 +11,8 @@ import re
 import torch
 from safetensors.torch import save_file
 
-from hystream.demo import write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
-from hystream.models.prompt import VIDEO_TEMPLATE
+from hystream.families.hunyuan_video.demo import write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
+from hystream.families.hunyuan_video.prompt import VIDEO_TEMPLATE
 
 LLAMA_LAYERS = 5  # the encoder uses the first 3 (output of layer N-2)
 

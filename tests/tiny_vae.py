@@ -7,7 +7,7 @@ import os
 import torch
 from safetensors.torch import save_file
 
-from hystream.demo import vae_to_ldm as to_ldm
+from hystream.families.hunyuan_video.demo import vae_to_ldm as to_ldm
 
 CHANNELS = (32, 32, 64, 64)
 

@@ -10,20 +10,22 @@ from .tiling import Hooks, TileSpec, check_tiles, crop_for_encode, decode_tiled,
 
 def decode(vae, latents: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None,
            budget_bytes: int | None = None) -> torch.Tensor:
-    """Raw latents [B, 16, T, h, w] → IMAGE [B·F, H, W, 3] in [0, 1] (CPU, float32)."""
+    """Raw latents [B, C, T, h, w] → IMAGE [B·F, H, W, 3] in [0, 1] (CPU, float32)."""
     check_tiles(spec, vae.cfg.space_compression, vae.cfg.time_compression)
     spec = auto_tiles(vae, spec, tuple(latents.shape), budget_bytes, "decode")
     return decode_tiled(vae, latents, spec, hooks)
 
 
 def encode(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), *, crop: bool = True, sample: bool = False,
-           seed: int = 0, hooks: Hooks | None = None, budget_bytes: int | None = None) -> torch.Tensor:
-    """IMAGE [F, H, W, 3] in [0, 1] → raw latents [1, 16, T, H/8, W/8] (CPU, float32). With `crop`, the
-    video is first cut to 4k+1 frames and sides that are multiples of 16 (see crop_for_encode)."""
+           seed: int = 0, hooks: Hooks | None = None, budget_bytes: int | None = None,
+           multiple: int | None = None) -> torch.Tensor:
+    """IMAGE [F, H, W, 3] in [0, 1] → raw latents [1, C, T, H/s, W/s] (CPU, float32). With `crop`, the
+    video is first cut to tk+1 frames and sides that are multiples of `multiple` (see crop_for_encode)."""
     if crop:
-        frames = crop_for_encode(frames, vae.cfg.time_compression, 2 * vae.cfg.space_compression)
+        frames = crop_for_encode(frames, vae.cfg.time_compression, multiple or 2 * vae.cfg.space_compression)
     check_tiles(spec, vae.cfg.space_compression, vae.cfg.time_compression)
     n, height, width, _ = frames.shape
     s, tc = vae.cfg.space_compression, vae.cfg.time_compression
-    spec = auto_tiles(vae, spec, (1, 16, (n - 1) // tc + 1, height // s, width // s), budget_bytes, "encode")
+    shape = (1, vae.cfg.latent_channels, (n - 1) // tc + 1, height // s, width // s)
+    spec = auto_tiles(vae, spec, shape, budget_bytes, "encode")
     return encode_tiled(vae, frames, spec, sample=sample, seed=seed, hooks=hooks)

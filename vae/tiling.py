@@ -104,12 +104,14 @@ def _grid(t: int, h: int, w: int, lt: int, ot: int, ls: int, os_: int):
 
 @torch.no_grad()
 def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = None) -> torch.Tensor:
-    """Raw latents [B, C, T, h, w] → IMAGE frames [B·F, 8h, 8w, 3] in [0, 1], float32 on the CPU."""
+    """Raw latents [B, C, T, h, w] → IMAGE frames [B·F, s·h, s·w, 3] in [0, 1], float32 on the CPU."""
     cfg = vae.cfg
     hooks = hooks or Hooks()
     if z.dim() != 5 or z.shape[1] != cfg.latent_channels:
-        raise InputError(f"latents [B, {cfg.latent_channels}, T, H/8, W/8]", f"shape {list(z.shape)}",
-                         "connect a HunyuanVideo LATENT (16 channels), e.g. from the HyStream sampler")
+        s = cfg.space_compression
+        raise InputError(f"latents [B, {cfg.latent_channels}, T, H/{s}, W/{s}]", f"shape {list(z.shape)}",
+                         f"connect a LATENT made for this VAE ({cfg.latent_channels} channels), e.g. from the HyStream "
+                         "sampler with a DiT of the same model family")
     check_tiles(spec, cfg.space_compression, cfg.time_compression)
     s, tc = cfg.space_compression, cfg.time_compression
     ls, os_, lt, ot = spec.latent(s, tc)
@@ -146,22 +148,22 @@ def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = Non
 @torch.no_grad()
 def encode_tiled(vae, frames: torch.Tensor, spec: TileSpec, *, sample: bool = False, seed: int = 0,
                  hooks: Hooks | None = None) -> torch.Tensor:
-    """IMAGE frames [F, H, W, 3] in [0, 1] (F = 4k+1, H and W multiples of 8) → raw latents
-    [1, 16, (F−1)/4+1, H/8, W/8], float32 on the CPU: the posterior mean, or a sample drawn from a
-    CPU generator seeded with `seed` (the same draw diffusers makes)."""
+    """IMAGE frames [F, H, W, 3] in [0, 1] (F = tk+1, H and W multiples of s) → raw latents
+    [1, C, (F−1)/t+1, H/s, W/s] (t, s: the VAE's time and space compression), float32 on the CPU: the posterior
+    mean, or a sample drawn from a CPU generator seeded with `seed` (the same draw diffusers makes)."""
     cfg = vae.cfg
     hooks = hooks or Hooks()
     s, tc = cfg.space_compression, cfg.time_compression
     if vae.encoder is None:
         raise InputError("a VAE file with an encoder (for video-to-video)", "a decoder-only VAE file",
-                         "use the full hunyuan_video_vae_bf16.safetensors")
+                         "use the full VAE file of the model family (with its encoder)")
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise InputError("IMAGE frames [F, H, W, 3]", f"shape {list(frames.shape)}", "connect an IMAGE (video frames)")
     n, height, width, _ = frames.shape
     if (n - 1) % tc or height % s or width % s:
         raise InputError(f"{tc}k+1 frames of a size that is a multiple of {s}",
                          f"{n} frames of {width}×{height}", "crop the video (HyStreamVAEEncode crops for you) "
-                         f"to e.g. {(n - 1) // tc * tc + 1} frames of {width // 16 * 16}×{height // 16 * 16}")
+                         f"to e.g. {(n - 1) // tc * tc + 1} frames of {width // s * s}×{height // s * s}")
     check_tiles(spec, s, tc)
     ls, os_, lt, ot = spec.latent(s, tc)
     t, h, w = (n - 1) // tc + 1, height // s, width // s
@@ -196,8 +198,9 @@ def encode_tiled(vae, frames: torch.Tensor, spec: TileSpec, *, sample: bool = Fa
 
 
 def crop_for_encode(frames: torch.Tensor, time: int = 4, multiple: int = 16) -> torch.Tensor:
-    """The documented crop of HyStreamVAEEncode: keep the first 4k+1 frames and center-crop width and
-    height down to multiples of 16 (what the DiT needs), with a warning saying what was cut."""
+    """The documented crop of HyStreamVAEEncode: keep the first tk+1 frames and center-crop width and
+    height down to multiples of `multiple` (what the VAE and the DiT's patches take), with a warning saying
+    what was cut."""
     n, height, width, _ = frames.shape
     keep = (n - 1) // time * time + 1
     new_h, new_w = height // multiple * multiple, width // multiple * multiple
@@ -205,7 +208,8 @@ def crop_for_encode(frames: torch.Tensor, time: int = 4, multiple: int = 16) -> 
         raise InputError(f"at least 1 frame of at least {multiple}×{multiple} px", f"{n} frames of {width}×{height}",
                          "load a larger video")
     if (keep, new_h, new_w) != (n, height, width):
-        log.warning("HyStream: cropped the video from %d frames of %dx%d to %d frames of %dx%d (the VAE needs 4k+1 "
-                    "frames, the DiT sides that are multiples of 16)", n, width, height, keep, new_w, new_h)
+        log.warning("HyStream: cropped the video from %d frames of %dx%d to %d frames of %dx%d (the VAE needs %dk+1 "
+                    "frames, the DiT sides that are multiples of %d)", n, width, height, keep, new_w, new_h, time,
+                    multiple)
     top, left = (height - new_h) // 2, (width - new_w) // 2
     return frames[:keep, top:top + new_h, left:left + new_w]

@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .dit_blocks import DoubleStreamBlock, SingleStreamBlock
-from .dit_config import DiTConfig
-from .layers import FirstTokens, LayerNorm, Linear, MLPEmbedder, PatchEmbed3d, TimestepEmbedder, modulate
-from .lean import auto_chunk, chunks
-from .rope import rope_cos_sin
-from .token_refiner import TokenRefiner
+from ...errors import InputError
+from ...models.dit_blocks import DoubleStreamBlock, SingleStreamBlock
+from .config import DiTConfig
+from .keys import lora_aliases
+from ...models.layers import FirstTokens, LayerNorm, Linear, MLPEmbedder, Modulation, PatchEmbed3d, TimestepEmbedder, modulate
+from ...offload.binding import bind
+from ...models.lean import auto_chunk, chunks
+from ...models.dit_base import StreamedDiT
+from ...models.token_refiner import TokenRefiner
 
 
 class FinalLayer(nn.Module):
@@ -33,10 +35,11 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class HunyuanVideoDiT(nn.Module):
-    def __init__(self, cfg: DiTConfig):
-        super().__init__()
-        self.cfg = cfg
+class HunyuanVideoDiT(StreamedDiT):
+    title = "HunyuanVideo"
+
+    def __init__(self, cfg: DiTConfig, estimator=None):
+        super().__init__(cfg, estimator)
         h = cfg.hidden
         self.img_in = PatchEmbed3d(cfg.in_channels, h, cfg.patch)
         self.time_in = TimestepEmbedder(h)
@@ -48,64 +51,40 @@ class HunyuanVideoDiT(nn.Module):
         self.single_blocks = nn.ModuleList(
             SingleStreamBlock(h, cfg.heads, cfg.single_mlp_hidden) for _ in range(cfg.depth_single))
         self.final_layer = FinalLayer(h, cfg.out_channels * cfg.patch[0] * cfg.patch[1] * cfg.patch[2])
-        self.compute_dtype = torch.float32
-        self.device = torch.device("cpu")
-        self.lean = True  # chunked blocks (models/lean.py); False = the plain reference path
-        self.chunk_tokens: int | None = None  # lean chunk size; None = automatic
-        self.block_weight_dtype: torch.dtype | None = None  # how the blocks' Linears are stored (the loader says)
-        self.step_cache = None  # a sampling run's step-cache policy (sampling/step_cache.py), or None
-        self.first_block_modulation: nn.Module | None = None  # TeaCache's probe (see _first_block_modulated_input)
-        self.sdpa_capability: tuple[int, int] | None = None  # the GPU's, for the attention kernel (None: ask it)
-        self._rope: dict = {}  # (grid, device) → (cos, sin) on the device, for the run's steps
+        self.first_block_modulation = None  # TeaCache's probe for a run (see use_step_cache)
 
-    def rope(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE's cos/sin for a token grid, built once per size and device (float64 on the host, then one
-        upload) instead of at every forward of a sampling run."""
-        key = (tuple(grid), str(self.device))
-        if key not in self._rope:
-            self._rope.clear()  # one size at a time: a run's steps share it
-            self._rope[key] = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, self.device)
-        return self._rope[key]
+    # -- LoRA --------------------------------------------------------------------------------------------
+    def lora_aliases(self) -> dict:
+        """diffusers/PEFT LoRA module names → our Linears (see keys.lora_aliases)."""
+        return lora_aliases(self.cfg)
 
-    def clear_caches(self) -> None:
-        """Drop what the model keeps on the device between forwards (nothing stays after a stage)."""
-        self._rope.clear()
+    def lora_hint(self) -> str:
+        return "double_blocks/single_blocks (Tencent) or transformer_blocks (diffusers)"
 
-    def attention_kernel(self) -> str:
-        """The SDPA kernel this model's attention will get (flash / efficient / math), see memory_probe."""
-        from ..memory_probe import sdpa_kernel
+    # -- step caching ----------------------------------------------------------------------------------
+    def cache_decision_block(self) -> int:
+        """The streamed block after which First-Block Cache decides, and whose modulation TeaCache probes:
+        the first double block."""
+        return self.cfg.depth_refiner
 
-        return sdpa_kernel(self.device.type, self.compute_dtype, self.sdpa_capability, self.cfg.head_dim)
+    def use_step_cache(self, cache, probe_tensors: dict | None = None) -> None:
+        """Consult `cache` (sampling/step_cache.py) in this run's forwards, None to stop. TeaCache's probe is
+        a device copy of the first double block's img_mod (the block itself may stream), made from
+        `probe_tensors` (that block's tensors on the host), sharing the run's LoRA adapters."""
+        self.step_cache, self.first_block_modulation = cache, None
+        if cache is not None and probe_tensors is not None:
+            tensors = {n[len("img_mod."):]: t.to(self.device) for n, t in probe_tensors.items() if n.startswith("img_mod.")}
+            with torch.device("meta"):
+                probe = Modulation(self.cfg.hidden, 6)
+            bind(probe, tensors)
+            probe.linear.lora = self.double_blocks[0].img_mod.linear.lora  # the run's LoRAs apply here too
+            self.first_block_modulation = probe
 
-    def activation_bytes(self, x_shape, text_tokens: int, chunk_tokens: int | None = None) -> int:
-        """Peak activation memory of one forward at this size (weights excluded; their upcast and LoRA
-        temporaries included), measured on fake tensors with this model's settings and the attention
-        kernel SDPA will pick (models/dit_memory.py); what the memory budget plans with."""
-        from .dit_memory import forward_peak_bytes
-
-        device = "cuda" if self.device.type == "cuda" else "cpu"
-        stored = self.block_weight_dtype if self.block_weight_dtype not in (None, self.compute_dtype) else None
-        rank = max((a.up.shape[1] for m in self.modules() if isinstance(m, Linear) for a in m.lora), default=0)
-        return forward_peak_bytes(self.cfg, tuple(x_shape), int(text_tokens), self.compute_dtype, self.lean,
-                                  chunk_tokens or self.chunk_tokens, device, self.attention_kernel(), stored, rank)
-
-    def choose_chunk(self, x_shape, text_tokens: int, limit_bytes: int) -> int | None:
-        """The largest query chunk whose activations fit `limit_bytes` (halving from the automatic one), or
-        None when the automatic chunk fits. It matters where SDPA falls back to its math kernel (scores of
-        chunk × all tokens): elsewhere activations barely depend on the chunk."""
-        from .dit_memory import MIN_CHUNK
-
-        if not self.lean:
-            return None
-        tokens = x_shape[2] * (x_shape[3] // self.cfg.patch[1]) * (x_shape[4] // self.cfg.patch[2]) + int(text_tokens)
-        chunk = auto_chunk(tokens)
-        if self.activation_bytes(x_shape, text_tokens, chunk) <= limit_bytes:
-            return None
-        while chunk > MIN_CHUNK:
-            chunk = max(MIN_CHUNK, chunk // 2)
-            if self.activation_bytes(x_shape, text_tokens, chunk) <= limit_bytes:
-                return chunk
-        return MIN_CHUNK
+    def forward_activation_bytes(self, args: tuple, kwargs: dict) -> int:
+        """activation_bytes for a forward called with these arguments (a bare forward's automatic budget)."""
+        x = kwargs.get("x", args[0] if args else None)
+        txt = kwargs.get("txt", args[2] if len(args) > 2 else None)
+        return self.activation_bytes(tuple(x.shape), txt.shape[1] if txt is not None else 0) if x is not None else 0
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -218,6 +197,6 @@ class HunyuanVideoDiT(nn.Module):
         (a copy of that block's img_mod the sampler keeps on the device: the block itself may stream)."""
         probe = self.first_block_modulation
         if probe is None:
-            raise RuntimeError("TeaCache needs first_block_modulation (set by the sampler)")
+            raise RuntimeError("TeaCache needs its probe: use_step_cache(cache, probe_tensors)")
         shift, scale = probe(vec)[:2]
         return modulate(F.layer_norm(img, (img.shape[-1],), eps=1e-6), shift, scale)

@@ -14,26 +14,26 @@ CLIP-L: `clip_l.safetensors` (HF CLIPTextModel names with `text_model.`) or an H
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import StateDictError, WrongModelError, list_some
-from ..models.clip_encoder import ClipPooled, infer_clip_config
-from ..models.llama_encoder import LlamaStates, infer_llama_config
-from ..models.text_encoder import HunyuanTextEncoder
-from ..offload.settings import HostHandOver, StreamSettings
-from ..offload.source import PackedSource
-from ..offload.streamer import BlockStreamer
-from .dtypes import compute_dtype, dominant_float_dtype
-from .key_check import check_fp8_scales, check_tensors, key_prefix, scale_names
-from .model_kind import describe_model
-from .recipes import Recipe, block_sources, mark_quantised, recipe_meta
-from .tensor_source import TensorSource, open_checkpoint
-from .tokenizer_files import CLIP, LLAMA, find_tokenizer, load_clip_tokenizer, load_llama_tokenizer
+from ...errors import StateDictError, WrongModelError, list_some
+from ...models.clip_encoder import ClipPooled, infer_clip_config
+from ...models.llama_encoder import DecoderFacts
+from ...offload.settings import HostHandOver
+from ...offload.streamer import BlockStreamer
+from ...loaders.decoder_layers import DecoderLayersSpec
+from ...loaders.dtypes import compute_dtype, dominant_float_dtype
+from ...loaders.key_check import check_fp8_scales, check_tensors, key_prefix
+from ...loaders.model_kind import describe_model
+from ...loaders.streamed import StreamOptions, load_streamed
+from ...loaders.tensor_source import TensorSource, open_checkpoint
+from ...numerics import check_finite
+from .conditioning import to_conditioning
+from .text import HunyuanTextEncoder
+from ...loaders.tokenizer_files import CLIP, LLAMA, find_tokenizer, load_clip_tokenizer, load_llama_tokenizer
 
-LLAMA_ANCHOR = "layers.0.self_attn.q_proj.weight"
 LLAVA_EXTRAS = ("vision_tower.", "multi_modal_projector.", "lm_head.", "language_model.lm_head.", "image_newline",
                 "model.vision_tower.", "model.multi_modal_projector.", "scaled_fp8")
 CLIP_ANCHOR = "embeddings.token_embedding.weight"
@@ -54,6 +54,23 @@ class LoadedTextEncoder:
 
     def encode_with_image(self, prompt: str, image_features: torch.Tensor, interleave: int):
         return self.encoder.encode_with_image(prompt, image_features, interleave)
+
+    def conditioning(self, prompt: str) -> list:
+        """The prompt as ComfyUI's native HunyuanVideo CONDITIONING (cached per prompt and files)."""
+        embeds = self.encode(prompt)
+        check_finite(embeds.states, "the LLaVA-Llama-3 prompt states")
+        check_finite(embeds.pooled, "the CLIP-L pooled prompt vector")
+        return to_conditioning(embeds)
+
+    def image_conditioning(self, vision_path: str, image, prompt: str, interleave: int = 2) -> list:
+        """HunyuanVideo-I2V's prompt with the start image's tokens (LLaVA's vision tower from `vision_path`)."""
+        from .image_prompt import image_conditioning
+
+        return image_conditioning(self, vision_path, image, prompt, interleave)
+
+    def device_bytes(self) -> int:
+        """What a stage holds on the device besides the streamed layers (CLIP-L)."""
+        return self.clip_bytes()
 
     @property
     def stats(self):
@@ -93,89 +110,22 @@ def file_identity(path: str) -> tuple:
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-# llama.cpp's names (a LLaVA-Llama-3 GGUF, as ComfyUI-GGUF's CLIP loader reads it) → Hugging Face's
-LLAMA_CPP_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                   "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                   "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-LLAMA_CPP_IGNORED = ("output.weight", "output_norm.weight", "rope_freqs.weight")
-HEAD_DIM = 128
+LLAVA = DecoderFacts("LLaVA-Llama-3", "llava_llama3_fp16.safetensors (or _fp8_scaled) from models/text_encoders, or "
+                     "the xtuner LLaVA-Llama-3 folder", head_dim=128, rope_theta=500000.0, rms_eps=1e-5,
+                     skip_last_layers=2)
+LLAVA_SPEC = DecoderLayersSpec(LLAVA, extras=LLAVA_EXTRAS)
 
 
-def _llama_cpp_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[str]]:
-    """blk.N.attn_q.weight → layers.N.self_attn.q_proj.weight, token_embd → embed_tokens; q and k get
-    llama.cpp's RoPE row permutation undone (heads from the rows: head dim 128)."""
-    recipes, unexpected = {}, []
-    for k in source.keys():
-        m = re.match(r"blk\.(\d+)\.(\w+)\.(weight|bias)$", k)
-        if k == "token_embd.weight":
-            recipes["embed_tokens.weight"] = Recipe((k,))
-        elif m and m.group(2) in LLAMA_CPP_NAMES:
-            heads = source.info(k).shape[0] // HEAD_DIM if m.group(2) in ("attn_q", "attn_k") else 0
-            recipes[f"layers.{m.group(1)}.{LLAMA_CPP_NAMES[m.group(2)]}.{m.group(3)}"] = Recipe((k,), unpermute_heads=heads)
-        elif k not in LLAMA_CPP_IGNORED:
-            unexpected.append(k)
-    return "", recipes, unexpected
-
-
-def _llama_recipes(source: TensorSource) -> tuple[str, dict[str, Recipe], list[str]]:
-    keys = source.keys()
-    if "blk.0.attn_q.weight" in keys and "token_embd.weight" in keys:
-        return _llama_cpp_recipes(source)
-    prefix = key_prefix(keys, LLAMA_ANCHOR)
-    if prefix is None or key_prefix(keys, CLIP_ANCHOR) is not None:  # CLIP's layers also end in self_attn.q_proj
-        raise WrongModelError("a LLaVA-Llama-3 text encoder (HF Llama names)",
-                              f"{describe_model(keys)} in {source.describe}",
-                              "pick llava_llama3_fp16.safetensors (or _fp8_scaled) from models/text_encoders")
-    recipes, unexpected = {}, []
-    for k in keys:
-        if k.startswith(prefix):
-            local = k[len(prefix):]
-            if not local.endswith(".scale_input") and local not in ("norm.weight", "rotary_emb.inv_freq", "scaled_fp8"):
-                recipes[local] = Recipe((k,))
-        elif not k.startswith(LLAVA_EXTRAS):
-            unexpected.append(k)
-    return prefix, recipes, unexpected
-
-
-def _load_llama(path: str, device: torch.device, prefetch: int, vram_budget_gb: float | None, host_tier: str,
-                reserve_bytes: int, hand_over: HostHandOver | None):
+def _load_llama(path: str, device: torch.device, options: StreamOptions):
     source = open_checkpoint(path, subfolders=("text_encoder",))
     try:
-        prefix, recipes, unexpected = _llama_recipes(source)
-        metas = {n: recipe_meta(source, r, n) for n, r in recipes.items()}
-        config = infer_llama_config({n: m.shape for n, m in metas.items()}, source.describe)
-        used = config.num_hidden_layers
-        recipes = {n: r for n, r in recipes.items()
-                   if not ((m := re.match(r"layers\.(\d+)\.", n)) and int(m.group(1)) >= used)}
-        metas = {n: metas[n] for n in recipes}
-        llama = LlamaStates(config, device)
-        expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(llama.layers)
-                    for n, p in layer.named_parameters()}
-        expected["embed_tokens.weight"] = (config.vocab_size, config.hidden_size)
-        layer_scales = {f"layers.{i}.{n}" for i, layer in enumerate(llama.layers)
-                        for n in scale_names(layer, [k[len(f"layers.{i}."):] for k in metas if k.startswith(f"layers.{i}.")])}
-        check_tensors(expected, metas, optional=layer_scales, unused=unexpected, describe=source.describe,
-                      what="the LLaVA-Llama-3 text encoder")
-        check_fp8_scales(metas, marker=any(k.endswith("scaled_fp8") for k in source.keys()),
-                         describe=source.describe, what="the LLaVA-Llama-3 text encoder")
-
-        file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if n.startswith("layers."))
-        if any(m.quant for m in metas.values()):
-            file_dtype = torch.float16  # GGUF quants compute like the fp16 model they came from
-        dtype = compute_dtype("auto", file_dtype, device)
-
-        def block_of(name):
-            m = re.match(r"layers\.(\d+)\.(.+)", name)
-            return (int(m.group(1)), m.group(2)) if m else None
-
-        blocks, fixed = block_sources(source, recipes, metas, used, block_of, lambda n, meta, b: meta.dtype)
-        mark_quantised(llama.layers, blocks, metas, block_of)
-        embed_name = recipes["embed_tokens.weight"].parts[0]
-        settings = StreamSettings(
-            prefetch=prefetch, host_tier=host_tier, what="the LLaVA text encoder", reserve_bytes=reserve_bytes,
-            budget_bytes=None if vram_budget_gb is None else int(vram_budget_gb * 1024 ** 3), hand_over=hand_over)
-        streamer = BlockStreamer(llama, llama.layers, PackedSource(blocks), device, settings)
-        return llama, streamer, (lambda ids: source.read_rows(embed_name, ids)), dtype, source, fixed
+        s = load_streamed(source, LLAVA_SPEC, device, options)
+        if set(s.fixed) != {"embed_tokens.weight"}:
+            raise StateDictError("only the embedding table outside the decoder layers",
+                                 f"also {list_some(sorted(set(s.fixed) - {'embed_tokens.weight'}))}",
+                                 "use an official file")
+        embed_name = s.fixed["embed_tokens.weight"][0].parts[0]
+        return s.model, s.streamer, (lambda ids: source.read_rows(embed_name, ids)), s.compute_dtype, source
     except BaseException:
         source.close()
         raise
@@ -240,12 +190,9 @@ def load_text_encoder(llm_path: str, clip_path: str, device: str | torch.device 
                                                     [host.get("llama")] if host.get("llama") else []))
     clip_tok = load_clip_tokenizer(find_tokenizer(CLIP, clip_path, tokenizer_dir or None,
                                                   [host.get("clip")] if host.get("clip") else []))
-    llama, streamer, rows, dtype, llm_source, fixed = _load_llama(llm_path, device, prefetch_blocks, vram_budget_gb,
-                                                                  host_tier, reserve_bytes, hand_over)
-    if set(fixed) != {"embed_tokens.weight"}:
-        llm_source.close()
-        raise StateDictError("only the embedding table outside the decoder layers",
-                             f"also {list_some(sorted(set(fixed) - {'embed_tokens.weight'}))}", "use an official file")
+    options = StreamOptions(prefetch=prefetch_blocks, vram_budget_gb=vram_budget_gb, host_tier=host_tier,
+                            reserve_bytes=reserve_bytes, hand_over=hand_over)
+    llama, streamer, rows, dtype, llm_source = _load_llama(llm_path, device, options)
     try:
         clip, clip_source = _load_clip(clip_path, device, clip_tok)
     except BaseException:

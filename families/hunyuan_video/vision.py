@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, StateDictError
-from .shapes import shape_reader
+from ...errors import InputError, StateDictError
+from ...models.shapes import shape_reader
 
 HEAD_DIM = 64
 # CLIP's preprocessing constants (openai/clip-vit-large-patch14-336's preprocessor_config.json)

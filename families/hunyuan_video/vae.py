@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import lean
+from . import vae_lean as lean
 
 GROUPS = 32
 EPS = 1e-6

@@ -20,7 +20,7 @@ import torch
 
 import logging
 
-from ..errors import InputError
+from ...errors import InputError
 
 log = logging.getLogger("hystream")
 

@@ -13,8 +13,8 @@ import re
 
 import torch
 
-from .models.dit import HunyuanVideoDiT
-from .models.dit_config import DiTConfig
+from .dit import HunyuanVideoDiT
+from .config import DiTConfig
 
 # widths tied together: the DiT's text input = the Llama's hidden size, its pooled input = CLIP's
 LLAMA_HIDDEN, CLIP_HIDDEN = 512, 128
@@ -159,7 +159,7 @@ def write_comfy_vae(folder: str, seed: int = 0, full_size: bool = False, name: s
     """A causal VAE in Comfy-Org's ldm layout (or, ldm_names=False, Tencent/kijai's diffusers-style names),
     bf16: small (channels 32/32/64/64, one resnet per level), or with the real widths (128/256/512/512,
     two per level) that ComfyUI's own VAE loader assumes."""
-    from .vae.model import HunyuanVideoVAE, VAEConfig
+    from .vae import HunyuanVideoVAE, VAEConfig
 
     torch.manual_seed(seed)
     cfg = VAEConfig() if full_size else VAEConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1)
@@ -193,7 +193,7 @@ def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed
 def build_models(root: str) -> dict[str, str]:
     """All tiny models, as ComfyUI's models/ folders hold them (tokenizers beside the text encoders).
     Returns {"dit" | "i2v_dit" | "llm" | "clip" | "vae" | "lora" | "vision": path, "models": root}."""
-    from .loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
+    from ...loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
 
     te_dir = os.path.join(root, "text_encoders")
     write_tiny_llama_tokenizer(te_dir)

@@ -10,8 +10,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..errors import StateDictError, UnsupportedVariantError
-from .shapes import shape_reader
+from ...errors import StateDictError, UnsupportedVariantError
+from ...models.shapes import shape_reader
 
 ROPE_AXES_128 = (16, 56, 56)
 ROPE_THETA = 256.0

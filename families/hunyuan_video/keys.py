@@ -11,12 +11,11 @@ a `scaled_fp8` marker, and may carry `X.scale_input` (for fp8 matmuls; we do not
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from ..errors import UnsupportedLayoutError, WrongModelError, list_some
-from .model_kind import describe_model
-from .recipes import Recipe
-from .tensor_source import TensorSource
+from ...errors import UnsupportedLayoutError, WrongModelError, list_some
+from ...loaders.model_kind import describe_model
+from ...loaders.recipes import KeyLayout, Recipe
+from ...loaders.tensor_source import TensorSource
 
 TENCENT_ANCHOR = "img_in.proj.weight"
 DIFFUSERS_ANCHOR = "x_embedder.proj.weight"
@@ -75,14 +74,6 @@ LAYOUT_NAMES = ("Tencent / kijai (top-level Tencent names)", "Comfy-Org repackag
                 "diffusers (transformer/ folder or file)")
 
 
-@dataclass
-class DiTLayout:
-    name: str
-    prefix: str
-    recipes: dict[str, Recipe]  # Tencent name → how to read it
-    unused: list[str]  # checkpoint keys no recipe uses (reported as unexpected)
-
-
 def _find_prefix(keys: set[str], anchor: str) -> str | None:
     for k in keys:
         if k.endswith(anchor):
@@ -94,7 +85,7 @@ def _ignored(key: str) -> bool:
     return key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES)
 
 
-def detect_dit_layout(source: TensorSource) -> DiTLayout:
+def detect_dit_layout(source: TensorSource) -> KeyLayout:
     keys = set(source.keys())
     prefix = _find_prefix(keys, TENCENT_ANCHOR)
     if prefix is not None:
@@ -112,7 +103,7 @@ def detect_dit_layout(source: TensorSource) -> DiTLayout:
                           "(e.g. hunyuan_video_t2v_720p_bf16.safetensors)")
 
 
-def _tencent_layout(keys: set[str], prefix: str) -> DiTLayout:
+def _tencent_layout(keys: set[str], prefix: str) -> KeyLayout:
     recipes, unused = {}, []
     for k in sorted(keys):
         local = k[len(prefix):] if k.startswith(prefix) else None
@@ -125,10 +116,10 @@ def _tencent_layout(keys: set[str], prefix: str) -> DiTLayout:
     name = LAYOUT_NAMES[1] if prefix else LAYOUT_NAMES[0]
     if prefix and prefix != "model.diffusion_model.":
         name = f"Tencent names under the prefix {prefix!r}"
-    return DiTLayout(name, prefix, recipes, unused)
+    return KeyLayout(name, recipes, unused, prefix)
 
 
-def _diffusers_layout(keys: set[str], prefix: str) -> DiTLayout:
+def _diffusers_layout(keys: set[str], prefix: str) -> KeyLayout:
     local = {k[len(prefix):] for k in keys if k.startswith(prefix)}
     numbers = {}  # block-number scope → the numbers present
     for scope in (_REFINER, _DOUBLE, _SINGLE):
@@ -148,4 +139,24 @@ def _diffusers_layout(keys: set[str], prefix: str) -> DiTLayout:
                 used.update(p + suffix for p in p_names)
     unused = sorted(prefix + k for k in local - used if not _ignored(k))
     unused += sorted(k for k in keys if not k.startswith(prefix))
-    return DiTLayout(LAYOUT_NAMES[2], prefix, recipes, unused)
+    return KeyLayout(LAYOUT_NAMES[2], recipes, unused, prefix)
+
+
+def lora_aliases(cfg) -> dict[str, tuple[str, tuple[int, int] | None, bool]]:
+    """diffusers module name → (our Linear, rows of the fused output it writes or None, halves swapped): how a
+    diffusers/PEFT LoRA's modules land on the Tencent-named model (q/k/v/mlp parts are row slices)."""
+    counts = {"txt_in.individual_token_refiner.blocks.{n}": cfg.depth_refiner, "double_blocks.{n}": cfg.depth_double,
+              "single_blocks.{n}": cfg.depth_single}
+    sizes = {3: [cfg.hidden] * 3, 4: [cfg.hidden] * 3 + [cfg.single_mlp_hidden]}  # fused parts' rows
+    index = {}
+    for target, parts in DIFFUSERS_TO_TENCENT:
+        scope = next((s for s in counts if target.startswith(s)), None)
+        for n in range(counts[scope]) if scope else [None]:
+            t = target.format(n=n) if n is not None else target
+            for i, p in enumerate(parts):
+                rows = None
+                if len(parts) > 1:
+                    start = sum(sizes[len(parts)][:i])
+                    rows = (start, start + sizes[len(parts)][i])
+                index[p.format(n=n) if n is not None else p] = (t, rows, target in SWAPPED)
+    return index

@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
-from .clip_encoder import ClipPooled
-from .llama_encoder import LlamaStates
+from ...models.clip_encoder import ClipPooled
+from ...models.llama_encoder import LlamaStates
 from .prompt import CLIP_TOKENS, USER_TOKENS, image_template_tokens, template_tokens
 
 _CACHE: "OrderedDict[tuple, PromptEmbeds]" = OrderedDict()

@@ -1,0 +1,55 @@
+"""The registry of model families: the engine finds a file's family here, never by importing a family's
+package. Adding a family: one package under families/ and one line in FAMILIES (the more specific family
+first: a file goes to the first family that claims it)."""
+
+from __future__ import annotations
+
+from ..errors import WrongModelError
+from .base import Family
+from .hunyuan_video import FAMILY as HUNYUAN_VIDEO
+
+FAMILIES: tuple[Family, ...] = (HUNYUAN_VIDEO,)
+
+
+def default() -> Family:
+    return FAMILIES[0]
+
+
+def named(name: str) -> Family:
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise KeyError(f"no model family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")
+
+
+def titles() -> str:
+    return " or ".join(f.title for f in FAMILIES)
+
+
+def _first(claims, what: str, describe: str, keys, fix: str) -> Family:
+    for family in FAMILIES:
+        if claims(family):
+            return family
+    if len(FAMILIES) == 1:
+        return FAMILIES[0]  # its own loader refuses the file with the most specific message
+    from ..loaders.model_kind import describe_model
+
+    raise WrongModelError(f"{what} of {titles()}", f"{describe_model(keys)} in {describe}", fix)
+
+
+def for_dit(source) -> Family:
+    keys = set(source.keys())
+    return _first(lambda f: f.claims_dit(keys), "a diffusion transformer (DiT)", source.describe, keys,
+                  "pick the DiT file from models/diffusion_models")
+
+
+def for_text_encoder(source) -> Family:
+    keys = set(source.keys())
+    return _first(lambda f: f.claims_text_encoder(keys), "a text encoder", source.describe, keys,
+                  "pick the family's language-model file from models/text_encoders")
+
+
+def for_vae(source) -> Family:
+    keys = set(source.keys())
+    return _first(lambda f: f.claims_vae(keys, lambda k: source.info(k).shape), "a video VAE", source.describe, keys,
+                  "pick the VAE file from models/vae")
