@@ -21,8 +21,8 @@ from contextlib import contextmanager
 
 from .errors import HyStreamError, InputError
 from .quant.kinds import PLAN_TYPES
+from .sizes import GIB
 
-GIB = 1024 ** 3
 
 
 # -- reporting -------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def image_prompt_plan(args) -> tuple[str | None, int]:
 def comfyui_tokenizers() -> dict[str, str] | None:
     """ComfyUI's bundled tokenizers when the pack runs from ComfyUI/custom_nodes or $COMFYUI_PATH is set."""
     from .comfy_server import host_of_this_pack
-    from .loaders.tokenizer_files import bundled_tokenizer_dirs
+    from .families.registry import bundled_tokenizer_dirs
 
     root = host_of_this_pack()
     return bundled_tokenizer_dirs(root) if root else None
@@ -229,7 +229,7 @@ def cmd_generate(args) -> dict:
     with report.stage("decode"):
         bar = tqdm_bar(1, "VAE decode")
         video = pipeline.decode(vae, latent, tiles, Hooks(progress=lambda d, t: _tick(bar, d, t)))
-        video = video[drop:] if 0 < drop < video.shape[0] else video
+        video = pipeline.drop_leading_frames(video, drop)
         bar.close()
     vae.close()
     out = write_mp4(video, args.out, args.fps, args.crf)
@@ -383,6 +383,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .families import registry
     from .loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
     from .sampling.step_caches import METHODS
     from .sampling.step_caches import defaults as cache_defaults
@@ -397,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
 
     g = command("generate", "prompt → mp4 with real model files")
-    for name, help_ in (("dit", "the DiT file or diffusers folder"), ("llm", "LLaVA-Llama-3 file or folder"),
-                        ("clip", "CLIP-L file or folder"), ("vae", "the VAE file or folder")):
+    for name, help_ in (("dit", "the DiT file or diffusers folder; its weights tell the model family"),
+                        ("llm", f"the language model file or folder ({registry.file_examples('llm')})"),
+                        ("clip", f"the second text encoder ({registry.file_examples('second_text')})"),
+                        ("vae", "the VAE file or folder")):
         g.add_argument(f"--{name}", required=True, help=help_)
     g.add_argument("--prompt", required=True, help="what the video shows (up to 256 tokens)")
     g.add_argument("--negative", help="negative prompt (used when --cfg > 1)")
@@ -415,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "are multiples of 16)")
     g.add_argument("--image", help="image-to-video: the start image (png/jpg), cropped to the video's aspect and "
                                     "resized; needs an I2V DiT (HunyuanVideo-I2V, SkyReels-I2V)")
-    g.add_argument("--vision", help="HunyuanVideo-I2V: LLaVA's vision tower + projector (llava_llama3_vision.safetensors; "
+    g.add_argument("--vision", help=f"the vision tower ({registry.file_examples('vision')}; "
                                      "default: the --llm folder when it holds one)")
     g.add_argument("--image-interleave", type=int, default=0, help="HunyuanVideo-I2V: keep every n-th image token "
                                                                    "(0 = the reference's: 2 latent concat, 4 token replace)")

@@ -41,7 +41,7 @@ class UnsupportedLayoutError(HyStreamError):
 
 
 class UnsupportedVariantError(HyStreamError):
-    """A HunyuanVideo relative (I2V, HunyuanVideo 1.5, FramePack, ...) that HyStream does not run yet."""
+    """A model variant no registered family runs (e.g. a HunyuanImage DiT, a super-resolution model)."""
 
     kind = "Unsupported model variant"
 

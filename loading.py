@@ -11,7 +11,7 @@ import torch
 from .families import registry
 from .loaders.dit_loader import LoadedDiT, load_dit_from
 from .loaders.streamed import StreamOptions, read_spec
-from .loaders.tensor_source import open_checkpoint
+from .loaders.checkpoint import open_checkpoint
 from .loaders.vae_loader import LoadedVAE
 from .offload.settings import HostHandOver
 

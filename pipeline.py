@@ -25,8 +25,8 @@ from .sampling.euler import Step, euler, noise, noised
 from .sampling.schedule import shifted_sigmas, start_index
 from .sampling.step_cache import StepCache, StepCacheSettings
 from .sampling.step_caches import make_step_cache
-from .video_stages import (crop_video, decode, encode_start_image, encode_video, fit_image,  # noqa: F401  (the stages)
-                           vae_stage_plan)
+from .video_stages import (DROP_KEY, crop_video, decode, drop_leading_frames, encode_start_image,  # noqa: F401
+                           encode_video, fit_image, latent_output, vae_stage_plan)
 
 log = logging.getLogger("hystream")
 

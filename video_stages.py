@@ -90,3 +90,19 @@ def encode_start_image(vae, image: torch.Tensor, width: int, height: int, spec: 
     frame = check_finite(fit_image(image, width, height), "the start image", "an image that did not load correctly")
     return check_finite(vae_codec.encode(vae.model, frame, spec, crop=False, hooks=hooks), "the start image's latent",
                         VAE_CAUSES)
+
+
+# -- frames a family's reference drops after decoding (HunyuanVideo-I2V: the re-encoded start image) ----------
+DROP_KEY = "hystream_drop_frames"  # carried in the LATENT from the sampler to the decode node
+
+
+def latent_output(samples: torch.Tensor, drop: int) -> dict:
+    """The sampler's LATENT: raw latents, and how many decoded frames its family's reference drops."""
+    return {"samples": samples, **({DROP_KEY: int(drop)} if drop else {})}
+
+
+def drop_leading_frames(frames: torch.Tensor, drop: int) -> torch.Tensor:
+    """Decoded frames without the first `drop` (never all of them)."""
+    drop = int(drop or 0)
+    return frames[drop:] if 0 < drop < frames.shape[0] else frames
+

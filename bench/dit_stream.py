@@ -117,7 +117,7 @@ def main() -> None:
     tokens = args.frames * (args.height // 2) * (args.width // 2)
     report = dict(
         bench="dit_stream", device=str(device), torch_threads=torch.get_num_threads(), hidden=cfg.hidden,
-        heads=cfg.heads, blocks=cfg.num_blocks, file_gib=round(blocks_gb, 3), image_tokens=tokens,
+        heads=cfg.heads, blocks=cfg.streamed_blocks, file_gib=round(blocks_gb, 3), image_tokens=tokens,
         text_tokens=args.text, prefetch=args.prefetch, repeats=args.repeats, rounds=args.rounds,
         time_streamed_s=round(median(t_streamed), 4), time_resident_s=round(median(t_resident), 4),
         time_ratio=round(median(t_streamed) / median(t_resident), 4),

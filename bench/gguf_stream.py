@@ -160,7 +160,7 @@ def full_size(folder: str, prefetch: int) -> dict:
     t0 = time.perf_counter()
     row = measure_one(path, inputs_for(cfg, frames=1, height=16, width=16, text=16), prefetch)
     row.update(write_s=round(written, 1), forward_with_load_s=round(time.perf_counter() - t0, 1),
-               blocks=cfg.num_blocks)
+               blocks=cfg.streamed_blocks)
     os.remove(path)
     return row
 
@@ -200,7 +200,7 @@ def main() -> None:
             row["wire_vs_bf16"] = round(row["wire_mib_per_block"] / base["wire_mib_per_block"], 3)
             row["time_vs_bf16"] = round(median(times[t]) / median(times["bf16"]), 3)
     report = dict(bench="gguf_stream", device="cpu", torch_threads=torch.get_num_threads(), hidden=cfg.hidden,
-                  blocks=cfg.num_blocks, image_tokens=2 * 16 * 16, text_tokens=64, prefetch=args.prefetch,
+                  blocks=cfg.streamed_blocks, image_tokens=2 * 16 * 16, text_tokens=64, prefetch=args.prefetch,
                   rows=rows)
     for p in paths.values():
         os.remove(p)

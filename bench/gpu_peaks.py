@@ -84,13 +84,13 @@ def write_llava(folder: str, small: bool) -> tuple[str, str]:
     from safetensors.torch import save_file
 
     from hystream.families.hunyuan_video.demo import write_clip_l, write_tiny_clip_tokenizer, write_tiny_llama_tokenizer
-    from hystream.loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
+    from hystream.loaders.tokenizer_files import load_clip_tokenizer, load_fast_tokenizer
 
     write_tiny_llama_tokenizer(folder)
     write_tiny_clip_tokenizer(folder)
     width = dict(hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1) if small else \
         dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8)
-    cfg = transformers.LlamaConfig(vocab_size=len(load_llama_tokenizer(folder)), num_hidden_layers=4, head_dim=128,
+    cfg = transformers.LlamaConfig(vocab_size=len(load_fast_tokenizer(folder)), num_hidden_layers=4, head_dim=128,
                                    **width)  # the embedding is read on the host: its size changes nothing here
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in transformers.LlamaModel(cfg).state_dict().items()}

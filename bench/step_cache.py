@@ -78,7 +78,7 @@ def main() -> None:
 
     base, base_time, base_report = run(None)
     zero, _, _ = run(StepCacheSettings("teacache", 0.0))
-    report = {"bench": "step_cache", "device": args.device, "hidden": cfg.hidden, "blocks": cfg.num_blocks + 1,
+    report = {"bench": "step_cache", "device": args.device, "hidden": cfg.hidden, "blocks": cfg.streamed_blocks,
               "steps": args.steps, "size": [args.frames, args.height, args.width],
               "identity_max_abs": float((zero - base).abs().max()), "methods": {}}
     uncached = sum(base_report["bytes_per_step"])

@@ -106,11 +106,45 @@ class StreamedSpec(ABC):
         return True
 
 
+class TextStack(ABC):
+    """A loaded text stack (what a family's load_text_encoder returns): prompts in, the family's native
+    CONDITIONING out; its language model's layers stream through `streamer`."""
+
+    streamer: object  # offload.streamer.BlockStreamer
+
+    @abstractmethod
+    def conditioning(self, prompt: str) -> list:
+        """The prompt as the family's native CONDITIONING (NaN-checked, cached per prompt and files)."""
+
+    def image_conditioning(self, vision_path: str, image, prompt: str, interleave: int) -> list:
+        """A prompt carrying the start image's tokens (families whose prompts see the image)."""
+        from ..errors import InputError
+
+        raise InputError("a text encoder whose prompts take an image",
+                         f"{type(self).__name__}", "use the plain text encode node for this model family")
+
+    @abstractmethod
+    def device_bytes(self) -> int:
+        """What a stage holds on the device besides the streamed layers (small encoders kept whole)."""
+
+    @abstractmethod
+    def to_device(self) -> None: ...
+
+    @abstractmethod
+    def release_device(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
 class Family(ABC):
     """One model family: its files, its maths, its sampler, its memory model. See README "Adding a family"."""
 
     name: str  # registry key, e.g. "hunyuan_video"
     title: str  # for people, e.g. "HunyuanVideo 1.0"
+    # the files users pick for each role, for node tooltips and messages: dit, llm, second_text, vae, vision
+    files: dict[str, str] = {}
+    tokenizers: tuple = ()  # loaders.tokenizer_files.TokenizerKind: what its text stack reads
     latent: LatentFormat
     caches: CacheConstants
     defaults: SamplerDefaults

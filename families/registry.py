@@ -53,3 +53,15 @@ def for_vae(source) -> Family:
     keys = set(source.keys())
     return _first(lambda f: f.claims_vae(keys, lambda k: source.info(k).shape), "a video VAE", source.describe, keys,
                   "pick the VAE file from models/vae")
+
+
+def file_examples(role: str) -> str:
+    """'HunyuanVideo 1.0: … ; HunyuanVideo 1.5: …' for a file role (dit, llm, second_text, vae, vision)."""
+    return "; ".join(f"{f.title}: {f.files[role]}" for f in FAMILIES if role in f.files)
+
+
+def bundled_tokenizer_dirs(comfyui_root: str) -> dict[str, str]:
+    """Where a ComfyUI checkout ships each tokenizer any family reads, by TokenizerKind key."""
+    from ..loaders.tokenizer_files import bundled_tokenizer_dirs as bundled
+
+    return bundled(comfyui_root, [k for f in FAMILIES for k in f.tokenizers])

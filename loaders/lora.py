@@ -27,8 +27,8 @@ from torch import nn
 
 from ..errors import InputError, WrongModelError, list_some
 from ..models.layers import Linear, LowRankAdapter
-from .model_kind import describe_model
-from .tensor_source import open_checkpoint
+from .model_kind import describe_model, foreign_family
+from .checkpoint import open_checkpoint
 
 log = logging.getLogger("hystream")
 
@@ -69,39 +69,6 @@ class LoRA:
                 f"{list_some(sorted(self.unmatched), 4)}. Check that the LoRA was trained for this model.")
 
 
-# Key fragments (module names with '.' → '_') that only other model families' LoRAs have. Flux shares
-# most of the MM-DiT names (and, at full size, HunyuanVideo's shapes), so its own names tell it apart.
-FOREIGN_FAMILIES = [
-    ("Flux", re.compile(r"(^|_)(img|txt)_mlp_[02]$|(^|_)(img|txt)_mod_lin$|(^|_)modulation_lin$|"
-                        r"(^|_)(img|txt)_attn_norm_(query|key)_norm$")),
-    ("Stable Diffusion / SDXL", re.compile(r"(^|_)(input|output)_blocks_\d|(^|_)(down|up)_blocks_\d+_(attentions|resnets)|"
-                                           r"(^|_)mid_block_|^lora_te\d?_|(^|_)text_model_encoder_layers")),
-    ("Wan", re.compile(r"(^|_)blocks_\d+_(self_attn|cross_attn)_(q|k|v|o)$|(^|_)blocks_\d+_ffn_[02]$")),
-    ("LTX-Video", re.compile(r"(^|_)transformer_blocks_\d+_attn[12]_")),
-]
-FLUX_DEPTHS = (19, 38)  # Flux's double/single block counts
-
-
-def foreign_family(modules: list[str]) -> tuple[str, list[str]] | None:
-    """(family, example keys) when a LoRA's module names belong to another model, else None."""
-    flat = [_strip(m).replace(".", "_").lower() for m in modules]
-    for family, pattern in FOREIGN_FAMILIES:
-        hits = [m for m, f in zip(modules, flat) if pattern.search(f)]
-        if hits:
-            return family, hits
-    # Flux LoRAs on the blocks both models share (attention, linear1/2; diffusers names are the same as
-    # HunyuanVideo's throughout) are told apart by depth: exactly Flux's 19 + 38 blocks
-    deepest = {}
-    for f in flat:
-        if (m := re.match(r"(single_transformer_blocks|transformer_blocks|double_blocks|single_blocks)_(\d+)_", f)):
-            kind = "single" if m.group(1).startswith("single") else "double"
-            deepest[kind] = max(deepest.get(kind, -1), int(m.group(2)))
-    if (deepest.get("double"), deepest.get("single")) == (FLUX_DEPTHS[0] - 1, FLUX_DEPTHS[1] - 1):
-        return "Flux", [f"double blocks up to {FLUX_DEPTHS[0] - 1} and single blocks up to {FLUX_DEPTHS[1] - 1} "
-                        f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks)"]
-    return None
-
-
 def _split(key: str) -> tuple[str, str] | None:
     for suffix, kind in SUFFIXES.items():
         if key.endswith(suffix):
@@ -136,7 +103,7 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
             raise InputError("a LoRA file (lora_A/lora_B, lora_down/lora_up keys)",
                              f"{describe_model(keys)} in {source.describe}",
                              "pick a LoRA from models/loras; full models go in their own loader")
-        foreign = foreign_family(list(groups))
+        foreign = foreign_family(list(groups), _strip)
         if foreign is not None:
             family, examples = foreign
             raise WrongModelError(f"a {title} LoRA", f"a {family} LoRA in {source.describe} "

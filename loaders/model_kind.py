@@ -5,6 +5,8 @@ Only key names are looked at (never tensor data), with the usual prefixes stripp
 
 from __future__ import annotations
 
+import re
+
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.model.", "transformer.", "module.", "model.", "")
 
 # (what it is, any of these key fragments)
@@ -32,3 +34,37 @@ def describe_model(keys) -> str:
             return what
     sample = ", ".join(keys[:3])
     return f"an unknown model (keys like {sample})" if keys else "an empty checkpoint (no tensors)"
+
+
+# Key fragments (module names with '.' → '_') that only other model families' LoRAs have. Flux shares
+# most of the MM-DiT names (and, at full size, HunyuanVideo's shapes), so its own names tell it apart.
+FOREIGN_FAMILIES = [
+    ("Flux", re.compile(r"(^|_)(img|txt)_mlp_[02]$|(^|_)(img|txt)_mod_lin$|(^|_)modulation_lin$|"
+                        r"(^|_)(img|txt)_attn_norm_(query|key)_norm$")),
+    ("Stable Diffusion / SDXL", re.compile(r"(^|_)(input|output)_blocks_\d|(^|_)(down|up)_blocks_\d+_(attentions|resnets)|"
+                                           r"(^|_)mid_block_|^lora_te\d?_|(^|_)text_model_encoder_layers")),
+    ("Wan", re.compile(r"(^|_)blocks_\d+_(self_attn|cross_attn)_(q|k|v|o)$|(^|_)blocks_\d+_ffn_[02]$")),
+    ("LTX-Video", re.compile(r"(^|_)transformer_blocks_\d+_attn[12]_")),
+]
+FLUX_DEPTHS = (19, 38)  # Flux's double/single block counts
+
+
+def foreign_family(modules: list[str], strip=lambda m: m) -> tuple[str, list[str]] | None:
+    """(family, example keys) when a LoRA's module names (`strip` removes their file prefixes) belong to a
+    family HyStream does not run, else None."""
+    flat = [strip(m).replace(".", "_").lower() for m in modules]
+    for family, pattern in FOREIGN_FAMILIES:
+        hits = [m for m, f in zip(modules, flat) if pattern.search(f)]
+        if hits:
+            return family, hits
+    # Flux LoRAs on the blocks both models share (attention, linear1/2; diffusers names are the same as
+    # HunyuanVideo's throughout) are told apart by depth: exactly Flux's 19 + 38 blocks
+    deepest = {}
+    for f in flat:
+        if (m := re.match(r"(single_transformer_blocks|transformer_blocks|double_blocks|single_blocks)_(\d+)_", f)):
+            kind = "single" if m.group(1).startswith("single") else "double"
+            deepest[kind] = max(deepest.get(kind, -1), int(m.group(2)))
+    if (deepest.get("double"), deepest.get("single")) == (FLUX_DEPTHS[0] - 1, FLUX_DEPTHS[1] - 1):
+        return "Flux", [f"double blocks up to {FLUX_DEPTHS[0] - 1} and single blocks up to {FLUX_DEPTHS[1] - 1} "
+                        f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks)"]
+    return None

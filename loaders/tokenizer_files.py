@@ -1,32 +1,37 @@
-"""Find and load the two tokenizers without any hub access.
+"""Find and load a model family's tokenizers without any hub access.
 
 Where we look, in order: the folder the user named (`tokenizer_dir`), then beside the weights (the
-weights' own folder, its `tokenizer/` / `tokenizer_2/` subfolders, and a diffusers pipeline's sibling
-`tokenizer/` / `tokenizer_2/` folders), then the host's bundled copies (ComfyUI ships CLIP's in
-`comfy/sd1_tokenizer` and Llama-3's in `comfy/text_encoders/llama_tokenizer`; the node layer passes
-them in). The error names every place searched.
+weights' own folder, the kind's subfolders, and a diffusers pipeline's sibling folders), then the host's
+bundled copy (ComfyUI ships most tokenizers under `comfy/`; the node layer passes the folders in). The
+error names every place searched. Which tokenizers a family needs (TokenizerKind) is the family's to say.
 
-Llama-3's tokenizer is `tokenizer.json` (+ `tokenizer_config.json`), loaded as a plain
+A fast tokenizer is `tokenizer.json` (+ `tokenizer_config.json`), loaded as a plain
 `PreTrainedTokenizerFast` (transformers 5's `LlamaTokenizerFast.from_pretrained` rebuilds a different
-tokenizer). CLIP's is `vocab.json` + `merges.txt`.
+tokenizer); CLIP's is `vocab.json` + `merges.txt`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 from ..errors import CorruptFileError, NotFoundError
 
-LLAMA = ("LLaVA-Llama-3", ("tokenizer.json",), ("tokenizer",))
-CLIP = ("CLIP-L", ("vocab.json", "merges.txt"), ("tokenizer_2", "tokenizer"))
+
+@dataclass(frozen=True)
+class TokenizerKind:
+    key: str  # the host_dirs key ("llama", "clip", …)
+    name: str  # for people, e.g. "Llama-3"
+    files: tuple[str, ...]  # what a folder must hold
+    subfolders: tuple[str, ...]  # beside the weights (diffusers: tokenizer/, tokenizer_2/)
+    bundled: str = ""  # where ComfyUI ships it, relative to its checkout ("" = it does not)
 
 
-def bundled_tokenizer_dirs(comfyui_root: str) -> dict[str, str]:
+def bundled_tokenizer_dirs(comfyui_root: str, kinds) -> dict[str, str]:
     """The tokenizers ComfyUI ships beside its code (`comfy/` is a namespace package: locate it by the
     root of the checkout, i.e. the folder of `folder_paths.py`, never by the user-data base path)."""
-    return {"llama": os.path.join(comfyui_root, "comfy", "text_encoders", "llama_tokenizer"),
-            "clip": os.path.join(comfyui_root, "comfy", "sd1_tokenizer")}
+    return {k.key: os.path.join(comfyui_root, *k.bundled.split("/")) for k in kinds if k.bundled}
 
 
 def _beside(weights_path: str, subfolders: tuple[str, ...]) -> list[str]:
@@ -36,8 +41,8 @@ def _beside(weights_path: str, subfolders: tuple[str, ...]) -> list[str]:
     return dirs
 
 
-def find_tokenizer(kind, weights_path: str, explicit: str | None = None, host_dirs=()) -> str:
-    name, files, subfolders = kind
+def find_tokenizer(kind: TokenizerKind, weights_path: str, explicit: str | None = None, host_dirs=()) -> str:
+    name, files, subfolders = kind.name, kind.files, kind.subfolders
     places = ([("the tokenizer_dir you gave", explicit)] if explicit else []) + \
         [("beside the weights", d) for d in _beside(weights_path, subfolders)] + \
         [("bundled with ComfyUI", d) for d in host_dirs if d]
@@ -59,7 +64,8 @@ def _unreadable(name: str, folder: str, files, e: Exception) -> CorruptFileError
                             "bundled copies), or name another folder as tokenizer_dir")
 
 
-def load_llama_tokenizer(folder: str):
+def load_fast_tokenizer(folder: str, name: str = "fast"):
+    """A `tokenizer.json` tokenizer (Llama-3's, Qwen2.5's), its special tokens from tokenizer_config.json."""
     from transformers import PreTrainedTokenizerFast
 
     specials = {}
@@ -76,13 +82,14 @@ def load_llama_tokenizer(folder: str):
                     specials[key] = value
         return PreTrainedTokenizerFast(tokenizer_file=os.path.join(folder, "tokenizer.json"), **specials)
     except Exception as e:  # JSON, tokenizers' Rust errors, I/O: one message
-        raise _unreadable(LLAMA[0], folder, ("tokenizer.json", "tokenizer_config.json"), e) from None
+        raise _unreadable(name, folder, ("tokenizer.json", "tokenizer_config.json"), e) from None
 
 
 def load_clip_tokenizer(folder: str):
+    """CLIP's BPE tokenizer: vocab.json + merges.txt."""
     from transformers import CLIPTokenizer
 
     try:
         return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
     except Exception as e:
-        raise _unreadable(CLIP[0], folder, CLIP[1], e) from None
+        raise _unreadable("CLIP", folder, ("vocab.json", "merges.txt"), e) from None

@@ -18,12 +18,12 @@ def infer_clip_config(shapes: dict[str, tuple[int, ...]], describe: str, *, eos_
                       bos_token_id: int, pad_token_id: int):
     import transformers
 
-    shape = shape_reader(shapes, "a CLIP text encoder", describe, "the file is incomplete or not CLIP-L (clip_l.safetensors)")
+    shape = shape_reader(shapes, "a CLIP text encoder", describe, "the file is incomplete or not a CLIP text encoder")
 
     vocab, hidden = shape("embeddings.token_embedding.weight")
     if hidden % HEAD_DIM:
         raise StateDictError(f"a CLIP width that is a multiple of the head dim {HEAD_DIM}", f"width {hidden} in {describe}",
-                             "use CLIP-L (clip_l.safetensors)")
+                             "use the CLIP text encoder file of the model family")
     layers = len({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.layers\.(\d+)\.", k))})
     return transformers.CLIPTextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=shape("encoder.layers.0.mlp.fc1.weight")[0],

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..errors import OutputError
-from ..loaders.tokenizer_files import bundled_tokenizer_dirs
+from ..families.registry import bundled_tokenizer_dirs
 from ..offload.settings import HostHandOver
 
 try:  # inside ComfyUI

@@ -4,6 +4,7 @@ over handles; nothing stays on the GPU between executions."""
 from __future__ import annotations
 
 from ..errors import InputError
+from ..families import registry
 from ..loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
 from ..loaders.lora import load_lora
 from ..loading import load_dit, load_text_encoder, load_vae
@@ -16,10 +17,10 @@ CATEGORY = "HyStream"
 
 
 class HyStreamDiTLoader:
-    DESCRIPTION = ("Opens the HunyuanVideo transformer for streaming: only the file header and the small "
-                   "non-block parts are read; the 60 blocks stream from disk/RAM to the GPU one block ahead of "
-                   "the compute. Any layout (Comfy-Org, Tencent, kijai, diffusers) in bf16/fp16/fp8, or a city96 GGUF "
-                   "(Q8_0 … Q3_K blocks stream quantised).")
+    DESCRIPTION = (f"Opens a video diffusion transformer ({registry.titles()}, told apart by its weights) for "
+                   "streaming: only the file header and the small non-block parts are read; the blocks stream from "
+                   "disk/RAM to the GPU one block ahead of the compute. Any layout (Comfy-Org, Tencent, kijai, "
+                   "diffusers) in bf16/fp16/fp8, or a GGUF (Q8_0 … Q3_K blocks stream quantised).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("HYSTREAM_DIT",)
     RETURN_NAMES = ("dit",)
@@ -29,9 +30,9 @@ class HyStreamDiTLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "dit_name": (host.model_files("diffusion_models", also=(".gguf",)), {
-                "tooltip": "The DiT file from models/diffusion_models (or models/unet), e.g. "
-                           "hunyuan_video_t2v_720p_bf16.safetensors or a GGUF such as hunyuan-video-t2v-720p-Q4_K_M.gguf "
-                           "(its blocks stream quantised and are decoded on the GPU at use)."}),
+                "tooltip": "The DiT file from models/diffusion_models (or models/unet): "
+                           f"{registry.file_examples('dit')}. A GGUF's blocks stream quantised and are decoded on "
+                           "the GPU at use."}),
             "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip":
                 "auto: as stored (compute in bf16 on GPU, fp32 on CPU). bf16/fp16: convert float weights. "
                 "fp8_e4m3fn: store block weights as fp8 (half the bytes to stream), compute in bf16."}),
@@ -61,8 +62,9 @@ class HyStreamDiTLoader:
 
 
 class HyStreamTextEncoderLoader:
-    DESCRIPTION = ("Opens LLaVA-Llama-3 (its layers stream like the DiT's; the LM head and last two layers are "
-                   "never read) and CLIP-L, with their tokenizers.")
+    DESCRIPTION = ("Opens a model family's text encoders with their tokenizers (the language model's file tells the "
+                   "family): its decoder layers stream like the DiT's (the LM head and unused last layers are never "
+                   "read); the second encoder is small and loaded whole.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("HYSTREAM_TEXT_ENCODER",)
     RETURN_NAMES = ("text_encoder",)
@@ -73,9 +75,9 @@ class HyStreamTextEncoderLoader:
         files = host.model_files("text_encoders", "clip")
         return {"required": {
             "llm_name": (host.model_files("text_encoders", "clip", also=(".gguf",)), {
-                "tooltip": "LLaVA-Llama-3 from models/text_encoders, e.g. llava_llama3_fp8_scaled.safetensors, "
-                           "llava_llama3_fp16.safetensors or a llama.cpp GGUF (streamed quantised)."}),
-            "clip_name": (files, {"tooltip": "CLIP-L from models/text_encoders (or models/clip): clip_l.safetensors."}),
+                "tooltip": f"The language model from models/text_encoders: {registry.file_examples('llm')}."}),
+            "clip_name": (files, {"tooltip": "The second text encoder from models/text_encoders (or models/clip): "
+                                             f"{registry.file_examples('second_text')}."}),
         }, "optional": {
             "tokenizer_dir": ("STRING", {"default": "", "tooltip":
                 "Folder with tokenizer.json (Llama-3) and/or vocab.json + merges.txt (CLIP), inside ComfyUI's "
@@ -98,7 +100,7 @@ class HyStreamTextEncoderLoader:
             tokenizers = host.model_folder(tokenizer_dir.strip())
             if tokenizers is None:
                 raise InputError("tokenizer_dir: a folder inside ComfyUI's models folders (relative to models/, "
-                                 "e.g. text_encoders/llava_tokenizer)", repr(tokenizer_dir),
+                                 "e.g. text_encoders/my_tokenizer)", repr(tokenizer_dir),
                                  "put the tokenizer files in a folder under ComfyUI/models and name it, or leave "
                                  "tokenizer_dir empty to use the files beside the weights or ComfyUI's own")
         te = load_text_encoder(model_file("text_encoders", llm_name, "llm_name"),
@@ -110,7 +112,8 @@ class HyStreamTextEncoderLoader:
 
 
 class HyStreamVAELoader:
-    DESCRIPTION = "Opens HunyuanVideo's causal 3D VAE (Comfy-Org or Tencent/kijai/diffusers layout, told apart by keys)."
+    DESCRIPTION = ("Opens a model family's causal 3D VAE (its weights tell the family; Comfy-Org or "
+                   "Tencent/kijai/diffusers layout, told apart by keys).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("HYSTREAM_VAE",)
     RETURN_NAMES = ("vae",)
@@ -119,7 +122,7 @@ class HyStreamVAELoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae_name": (host.model_files("vae"), {
-            "tooltip": "The VAE from models/vae: hunyuan_video_vae_bf16.safetensors."})}}
+            "tooltip": f"The VAE from models/vae: {registry.file_examples('vae')}."})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name):
@@ -145,7 +148,7 @@ class HyStreamLoRA:
     def INPUT_TYPES(cls):
         return {"required": {
             "dit": ("HYSTREAM_DIT", {"tooltip": "The DiT (from HyStreamDiTLoader or another HyStreamLoRA)."}),
-            "lora_name": (host.model_files("loras"), {"tooltip": "A HunyuanVideo LoRA from models/loras "
+            "lora_name": (host.model_files("loras"), {"tooltip": "A LoRA for the DiT's model from models/loras "
                           "(diffusers/PEFT, Comfy, musubi-tuner/kohya or diffusion-pipe keys)."}),
             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
                                    "tooltip": "Scale of the LoRA's update (0 = off)."}),

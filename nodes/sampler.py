@@ -7,6 +7,7 @@ import logging
 from .. import pipeline
 from ..pipeline import SampleSettings
 from ..sampling.schedule import start_index
+from ..sizes import GIB
 from ..sampling.step_cache import report_line
 from . import host
 from .guard import node_errors
@@ -47,25 +48,24 @@ class HyStreamSampler:
 
     @node_errors("sampling")
     def sample(self, dit, positive, latent, seed, steps, flow_shift, embedded_guidance, denoise, negative=None, cfg=1.0):
+        # dit: the HYSTREAM_DIT handle (the loaded DiT + its LoRAs and step cache); loaded: the DiT itself
         settings = SampleSettings(seed, steps, flow_shift, embedded_guidance, denoise, cfg)
-        samples = latent["samples"]
-        pipeline.check_latent(samples, dit.dit.family)
+        samples, loaded = latent["samples"], dit.dit
+        pipeline.check_latent(samples, loaded.family)
         total = steps - start_index(steps, denoise)
         # Latent2RGB: no preview model inside our budget
-        progress = host.Progress(total, preview_format=dit.dit.family.latent.preview)
-        model = dit.dit
+        progress = host.Progress(total, preview_format=loaded.family.latent.preview)
         try:
-            model.to_device()
-            out = pipeline.sample(model, positive, samples, settings, negative=negative, loras=dit.loras,
+            loaded.to_device()
+            out = pipeline.sample(loaded, positive, samples, settings, negative=negative, loras=dit.loras,
                                   on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
                                   interrupt=host.interrupt_check, step_cache=dit.step_cache)
-            plan = model.streamer.describe_plan() or "all blocks streamed"
-            text = positive[0][0].shape[1]
-            act = model.model.activation_bytes(tuple(samples.shape), text) / 1024 ** 3
+            plan = loaded.streamer.describe_plan() or "all blocks streamed"
+            act = loaded.model.activation_bytes(tuple(samples.shape), positive[0][0].shape[1]) / GIB
             log.info("HyStream sampler: %d steps on %s; plan: %s; activations %.2f GiB (lean blocks); %s%s", total,
-                     model.model.device, plan, act, model.stats.summary(), report_line(model.step_cache_report))
+                     loaded.model.device, plan, act, loaded.stats.summary(), report_line(loaded.step_cache_report))
         finally:
-            model.release_device()
+            loaded.release_device()
             host.empty_cache()
-        drop = pipeline.dropped_frames(model)  # HunyuanVideo-I2V latent concat: the reference drops 4 frames
-        return ({"samples": out, **({"hystream_drop_frames": drop} if drop else {})},)
+        drop = pipeline.dropped_frames(loaded)  # e.g. HunyuanVideo-I2V latent concat: its reference drops 4 frames
+        return (pipeline.latent_output(out, drop),)

@@ -7,6 +7,7 @@ import os
 
 from .. import pipeline
 from ..offload.settings import RunHooks
+from ..families import registry
 from . import host
 from .guard import node_errors
 from .files import missing_file, model_file
@@ -20,9 +21,9 @@ def prompt_input(tooltip: str) -> tuple:
 
 
 class HyStreamTextEncode:
-    DESCRIPTION = ("Encodes the prompt with LLaVA-Llama-3 (layers streamed) and CLIP-L into ComfyUI's native "
-                   "HunyuanVideo CONDITIONING (it also feeds native nodes). Up to 256 prompt tokens; longer "
-                   "prompts are cut with a warning. The same prompt is not encoded twice.")
+    DESCRIPTION = ("Encodes the prompt with the model family's text encoders (the language model's layers stream) "
+                   "into ComfyUI's native CONDITIONING for that family (it also feeds native nodes). Prompts longer "
+                   "than the family's budget are cut with a warning. The same prompt is not encoded twice.")
     CATEGORY = "HyStream"
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "encode"
@@ -57,18 +58,18 @@ def run_encoder(text_encoder, encode, extra_bytes: int = 0):
 
 
 class HyStreamTextEncodeImage(HyStreamTextEncode):
-    DESCRIPTION = ("HunyuanVideo-I2V's prompt: LLaVA's vision tower (llava_llama3_vision.safetensors from "
-                   "models/clip_vision, loaded for this image and freed) turns the start image into the prompt "
-                   "template's image tokens; the LLaVA layers stream as for text. Use it with a HunyuanVideo-I2V "
-                   "DiT (SkyReels-I2V takes the plain HyStreamTextEncode) and give the same image to "
-                   "HyStreamImageToVideo.")
+    DESCRIPTION = ("A prompt with the start image's tokens (HunyuanVideo-I2V): the text encoder's vision tower "
+                   "(from models/clip_vision, loaded for this image and freed) turns the start image into the prompt "
+                   "template's image tokens; the language model's layers stream as for text. Use it with a "
+                   "HunyuanVideo-I2V DiT (SkyReels-I2V takes the plain HyStreamTextEncode) and give the same image "
+                   "to HyStreamImageToVideo.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "text_encoder": TEXT_ENCODER,
             "vision_name": (host.model_files("clip_vision"), {
-                "tooltip": "LLaVA's vision tower with its projector: llava_llama3_vision.safetensors (models/clip_vision)."}),
+                "tooltip": f"The vision tower from models/clip_vision: {registry.file_examples('vision')}."}),
             "image": ("IMAGE", {"tooltip": "The start image (its first frame is used)."}),
             "prompt": prompt_input("What happens in the video, starting from the image."),
             "image_interleave": ("INT", {"default": 2, "min": 1, "max": 8, "tooltip":

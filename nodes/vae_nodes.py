@@ -56,8 +56,7 @@ class HyStreamVAEDecode:
         latent = samples["samples"]
         pipeline.check_latent(latent, vae.family)
         frames = run_stage(vae, tuple(latent.shape), spec, "decode", lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks))
-        drop = int(samples.get("hystream_drop_frames", 0))  # the I2V reference's re-encoded start image
-        return (frames[drop:] if 0 < drop < frames.shape[0] else frames,)
+        return (pipeline.drop_leading_frames(frames, samples.get(pipeline.DROP_KEY, 0)),)
 
 
 class HyStreamVAEEncode:

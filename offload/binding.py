@@ -26,11 +26,6 @@ def bind(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
             raise KeyError(f"{type(module).__name__} has no parameter or buffer {name!r}")
 
 
-def placeholders(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta tensors with the same shapes/dtypes: what an unbound block holds (no memory)."""
-    return {n: torch.empty(t.shape, dtype=t.dtype, device="meta") for n, t in tensors.items()}
-
-
 def unbind(module: nn.Module, names, meta: dict[str, torch.Tensor]) -> None:
     """Drop the references to real memory: every bound name goes back to its meta placeholder."""
     bind(module, {name: meta[name] for name in names})

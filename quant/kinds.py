@@ -20,10 +20,6 @@ class QuantKind:
     def row_bytes(self, cols: int) -> int:
         return cols // self.block_size * self.type_size
 
-    @property
-    def bits_per_weight(self) -> float:
-        return 8 * self.type_size / self.block_size
-
 
 QK_K = 256
 KINDS = {k.name: k for k in (

@@ -13,8 +13,8 @@ HOST_MODULES = {"comfy", "folder_paths", "latent_preview", "server", "comfy_exec
 FAMILY_PACKAGES = {f"families.{d}" for d in os.listdir(os.path.join(ROOT, "families"))
                    if os.path.isdir(os.path.join(ROOT, "families", d)) and not d.startswith("__")}
 FLOORS = [
-    {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families", "families.base"},  # leaves
-    {"numerics"},
+    {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families"},  # leaves
+    {"numerics", "families.base"},
     {"offload", "models", "vae", "sampling"},
     {"loaders"},
     FAMILY_PACKAGES,  # each family: the engine's building blocks, its own maths and files

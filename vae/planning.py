@@ -15,8 +15,8 @@ from ..errors import BudgetError
 from ..memory_probe import fake_peak_bytes
 from ..sizes import automatic_budget
 from .tiling import TileSpec, frame_span
+from ..sizes import GIB
 
-GIB = 1024 ** 3
 CPU_AUTO_BUDGET = 4 * GIB  # on the CPU "device" memory is RAM: keep the VAE stage to a few GiB
 MARGIN = 1.1  # over the measured slope: allocator rounding, the output tile's CPU copy
 

@@ -50,8 +50,9 @@ class DiTConfig:
         return {0: None, self.out_channels: "concat", self.out_channels + 1: "latent_concat"}[extra]
 
     @property
-    def num_blocks(self) -> int:
-        return self.depth_double + self.depth_single
+    def streamed_blocks(self) -> int:
+        """Every block the streamer moves: the token refiner's, the double and the single ones."""
+        return self.depth_refiner + self.depth_double + self.depth_single
 
 
 def _count(shapes, pattern: str) -> int:
@@ -75,8 +76,9 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
                 ("cond_type_embedding.", "HunyuanVideo 1.5")]
     for prefix, what in variants:
         if any(k.startswith(prefix) for k in shapes):
-            raise UnsupportedVariantError("the HunyuanVideo text-to-video transformer",
-                                          f"{what} in {describe}", "HyStream runs HunyuanVideo T2V (and V2V) only for now")
+            raise UnsupportedVariantError("a HunyuanVideo 1.0 transformer (text-to-video, HunyuanVideo-I2V or SkyReels-I2V)",
+                                          f"{what} in {describe}",
+                                          "pick a HunyuanVideo 1.0 DiT; this variant is not one HyStream runs (yet)")
 
     w_in = shape("img_in.proj.weight")
     if len(w_in) != 5:

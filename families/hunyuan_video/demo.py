@@ -193,12 +193,12 @@ def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed
 def build_models(root: str) -> dict[str, str]:
     """All tiny models, as ComfyUI's models/ folders hold them (tokenizers beside the text encoders).
     Returns {"dit" | "i2v_dit" | "llm" | "clip" | "vae" | "lora" | "vision": path, "models": root}."""
-    from ...loaders.tokenizer_files import load_clip_tokenizer, load_llama_tokenizer
+    from ...loaders.tokenizer_files import load_clip_tokenizer, load_fast_tokenizer
 
     te_dir = os.path.join(root, "text_encoders")
     write_tiny_llama_tokenizer(te_dir)
     write_tiny_clip_tokenizer(te_dir)
-    llama_tok, clip_tok = load_llama_tokenizer(te_dir), load_clip_tokenizer(te_dir)
+    llama_tok, clip_tok = load_fast_tokenizer(te_dir), load_clip_tokenizer(te_dir)
     return {
         "dit": write_comfy_dit(os.path.join(root, FILES["dit"][0])),
         "i2v_dit": write_comfy_dit(os.path.join(root, FILES["i2v_dit"][0]), dataclasses.replace(TINY_DIT, in_channels=33),

@@ -7,6 +7,7 @@ from ..base import Family, LatentFormat, SamplerDefaults
 from . import image_condition as i2v
 from .caches import CACHE_CONSTANTS
 from .dit_spec import DIT_SPEC
+from .text_loader import CLIP_TOKENIZER, LLAMA3_TOKENIZER
 from .vae import SCALING_FACTOR
 
 # Key fragments that say a checkpoint is a HunyuanVideo-lineage DiT (any layout): the token refiner
@@ -20,6 +21,13 @@ class HunyuanVideo(Family):
     latent = LatentFormat(channels=16, space=8, time=4, scaling=SCALING_FACTOR, side_multiple=16, preview="HunyuanVideo")
     caches = CACHE_CONSTANTS
     defaults = SamplerDefaults(steps=30, flow_shift=7.0, embedded_guidance=6.0, cfg=1.0)
+    files = {"dit": "hunyuan_video_t2v_720p_bf16.safetensors (or _image_to_video_, a kijai fp8, a city96 GGUF such "
+                    "as hunyuan-video-t2v-720p-Q4_K_M.gguf)",
+             "llm": "LLaVA-Llama-3: llava_llama3_fp8_scaled.safetensors, llava_llama3_fp16.safetensors or a llama.cpp GGUF",
+             "second_text": "CLIP-L: clip_l.safetensors",
+             "vae": "hunyuan_video_vae_bf16.safetensors",
+             "vision": "LLaVA's vision tower: llava_llama3_vision.safetensors (HunyuanVideo-I2V prompts)"}
+    tokenizers = (LLAMA3_TOKENIZER, CLIP_TOKENIZER)
 
     # -- files -----------------------------------------------------------------------------------------
     def claims_dit(self, keys: set[str]) -> bool:

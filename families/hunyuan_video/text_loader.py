@@ -28,11 +28,13 @@ from ...loaders.dtypes import compute_dtype, dominant_float_dtype
 from ...loaders.key_check import check_fp8_scales, check_tensors, key_prefix
 from ...loaders.model_kind import describe_model
 from ...loaders.streamed import StreamOptions, load_streamed
-from ...loaders.tensor_source import TensorSource, open_checkpoint
+from ...loaders.checkpoint import open_checkpoint
+from ...loaders.tensor_source import TensorSource
 from ...numerics import check_finite
+from ..base import TextStack
 from .conditioning import to_conditioning
 from .text import HunyuanTextEncoder
-from ...loaders.tokenizer_files import CLIP, LLAMA, find_tokenizer, load_clip_tokenizer, load_llama_tokenizer
+from ...loaders.tokenizer_files import TokenizerKind, find_tokenizer, load_clip_tokenizer, load_fast_tokenizer
 
 LLAVA_EXTRAS = ("vision_tower.", "multi_modal_projector.", "lm_head.", "language_model.lm_head.", "image_newline",
                 "model.vision_tower.", "model.multi_modal_projector.", "scaled_fp8")
@@ -42,7 +44,7 @@ FP8_EXTRAS = (".scale_weight",)
 
 
 @dataclass
-class LoadedTextEncoder:
+class LoadedTextEncoder(TextStack):
     encoder: HunyuanTextEncoder
     streamer: BlockStreamer
     llm_path: str
@@ -110,6 +112,8 @@ def file_identity(path: str) -> tuple:
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
+LLAMA3_TOKENIZER = TokenizerKind("llama", "Llama-3", ("tokenizer.json",), ("tokenizer",), "comfy/text_encoders/llama_tokenizer")
+CLIP_TOKENIZER = TokenizerKind("clip", "CLIP-L", ("vocab.json", "merges.txt"), ("tokenizer_2", "tokenizer"), "comfy/sd1_tokenizer")
 LLAVA = DecoderFacts("LLaVA-Llama-3", "llava_llama3_fp16.safetensors (or _fp8_scaled) from models/text_encoders, or "
                      "the xtuner LLaVA-Llama-3 folder", head_dim=128, rope_theta=500000.0, rms_eps=1e-5,
                      skip_last_layers=2)
@@ -186,9 +190,9 @@ def load_text_encoder(llm_path: str, clip_path: str, device: str | torch.device 
     """
     device = torch.device(device)
     host = host_tokenizer_dirs or {}
-    llama_tok = load_llama_tokenizer(find_tokenizer(LLAMA, llm_path, tokenizer_dir or None,
-                                                    [host.get("llama")] if host.get("llama") else []))
-    clip_tok = load_clip_tokenizer(find_tokenizer(CLIP, clip_path, tokenizer_dir or None,
+    llama_tok = load_fast_tokenizer(find_tokenizer(LLAMA3_TOKENIZER, llm_path, tokenizer_dir or None,
+                                                    [host.get("llama")] if host.get("llama") else []), "Llama-3")
+    clip_tok = load_clip_tokenizer(find_tokenizer(CLIP_TOKENIZER, clip_path, tokenizer_dir or None,
                                                   [host.get("clip")] if host.get("clip") else []))
     options = StreamOptions(prefetch=prefetch_blocks, vram_budget_gb=vram_budget_gb, host_tier=host_tier,
                             reserve_bytes=reserve_bytes, hand_over=hand_over)

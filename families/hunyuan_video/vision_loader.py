@@ -13,7 +13,7 @@ from .vision import LlavaVision, infer_vision_config
 from ...loaders.dtypes import compute_dtype, dominant_float_dtype
 from ...loaders.key_check import check_tensors, key_prefix
 from ...loaders.model_kind import describe_model
-from ...loaders.tensor_source import open_checkpoint
+from ...loaders.checkpoint import open_checkpoint
 
 ANCHOR = "embeddings.patch_embedding.weight"
 PROJECTOR = "multi_modal_projector.linear_1.weight"
