@@ -24,7 +24,6 @@ from .quant.kinds import PLAN_TYPES
 from .sizes import GIB
 
 
-
 # -- reporting -------------------------------------------------------------------------------------
 class Report:
     def __init__(self, device):
@@ -216,9 +215,9 @@ def cmd_generate(args) -> dict:
                 entry["plan"] = plan
             report_ = dit.step_cache_report
             if report_.get("method") != "off":
-                entry["step_cache"] = dict(method=report_["method"], threshold=report_["threshold"],
-                                           skipped=report_["skipped"], passes=report_["passes"],
-                                           not_streamed_gib=round(report_["bytes_not_streamed"] / GIB, 3))
+                entry["step_cache"] = {"method": report_["method"], "threshold": report_["threshold"],
+                                       "skipped": report_["skipped"], "passes": report_["passes"],
+                                       "not_streamed_gib": round(report_["bytes_not_streamed"] / GIB, 3)}
                 print(report_line(report_).lstrip("; "), file=sys.stderr)
     finally:
         dit.close()
@@ -235,8 +234,8 @@ def cmd_generate(args) -> dict:
     out = write_mp4(video, args.out, args.fps, args.crf)
     print(f"wrote {out}: {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}")
     report.print()
-    return dict(command="generate", out=out, frames=video.shape[0], width=video.shape[2], height=video.shape[1],
-                device=str(device), loras=lora_notes, stages=report.stages)
+    return {"command": "generate", "out": out, "frames": video.shape[0], "width": video.shape[2],
+            "height": video.shape[1], "device": str(device), "loras": lora_notes, "stages": report.stages}
 
 
 def between_stages(device) -> None:
@@ -258,7 +257,7 @@ def _tick(bar, done: int, total: int) -> None:
 
 
 # -- demo ------------------------------------------------------------------------------------------
-DEMO_SIZE = dict(width=128, height=96, frames=17, steps=8)
+DEMO_SIZE = {"width": 128, "height": 96, "frames": 17, "steps": 8}
 
 
 def demo_workflow(repo: str) -> dict:
@@ -322,9 +321,9 @@ def cmd_demo(args) -> dict:
     print(f"wrote {out}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} at {fps:g} fps")
     if lines:
         print(lines[-1].strip())
-    return dict(command="demo", host=snapshot, out=out, frames=frames.shape[0], width=frames.shape[2],
-                height=frames.shape[1], seconds=round(time.perf_counter() - t1, 2),
-                sampler_log=lines[-1].strip() if lines else None)
+    return {"command": "demo", "host": snapshot, "out": out, "frames": frames.shape[0], "width": frames.shape[2],
+            "height": frames.shape[1], "seconds": round(time.perf_counter() - t1, 2),
+            "sampler_log": lines[-1].strip() if lines else None}
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -337,8 +336,8 @@ def cmd_plan(args) -> dict:
                              prefetch=args.prefetch, capability=capability)
     print(planner.describe(plans, args.width, args.height, args.frames, args.vram))
     fits = None if args.vram is None else all(p.fits for p in plans)
-    return dict(command="plan", width=args.width, height=args.height, frames=args.frames, vram_gib=args.vram,
-                fits=fits, stages=planner.as_dict(plans))
+    return {"command": "plan", "width": args.width, "height": args.height, "frames": args.frames, "vram_gib": args.vram,
+            "fits": fits, "stages": planner.as_dict(plans)}
 
 
 # -- smoke -----------------------------------------------------------------------------------------
@@ -385,9 +384,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from .families import registry
     from .loaders.dtypes import COMPUTE_DTYPES, WEIGHT_DTYPES
+    from .pipeline import SampleSettings
     from .sampling.step_caches import METHODS
     from .sampling.step_caches import defaults as cache_defaults
-    from .pipeline import SampleSettings
     from .vae.tiling import TileSpec
 
     d, t = SampleSettings(), TileSpec()  # the defaults the nodes show

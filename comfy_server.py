@@ -77,7 +77,7 @@ class ComfyHost:
         self.log_path = os.path.join(workdir, "comfyui.log")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 240.0) -> "ComfyHost":
+    def start(self, timeout: float = 240.0) -> ComfyHost:
         shutil.copytree(self.snapshot, self.root, symlinks=True,
                         ignore=shutil.ignore_patterns("tests", "tests-unit", ".git", "__pycache__"))
         nodes_dir = os.path.join(self.base_directory or self.root, "custom_nodes")
@@ -96,7 +96,7 @@ class ComfyHost:
             with open(config, "w") as f:
                 f.write("hystream_tests:\n" + "".join(f"  {k}: {v}\n" for k, v in self.model_dirs.items()))
             args += ["--extra-model-paths-config", config]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - the server's output for its lifetime; stop() closes it
         self.proc = subprocess.Popen(args, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:

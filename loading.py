@@ -4,14 +4,14 @@ call; each returns a handle that knows its family."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
 from .families import registry
+from .loaders.checkpoint import open_checkpoint
 from .loaders.dit_loader import LoadedDiT, load_dit_from
 from .loaders.streamed import StreamOptions, read_spec
-from .loaders.checkpoint import open_checkpoint
 from .loaders.vae_loader import LoadedVAE
 from .offload.settings import HostHandOver
 

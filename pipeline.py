@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from .families import registry as families
 from .errors import InputError
+from .families import registry as families
 from .loaders.lora import LoRA, attach_loras
 from .numerics import check_finite
 from .offload.settings import RunHooks
@@ -25,8 +25,17 @@ from .sampling.euler import Step, euler, noise, noised
 from .sampling.schedule import shifted_sigmas, start_index
 from .sampling.step_cache import StepCache, StepCacheSettings
 from .sampling.step_caches import make_step_cache
-from .video_stages import (DROP_KEY, crop_video, decode, drop_leading_frames, encode_start_image,  # noqa: F401
-                           encode_video, fit_image, latent_output, vae_stage_plan)
+from .video_stages import (  # noqa: F401
+    DROP_KEY,
+    crop_video,
+    decode,
+    drop_leading_frames,
+    encode_start_image,
+    encode_video,
+    fit_image,
+    latent_output,
+    vae_stage_plan,
+)
 
 log = logging.getLogger("hystream")
 
@@ -57,14 +66,14 @@ class SampleSettings:
     cfg: float = 1.0
 
 
-def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings = SampleSettings(), *, negative=None,
+def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings | None = None, *, negative=None,
            loras: tuple[tuple[LoRA, float], ...] = (), on_step: Callable[[Step], None] | None = None,
            interrupt: Callable[[], None] | None = None, step_cache: StepCacheSettings | None = None) -> torch.Tensor:
     """Flow-matching Euler sampling with the streamed DiT. `latent`: raw VAE latents (zeros for text-to-
     video; encoded video for video-to-video with denoise < 1). Returns raw latents, float32, CPU.
     step_cache: reuse the blocks' residual on steps that barely change (sampling/step_cache.py, with the
     DiT's family's calibrations); what it did is left in `dit.step_cache_report`."""
-    family, s = dit.family, settings
+    family, s = dit.family, settings if settings is not None else SampleSettings()
     fmt = family.latent
     latents.check_latent(fmt, latent)
     if s.cfg < 1.0:

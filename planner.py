@@ -23,7 +23,7 @@ from .offload.budget import plan_residency
 from .pipeline import check_video_size
 from .quant.kinds import KINDS
 from .sizes import GIB
-from .vae.tiling import TileSpec
+from .vae.tiling import DEFAULT_TILES, TileSpec
 
 CUDA_CONTEXT_BYTES = GIB // 2  # the CUDA context and library workspaces, outside PyTorch's allocator
 FLASH_CAPABLE = (8, 0)  # sm80+: bf16 compute and the flash kernel
@@ -128,7 +128,7 @@ def vae_tile_peak(tile: tuple[int, int, int], dtype: torch.dtype = torch.bfloat1
     return probe.peak
 
 
-def plan_vae(width: int, height: int, frames: int, vram: int | None, spec: TileSpec = TileSpec(),
+def plan_vae(width: int, height: int, frames: int, vram: int | None, spec: TileSpec = DEFAULT_TILES,
              family=None) -> StagePlan:
     family = family or registry.default()
     fmt = family.latent

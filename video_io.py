@@ -70,33 +70,32 @@ def write_mp4(frames: torch.Tensor, path: str, fps: float = 24.0, crf: int = 19)
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
            "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{float(fps):.6g}", "-i", "-", "-an",
            "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(int(crf)), "-f", "mp4", partial]
-    log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on its own messages
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
-    pipe_error = None
-    try:
-        for i in range(frames.shape[0]):  # one frame at a time: never a uint8 copy of the whole video
-            frame = (frames[i, :, :, :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-            if frame.shape[0] != height or frame.shape[1] != width:  # yuv420p needs even sides
-                frame = np.pad(frame, ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)), mode="edge")
-            try:
-                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-            except (BrokenPipeError, OSError) as e:
-                pipe_error = e
-                break
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on its own messages
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        pipe_error = None
         try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        code = proc.wait()
-        log.seek(0)
-        stderr = log.read().decode(errors="replace").strip()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        _remove(partial)
-        raise
-    finally:
-        log.close()
+            for i in range(frames.shape[0]):  # one frame at a time: never a uint8 copy of the whole video
+                frame = (frames[i, :, :, :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+                if frame.shape[0] != height or frame.shape[1] != width:  # yuv420p needs even sides
+                    pad = ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0))
+                    frame = np.pad(frame, pad, mode="edge")
+                try:
+                    proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+                except (BrokenPipeError, OSError) as e:
+                    pipe_error = e
+                    break
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            code = proc.wait()
+            log.seek(0)
+            stderr = log.read().decode(errors="replace").strip()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            _remove(partial)
+            raise
     if code != 0 or pipe_error is not None or os.path.getsize(partial) == 0:
         _remove(partial)
         why = stderr.splitlines()[-1] if stderr else (f"ffmpeg exited with status {code}" if code else str(pipe_error))
@@ -140,7 +139,7 @@ def expected_frames(meta: dict, max_frames: int, frame_step: int) -> int | None:
     fps, duration = float(meta.get("fps") or 0), float(meta.get("duration") or 0)
     if fps <= 0 or duration <= 0:
         return max_frames or None
-    total = -(-int(round(fps * duration)) // frame_step)
+    total = -(-round(fps * duration) // frame_step)
     return min(total, max_frames) if max_frames else total
 
 

@@ -12,7 +12,7 @@ from .numerics import CAUSES, check_finite
 from .sampling import latents
 from .sizes import automatic_budget
 from .vae import codec as vae_codec
-from .vae.tiling import Hooks, TileSpec
+from .vae.tiling import DEFAULT_TILES, Hooks, TileSpec
 
 log = logging.getLogger("hystream")
 VAE_CAUSES = "a damaged VAE file (download it again) or fp16 VAE compute overflowing"
@@ -33,7 +33,7 @@ def vae_stage_plan(vae, latent_shape: tuple, spec: TileSpec, what: str, availabl
     return resolved, weights + tile_peak_bytes(model, resolved, what)
 
 
-def decode(vae, latent: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
+def decode(vae, latent: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None) -> torch.Tensor:
     """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1]."""
     latents.check_latent(vae.latent, latent, "decode latents made for this VAE's model family")
     check_finite(latent, "the latent to decode", "a sampler that failed numerically; " + CAUSES)
@@ -52,7 +52,7 @@ def crop_video(vae, frames) -> torch.Tensor:
     return crop_for_encode(frames, vae.cfg.time_compression, vae.latent.side_multiple)
 
 
-def encode_video(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None) -> torch.Tensor:
+def encode_video(vae, frames: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None) -> torch.Tensor:
     """IMAGE frames → raw latents (posterior mean), cropped to 4k+1 frames and sides multiple of 16."""
     check_finite(frames, "the input frames", "an input video that did not decode correctly")
     return check_finite(vae_codec.encode(vae.model, frames, spec, crop=True, hooks=hooks,
@@ -82,7 +82,7 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return frame.permute(0, 2, 3, 1).clamp(0, 1)
 
 
-def encode_start_image(vae, image: torch.Tensor, width: int, height: int, spec: TileSpec = TileSpec(),
+def encode_start_image(vae, image: torch.Tensor, width: int, height: int, spec: TileSpec = DEFAULT_TILES,
                        hooks: Hooks | None = None) -> torch.Tensor:
     """A start IMAGE → its raw latent [1, C, 1, height/s, width/s] (posterior mean, as the reference image-to-video
     pipelines and ComfyUI's nodes encode it)."""

@@ -26,11 +26,10 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import GIB, PeakRSS, drop_page_cache, median, sync, timed, trim  # noqa: E402
-
-from hystream.families.hunyuan_video.demo import random_dit_state_dict  # noqa: E402
-from hystream.loading import load_dit  # noqa: E402
-from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.demo import random_dit_state_dict
+from hystream.loading import load_dit
+from measure import GIB, PeakRSS, drop_page_cache, median, sync, timed, trim
 
 
 def write_checkpoint(folder: str, cfg: DiTConfig) -> str:
@@ -67,9 +66,9 @@ def main() -> None:
     folder = args.workdir or tempfile.mkdtemp(prefix="hystream-bench-")
     path = write_checkpoint(folder, cfg)
     g = torch.Generator().manual_seed(0)
-    inputs = dict(x=torch.randn(1, 16, args.frames, args.height, args.width, generator=g), timestep=torch.tensor([700.0]),
-                  txt=torch.randn(1, args.text, cfg.text_dim, generator=g), pooled=torch.randn(1, cfg.pooled_dim, generator=g),
-                  guidance=torch.tensor([6000.0]))
+    inputs = {"x": torch.randn(1, 16, args.frames, args.height, args.width, generator=g),
+              "timestep": torch.tensor([700.0]), "txt": torch.randn(1, args.text, cfg.text_dim, generator=g),
+              "pooled": torch.randn(1, cfg.pooled_dim, generator=g), "guidance": torch.tensor([6000.0])}
 
     def forward(dit):
         with torch.no_grad():
@@ -84,9 +83,9 @@ def main() -> None:
             dit = load_dit(path, device, prefetch_blocks=args.prefetch, resident_blocks=resident)
             out = forward(dit).float().cpu()
             sync(device)
-        results[mode] = dict(out=out, peak_rss=rss.peak - rss.start,
-                             peak_vram=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-                             stats=dit.stats.as_dict())
+        results[mode] = {"out": out, "peak_rss": rss.peak - rss.start,
+                         "peak_vram": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+                         "stats": dit.stats.as_dict()}
         dit.close()
         del dit
         trim()
@@ -99,7 +98,7 @@ def main() -> None:
             with dit.streamer.session():  # as the sampler runs it: one ring for all the steps
                 forward(dit)  # warm-up (and the page cache)
                 dit.streamer.stats.reset()
-                times[mode] += [timed(lambda: forward(dit), device) for _ in range(args.repeats)]
+                times[mode] += [timed(lambda dit=dit: forward(dit), device) for _ in range(args.repeats)]
             stats = dit.stats.as_dict() if mode == "streamed" else stats
             dit.close()
             del dit
@@ -115,22 +114,22 @@ def main() -> None:
     diff = (results["streamed"]["out"] - results["resident"]["out"]).abs().max().item()
     blocks_gb = os.path.getsize(path) / GIB
     tokens = args.frames * (args.height // 2) * (args.width // 2)
-    report = dict(
-        bench="dit_stream", device=str(device), torch_threads=torch.get_num_threads(), hidden=cfg.hidden,
-        heads=cfg.heads, blocks=cfg.streamed_blocks, file_gib=round(blocks_gb, 3), image_tokens=tokens,
-        text_tokens=args.text, prefetch=args.prefetch, repeats=args.repeats, rounds=args.rounds,
-        time_streamed_s=round(median(t_streamed), 4), time_resident_s=round(median(t_resident), 4),
-        time_ratio=round(median(t_streamed) / median(t_resident), 4),
-        time_streamed_cold_s=round(median(times["cold"]), 4) if cold_ok else None,
-        time_ratio_cold=round(median(times["cold"]) / median(t_resident), 4) if cold_ok else None,
-        peak_rss_streamed_gib=round(results["streamed"]["peak_rss"] / GIB, 3),
-        peak_rss_resident_gib=round(results["resident"]["peak_rss"] / GIB, 3),
-        peak_device_streamed_gib=round(results["streamed"]["stats"]["peak_device_bytes"] / GIB, 3),
-        peak_device_resident_gib=round(results["resident"]["stats"]["peak_device_bytes"] / GIB, 3),
-        wait_s_per_forward=round(stats["wait_seconds"] / max(1, stats["forwards"]), 4),
-        copied_gib_per_forward=round(stats["bytes_copied"] / max(1, stats["forwards"]) / GIB, 3),
-        max_abs_diff=diff,
-    )
+    report = {
+        "bench": "dit_stream", "device": str(device), "torch_threads": torch.get_num_threads(), "hidden": cfg.hidden,
+        "heads": cfg.heads, "blocks": cfg.streamed_blocks, "file_gib": round(blocks_gb, 3), "image_tokens": tokens,
+        "text_tokens": args.text, "prefetch": args.prefetch, "repeats": args.repeats, "rounds": args.rounds,
+        "time_streamed_s": round(median(t_streamed), 4), "time_resident_s": round(median(t_resident), 4),
+        "time_ratio": round(median(t_streamed) / median(t_resident), 4),
+        "time_streamed_cold_s": round(median(times["cold"]), 4) if cold_ok else None,
+        "time_ratio_cold": round(median(times["cold"]) / median(t_resident), 4) if cold_ok else None,
+        "peak_rss_streamed_gib": round(results["streamed"]["peak_rss"] / GIB, 3),
+        "peak_rss_resident_gib": round(results["resident"]["peak_rss"] / GIB, 3),
+        "peak_device_streamed_gib": round(results["streamed"]["stats"]["peak_device_bytes"] / GIB, 3),
+        "peak_device_resident_gib": round(results["resident"]["stats"]["peak_device_bytes"] / GIB, 3),
+        "wait_s_per_forward": round(stats["wait_seconds"] / max(1, stats["forwards"]), 4),
+        "copied_gib_per_forward": round(stats["bytes_copied"] / max(1, stats["forwards"]) / GIB, 3),
+        "max_abs_diff": diff,
+    }
     if device.type == "cuda":
         report["peak_vram_streamed_gib"] = round(results["streamed"]["peak_vram"] / GIB, 3)
         report["peak_vram_resident_gib"] = round(results["resident"]["peak_vram"] / GIB, 3)

@@ -29,12 +29,11 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from measure import GIB, PeakRSS, median, timed, trim  # noqa: E402
-
-from hystream.families.hunyuan_video.dit import HunyuanVideoDiT  # noqa: E402
-from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
-from hystream.quant.kinds import KINDS  # noqa: E402
-from hystream.loading import load_dit  # noqa: E402
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+from hystream.loading import load_dit
+from hystream.quant.kinds import KINDS
+from measure import GIB, PeakRSS, median, timed, trim
 
 BLOCKS = ("double_blocks.", "single_blocks.", "txt_in.individual_token_refiner.")
 # offsets of the fp16 scale fields in each block, and a magnitude giving weights of ~0.05
@@ -124,9 +123,9 @@ def write_bf16(path: str, cfg: DiTConfig) -> str:
 
 def inputs_for(cfg: DiTConfig, frames=2, height=32, width=32, text=64) -> dict:
     g = torch.Generator().manual_seed(0)
-    return dict(x=torch.randn(1, 16, frames, height, width, generator=g), timestep=torch.tensor([700.0]),
-                txt=torch.randn(1, text, cfg.text_dim, generator=g), pooled=torch.randn(1, cfg.pooled_dim, generator=g),
-                guidance=torch.tensor([6000.0]))
+    return {"x": torch.randn(1, 16, frames, height, width, generator=g), "timestep": torch.tensor([700.0]),
+            "txt": torch.randn(1, text, cfg.text_dim, generator=g),
+            "pooled": torch.randn(1, cfg.pooled_dim, generator=g), "guidance": torch.tensor([6000.0])}
 
 
 def forward(dit, inputs):
@@ -145,9 +144,9 @@ def measure_one(path: str, inputs: dict, prefetch: int) -> dict:
     del dit
     trim()
     assert torch.isfinite(out).all(), f"{path}: the forward gave non-finite values"
-    return dict(file_gib=round(os.path.getsize(path) / GIB, 3), peak_rss_gib=round((rss.peak - rss.start) / GIB, 3),
-                wire_mib_per_block=round(stats["bytes_copied"] / max(1, stats["copies"]) / 2 ** 20, 2),
-                ring_slot_mib=round(slot / 2 ** 20, 2), copies=stats["copies"])
+    return {"file_gib": round(os.path.getsize(path) / GIB, 3), "peak_rss_gib": round((rss.peak - rss.start) / GIB, 3),
+            "wire_mib_per_block": round(stats["bytes_copied"] / max(1, stats["copies"]) / 2 ** 20, 2),
+            "ring_slot_mib": round(slot / 2 ** 20, 2), "copies": stats["copies"]}
 
 
 def full_size(folder: str, prefetch: int) -> dict:
@@ -189,7 +188,8 @@ def main() -> None:
             dit = load_dit(p, "cpu", prefetch_blocks=args.prefetch)
             with dit.streamer.session():
                 forward(dit, inputs)  # warm-up (and the page cache)
-                times[t] += [timed(lambda: forward(dit, inputs), torch.device("cpu")) for _ in range(args.repeats)]
+                times[t] += [timed(lambda dit=dit: forward(dit, inputs), torch.device("cpu"))
+                             for _ in range(args.repeats)]
             dit.close()
             del dit
             trim()
@@ -199,9 +199,9 @@ def main() -> None:
         if base:
             row["wire_vs_bf16"] = round(row["wire_mib_per_block"] / base["wire_mib_per_block"], 3)
             row["time_vs_bf16"] = round(median(times[t]) / median(times["bf16"]), 3)
-    report = dict(bench="gguf_stream", device="cpu", torch_threads=torch.get_num_threads(), hidden=cfg.hidden,
-                  blocks=cfg.streamed_blocks, image_tokens=2 * 16 * 16, text_tokens=64, prefetch=args.prefetch,
-                  rows=rows)
+    report = {"bench": "gguf_stream", "device": "cpu", "torch_threads": torch.get_num_threads(), "hidden": cfg.hidden,
+              "blocks": cfg.streamed_blocks, "image_tokens": 2 * 16 * 16, "text_tokens": 64, "prefetch": args.prefetch,
+              "rows": rows}
     for p in paths.values():
         os.remove(p)
     if args.full_size:

@@ -113,6 +113,7 @@ class Run:
 
 def release_memory() -> None:
     import torch
+
     from measure import trim
 
     trim()
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
         try:
             make_pack_importable()
             ctx = Context(torch.device(args.device), folder, args.dit_file)
-        except Exception as e:  # nothing can run, but the report still says why
+        except Exception as e:  # noqa: BLE001 - nothing can run, but the report still says why
             report["error"] = f"{type(e).__name__}: {e}"
             return 1
         for name, where, share in SECTIONS:

@@ -24,8 +24,8 @@ ASYNC_ALLOC = "backend:cudaMallocAsync"  # ComfyUI's default
 
 
 def dit_config(small: bool):
-    from hystream.families.hunyuan_video.demo import TINY_DIT
     from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.demo import TINY_DIT
 
     return dataclasses.replace(TINY_DIT if small else DiTConfig(), depth_double=2, depth_single=2)
 
@@ -47,9 +47,9 @@ def dit_file(ctx, share) -> dict:
 
 def dit_inputs(cfg, latent: tuple, text: int, device) -> dict:
     g = torch.Generator().manual_seed(0)
-    return dict(x=torch.randn(1, 16, *latent, generator=g).to(device), timestep=torch.tensor([700.0]),
-                txt=torch.randn(1, text, cfg.text_dim, generator=g).to(device),
-                pooled=torch.randn(1, cfg.pooled_dim, generator=g).to(device), guidance=torch.tensor([6000.0]))
+    return {"x": torch.randn(1, 16, *latent, generator=g).to(device), "timestep": torch.tensor([700.0]),
+            "txt": torch.randn(1, text, cfg.text_dim, generator=g).to(device),
+            "pooled": torch.randn(1, cfg.pooled_dim, generator=g).to(device), "guidance": torch.tensor([6000.0])}
 
 
 def run_mode(ctx, latent, text, resident, seconds) -> dict:
@@ -125,7 +125,7 @@ def async_allocator(ctx, share) -> dict:
            "--dit-file", ctx.dit_path, "--budget-s", str(budget), "--out", out_dir]
     env = dict(os.environ, PYTORCH_CUDA_ALLOC_CONF=ASYNC_ALLOC)
     try:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=budget + 120)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=budget + 120, check=False)
         code, stderr = r.returncode, r.stderr
     except subprocess.TimeoutExpired as e:
         code, stderr = "timed out", e.stderr if isinstance(e.stderr, str) else (e.stderr or b"").decode(errors="ignore")

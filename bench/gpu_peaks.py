@@ -88,8 +88,9 @@ def write_llava(folder: str, small: bool) -> tuple[str, str]:
 
     write_tiny_llama_tokenizer(folder)
     write_tiny_clip_tokenizer(folder)
-    width = dict(hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1) if small else \
-        dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8)
+    width = ({"hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 2, "num_key_value_heads": 1}
+             if small else {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+                            "num_key_value_heads": 8})
     cfg = transformers.LlamaConfig(vocab_size=len(load_fast_tokenizer(folder)), num_hidden_layers=4, head_dim=128,
                                    **width)  # the embedding is read on the host: its size changes nothing here
     with torch.device("meta"):
@@ -101,9 +102,10 @@ def write_llava(folder: str, small: bool) -> tuple[str, str]:
 
 
 def llava_stage(ctx) -> dict:
-    from hystream.loading import load_text_encoder
+    from hystream.families.hunyuan_video.planning import TEMPLATE_TOKENS
+    from hystream.families.hunyuan_video.planning import llama_activations as _llama_activations
     from hystream.families.hunyuan_video.prompt import template_tokens
-    from hystream.families.hunyuan_video.planning import TEMPLATE_TOKENS, llama_activations as _llama_activations
+    from hystream.loading import load_text_encoder
 
     llm, clip = write_llava(os.path.join(ctx.folder, "te"), ctx.small)
     # no budget: every layer streams (the automatic budget would keep them all resident on a big GPU)
@@ -151,7 +153,7 @@ def peaks(ctx, share) -> dict:
             continue
         try:
             result[name] = stage(ctx)
-        except Exception as e:  # the other stages' figures still count
+        except Exception as e:  # noqa: BLE001 - the other stages' figures still count
             result[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}", "trace": traceback.format_exc()[-1000:]}
             failed.append(f"{name}: {result[name]['error']}")
         if torch.cuda.is_available():

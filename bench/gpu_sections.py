@@ -21,7 +21,7 @@ def driver_version() -> str | None:
     """nvidia-smi when present, else the driver library itself; never required."""
     if shutil.which("nvidia-smi"):
         r = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=20)
+                           capture_output=True, text=True, timeout=20, check=False)
         if r.returncode == 0 and r.stdout.strip():
             return r.stdout.strip().splitlines()[0]
     try:
@@ -81,7 +81,7 @@ def kernel_raises(dev) -> str | None:
         (torch.ones(1024, device=dev) * 2).sum().item()
         torch.cuda.synchronize(dev)
         return None
-    except Exception as e:  # RuntimeError, or torch.AcceleratorError where it is not one
+    except Exception as e:  # noqa: BLE001 - RuntimeError, or torch.AcceleratorError where it is not one
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
 
 
@@ -185,7 +185,8 @@ def gguf_decode(ctx, share) -> dict:
     for name, kind in KINDS.items():
         g = torch.Generator().manual_seed(0)
         data = torch.randint(0, 256, (rows, kind.row_bytes(cols)), dtype=torch.uint8, generator=g).to(dev)
-        s = time_within(lambda: dequantize(data, kind, cols, torch.bfloat16), dev, share.left() / (2 * len(KINDS)))
+        s = time_within(lambda data=data, kind=kind: dequantize(data, kind, cols, torch.bfloat16), dev,
+                        share.left() / (2 * len(KINDS)))
         kinds[name] = {"ms": round(1000 * s, 3), "decoded_gb_per_s": round(rows * cols * 2 / s / 1e9, 2),
                        "quantised_gb_per_s": round(data.numel() / s / 1e9, 2),
                        "over_bf16_copy": round(s / copy_s, 3) if copy_s else NEEDS_GPU}

@@ -17,13 +17,12 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import median  # noqa: E402
-
-from hystream.families.hunyuan_video.demo import random_dit_state_dict  # noqa: E402
-from hystream.families.hunyuan_video.dit import HunyuanVideoDiT  # noqa: E402
-from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
-from hystream.models.rope import rope_cos_sin  # noqa: E402
-from hystream.offload.binding import bind  # noqa: E402
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.demo import random_dit_state_dict
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+from hystream.models.rope import rope_cos_sin
+from hystream.offload.binding import bind
+from measure import median
 
 
 def main() -> None:
@@ -60,10 +59,11 @@ def main() -> None:
             out = run(lean)
             times[lean].append(time.perf_counter() - t0)
     diff = (run(True) - run(False)).abs().max().item()
-    report = dict(bench="lean_blocks", tokens=args.tokens, text=args.text, chunk=chunk,
-                  torch_threads=torch.get_num_threads(), plain_s=round(median(times[False]), 4),
-                  lean_s=round(median(times[True]), 4), time_ratio=round(median(times[True]) / median(times[False]), 4),
-                  max_abs_diff=diff, output_abs_max=out.abs().max().item())
+    report = {"bench": "lean_blocks", "tokens": args.tokens, "text": args.text, "chunk": chunk,
+              "torch_threads": torch.get_num_threads(), "plain_s": round(median(times[False]), 4),
+              "lean_s": round(median(times[True]), 4),
+              "time_ratio": round(median(times[True]) / median(times[False]), 4), "max_abs_diff": diff,
+              "output_abs_max": out.abs().max().item()}
     for k, v in report.items():
         print(f"{k:16s} {v}")
     print(json.dumps(report))

@@ -44,10 +44,10 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_c
     from estimate import LiveBytes  # memest
     from torch.func import functional_call
 
-    from hystream.memory_probe import fake_mode, flash_attention
-    from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
     from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
     from hystream.families.hunyuan_video.memory import forward_peak_bytes
+    from hystream.memory_probe import fake_mode, flash_attention
 
     cfg = DiTConfig(in_channels=in_channels)
     with torch.device("meta"):
@@ -63,10 +63,11 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_c
         model.compute_dtype, model.device = DT, torch.device("cuda")
         with flash_attention(), fake_mode():
             params = {n: torch.empty(p.shape, dtype=DT, device="cuda") for n, p in model.named_parameters()}
-            inputs = dict(x=torch.empty((1, in_channels, *shape[2:]), dtype=DT, device="cuda"), timestep=torch.empty(1, device="cuda"),
-                          txt=torch.empty(1, text, cfg.text_dim, dtype=DT, device="cuda"),
-                          pooled=torch.empty(1, cfg.pooled_dim, dtype=DT, device="cuda"),
-                          guidance=torch.empty(1, device="cuda"))
+            inputs = {"x": torch.empty((1, in_channels, *shape[2:]), dtype=DT, device="cuda"),
+                      "timestep": torch.empty(1, device="cuda"),
+                      "txt": torch.empty(1, text, cfg.text_dim, dtype=DT, device="cuda"),
+                      "pooled": torch.empty(1, cfg.pooled_dim, dtype=DT, device="cuda"),
+                      "guidance": torch.empty(1, device="cuda")}
             lb = LiveBytes(round_to=512)
             lb.track(list(params.values()))
             lb.track(list(inputs.values()))
@@ -76,9 +77,9 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_c
             del out
         act = lb.peak - base
     tokens = shape[2] * (shape[3] // 2) * (shape[4] // 2)
-    return dict(stage="dit", tokens=tokens + text, weights_gib=(fixed + ring) / GIB, ring_gib=ring / GIB,
-                fixed_gib=fixed / GIB, activations_gib=act / GIB, total_gib=(fixed + ring + act) / GIB,
-                planner_activations_gib=shortcut / GIB)
+    return {"stage": "dit", "tokens": tokens + text, "weights_gib": (fixed + ring) / GIB, "ring_gib": ring / GIB,
+            "fixed_gib": fixed / GIB, "activations_gib": act / GIB, "total_gib": (fixed + ring + act) / GIB,
+            "planner_activations_gib": shortcut / GIB}
 
 
 def text_stage() -> dict:
@@ -88,8 +89,8 @@ def text_stage() -> dict:
     layer = tem.layer_bytes(config, {"linear": 2, "other": 2})
     clip = tem.clip_bytes(torch.float16)
     act = tem.activation_peak(config, 351, torch.float16) or 0
-    return dict(stage="text encoder", weights_gib=(2 * layer + clip) / GIB, activations_gib=act / GIB,
-                total_gib=(2 * layer + clip + act) / GIB)
+    return {"stage": "text encoder", "weights_gib": (2 * layer + clip) / GIB, "activations_gib": act / GIB,
+            "total_gib": (2 * layer + clip + act) / GIB}
 
 
 def vision_stage() -> dict:
@@ -97,8 +98,8 @@ def vision_stage() -> dict:
     from estimate import LiveBytes
     from torch.func import functional_call
 
-    from hystream.memory_probe import fake_mode, flash_attention
     from hystream.families.hunyuan_video.vision import LlavaVision, infer_vision_config
+    from hystream.memory_probe import fake_mode, flash_attention
 
     shapes = {"embeddings.patch_embedding.weight": (1024, 3, 14, 14), "embeddings.position_embedding.weight": (577, 1024),
               "encoder.layers.0.mlp.fc1.weight": (4096, 1024)}
@@ -116,7 +117,8 @@ def vision_stage() -> dict:
             out = functional_call(vision, {**params, **buffers}, (pixels,))
         del out
     act = lb.peak - base
-    return dict(stage="vision tower", weights_gib=weights / GIB, activations_gib=act / GIB, total_gib=(weights + act) / GIB)
+    return {"stage": "vision tower", "weights_gib": weights / GIB, "activations_gib": act / GIB,
+            "total_gib": (weights + act) / GIB}
 
 
 def i2v_text_stage() -> dict:
@@ -129,8 +131,8 @@ def i2v_text_stage() -> dict:
     layer = tem.layer_bytes(config, {"linear": 2, "other": 2})
     clip = tem.clip_bytes(torch.float16)
     act = (tem.activation_peak(config, tokens, torch.float16) or 0) + 576 * 4096 * 2
-    return dict(stage="text encoder", tokens=tokens, weights_gib=(2 * layer + clip) / GIB, activations_gib=act / GIB,
-                total_gib=(2 * layer + clip + act) / GIB)
+    return {"stage": "text encoder", "tokens": tokens, "weights_gib": (2 * layer + clip) / GIB,
+            "activations_gib": act / GIB, "total_gib": (2 * layer + clip + act) / GIB}
 
 
 I2V_SIZES = [(129, 720, 1280), (129, 544, 960)]
@@ -146,7 +148,8 @@ def i2v_rows(quick: bool) -> list[dict]:
     for f, h, w in I2V_SIZES:
         for name, channels, tokens in I2V_VARIANTS:
             dit = dit_stage(f, h, w, tokens, quick, channels)
-            rows.append(dict(size=f"{f}x{h}x{w}", variant=name, text_tokens=tokens, dit_gib=round(dit["total_gib"], 4)))
+            rows.append({"size": f"{f}x{h}x{w}", "variant": name, "text_tokens": tokens,
+                         "dit_gib": round(dit["total_gib"], 4)})
             print(f"{f:>4d}×{h:>4d}×{w:<5d} {'DiT ' + name:>22s} {dit['weights_gib']:9.3f} {dit['activations_gib']:9.3f} "
                   f"{dit['total_gib']:9.3f}")
     for stage in (vision, text):
@@ -154,16 +157,17 @@ def i2v_rows(quick: bool) -> list[dict]:
               f"{stage['total_gib']:9.3f}")
     t2v = {r["size"]: r["dit_gib"] for r in rows if r["variant"] == "T2V"}
     worst = max(abs(r["dit_gib"] - t2v[r["size"]]) for r in rows)
-    return [dict(rows=rows, vision_tower_gib=round(vision["total_gib"], 4), i2v_text_encoder_gib=round(text["total_gib"], 4),
-                 i2v_text_tokens=text["tokens"], dit_max_gib_over_t2v=round(worst, 4))]
+    return [{"rows": rows, "vision_tower_gib": round(vision["total_gib"], 4),
+             "i2v_text_encoder_gib": round(text["total_gib"], 4), "i2v_text_tokens": text["tokens"],
+             "dit_max_gib_over_t2v": round(worst, 4)}]
 
 
 def vae_stage(frames: int, height: int, width: int) -> dict:
     from estimate import LiveBytes
     from torch.func import functional_call
 
-    from hystream.memory_probe import fake_mode, flash_attention
     from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, VAEConfig
+    from hystream.memory_probe import fake_mode, flash_attention
     from hystream.vae.tiling import TileSpec
 
     with torch.device("meta"):
@@ -184,8 +188,8 @@ def vae_stage(frames: int, height: int, width: int) -> dict:
             out = functional_call(dec, params, (z,))
         del out
     act = lb.peak - base
-    return dict(stage="vae decode", tile_latent=list(tile[2:]), weights_gib=weights / GIB, activations_gib=act / GIB,
-                total_gib=(weights + act) / GIB)
+    return {"stage": "vae decode", "tile_latent": list(tile[2:]), "weights_gib": weights / GIB,
+            "activations_gib": act / GIB, "total_gib": (weights + act) / GIB}
 
 
 def main() -> None:
@@ -202,8 +206,8 @@ def main() -> None:
     for f, h, w in sizes:
         dit = dit_stage(f, h, w, args.text, args.quick)
         vae = vae_stage(f, h, w)
-        row = dict(frames=f, height=h, width=w, dit=dit, text_encoder=text, vae_decode=vae,
-                   dit_target_gib=TARGETS.get((f, h, w)))
+        row = {"frames": f, "height": h, "width": w, "dit": dit, "text_encoder": text, "vae_decode": vae,
+               "dit_target_gib": TARGETS.get((f, h, w))}
         rows.append(row)
         for stage in (dit, text, vae):
             target = {"dit": TARGETS.get((f, h, w)), "text encoder": 2, "vae decode": 4 if (f, h, w) == SIZES[0] else None}[stage["stage"]]
@@ -212,14 +216,15 @@ def main() -> None:
     ok = all(r["dit"]["total_gib"] <= r["dit_target_gib"] for r in rows if r["dit_target_gib"])
     ok = ok and text["total_gib"] <= 2 and rows[0]["vae_decode"]["total_gib"] <= 4
     i2v = i2v_rows(args.quick)[0] if args.i2v else None
-    print(json.dumps(dict(bench="memory_estimate", i2v=i2v, dtype="bf16", attention="flash-style (memest stub)",
-                          all_targets_met=ok, rows=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in
-                                                     [("size", f"{r['frames']}x{r['height']}x{r['width']}"),
-                                                      ("dit_gib", r["dit"]["total_gib"]),
-                                                      ("dit_activations_gib", r["dit"]["activations_gib"]),
-                                                      ("dit_planner_activations_gib", r["dit"]["planner_activations_gib"]),
-                                                      ("text_encoder_gib", r["text_encoder"]["total_gib"]),
-                                                      ("vae_decode_gib", r["vae_decode"]["total_gib"])]} for r in rows])))
+    summary = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in
+                [("size", f"{r['frames']}x{r['height']}x{r['width']}"),
+                 ("dit_gib", r["dit"]["total_gib"]),
+                 ("dit_activations_gib", r["dit"]["activations_gib"]),
+                 ("dit_planner_activations_gib", r["dit"]["planner_activations_gib"]),
+                 ("text_encoder_gib", r["text_encoder"]["total_gib"]),
+                 ("vae_decode_gib", r["vae_decode"]["total_gib"])]} for r in rows]
+    print(json.dumps({"bench": "memory_estimate", "i2v": i2v, "dtype": "bf16", "attention": "flash-style (memest stub)",
+                      "all_targets_met": ok, "rows": summary}))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ def worker(name: str) -> None:
     sys.path.insert(0, MEMEST)
     from estimate import LiveBytes  # memest's counter
 
-    from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
     from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
     from hystream.models.lean import auto_chunk
     from hystream.offload.binding import bind
 
@@ -80,7 +80,8 @@ def worker(name: str) -> None:
 
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    res = dict(case=name, block=kind, heads=heads, n_img=n_img, text=TEXT, chunk=chunk, threads=torch.get_num_threads())
+    res = {"case": name, "block": kind, "heads": heads, "n_img": n_img, "text": TEXT, "chunk": chunk,
+           "threads": torch.get_num_threads()}
     with FakeTensorMode():
         fb = build("cpu", fake=True)
         fa, fk = inputs("cpu", real=False)
@@ -98,7 +99,8 @@ def worker(name: str) -> None:
             out = block(*run_args, **kwargs)
             del out
         prof.export_chrome_trace(trace)
-        events = [e for e in _json.load(open(trace))["traceEvents"] if e.get("name") == "[memory]"]
+        with open(trace) as f:
+            events = [e for e in _json.load(f)["traceEvents"] if e.get("name") == "[memory]"]
         os.remove(trace)
         events.sort(key=lambda e: e["args"].get("Ev Idx", 0))
         base_alloc = events[0]["args"]["Total Allocated"] - events[0]["args"]["Bytes"]
@@ -106,11 +108,13 @@ def worker(name: str) -> None:
         run_args = [a.clone() if torch.is_tensor(a) else a for a in args]
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        with open("/proc/self/status") as f:
+            status = dict(line.split(":", 1) for line in f)
         rss0 = int(status["VmRSS"].split()[0]) * 1024
         out = block(*run_args, **kwargs)
         del out
-        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        with open("/proc/self/status") as f:
+            status = dict(line.split(":", 1) for line in f)
         res["rss_peak_above_base"] = int(status["VmHWM"].split()[0]) * 1024 - rss0
     fake = res["fake_peak_above_base"]
     for k in ("counter", "profiler", "rss"):
@@ -130,7 +134,8 @@ def main() -> None:
     results = []
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for name in names:
-        r = subprocess.run([sys.executable, __file__, "--worker", name], capture_output=True, text=True, env=env)
+        r = subprocess.run([sys.executable, __file__, "--worker", name], capture_output=True, text=True, env=env,
+                           check=False)
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
@@ -139,8 +144,8 @@ def main() -> None:
         print(json.dumps(res))
     worst = max(abs(r[f"{k}_vs_fake"]) for r in results for k in ("counter", "profiler"))
     worst_rss = max(abs(r["rss_vs_fake"]) for r in results)
-    print(json.dumps(dict(bench="memory_validate", cases=len(results), worst_counter_or_profiler_rel=worst,
-                          worst_rss_rel=worst_rss, within_1_percent=worst <= 0.01)))
+    print(json.dumps({"bench": "memory_validate", "cases": len(results), "worst_counter_or_profiler_rel": worst,
+                      "worst_rss_rel": worst_rss, "within_1_percent": worst <= 0.01}))
 
 
 if __name__ == "__main__":

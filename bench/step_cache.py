@@ -25,14 +25,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import GIB, trim  # noqa: E402
-
-from hystream import pipeline  # noqa: E402
-from hystream.families.hunyuan_video.demo import random_dit_state_dict  # noqa: E402
-from hystream.loading import load_dit  # noqa: E402
-from hystream.families.hunyuan_video.config import DiTConfig  # noqa: E402
-from hystream.sampling.step_cache import StepCacheSettings  # noqa: E402
-from hystream.sampling.step_caches import METHODS, defaults  # noqa: E402
+from hystream import pipeline
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.demo import random_dit_state_dict
+from hystream.loading import load_dit
+from hystream.sampling.step_cache import StepCacheSettings
+from hystream.sampling.step_caches import METHODS, defaults
+from measure import GIB, trim
 
 # random weights skip less than a real model at the same threshold: higher ones than the defaults
 THRESHOLDS = {"teacache": (0.3, 0.5), "first_block": (0.5, 0.8), "mag_cache": (0.06, 0.24)}
@@ -87,12 +86,12 @@ def main() -> None:
         for threshold in thresholds:
             # MagCache: the family's published ratios for the height (the sampler picks them)
             out, seconds, rep = run(StepCacheSettings(method, threshold, start=defaults.START, max_skips=defaults.MAX_SKIPS))
-            rows.append(dict(threshold=threshold, steps=args.steps, skipped=rep["skipped"],
-                             decisions="".join("C" if d else "s" for d in rep["decisions"]["positive"]),
-                             gib_streamed=round(sum(rep["bytes_per_step"]) / GIB, 3),
-                             gib_streamed_uncached=round(uncached / GIB, 3),
-                             time_ratio=round(seconds / base_time, 3),
-                             max_abs_vs_uncached=float((out - base).abs().max())))
+            rows.append({"threshold": threshold, "steps": args.steps, "skipped": rep["skipped"],
+                         "decisions": "".join("C" if d else "s" for d in rep["decisions"]["positive"]),
+                         "gib_streamed": round(sum(rep["bytes_per_step"]) / GIB, 3),
+                         "gib_streamed_uncached": round(uncached / GIB, 3),
+                         "time_ratio": round(seconds / base_time, 3),
+                         "max_abs_vs_uncached": float((out - base).abs().max())})
             print(f"{method:12s} {threshold:<5g} skipped {rows[-1]['skipped']}/{args.steps} {rows[-1]['decisions']} "
                   f"streamed {rows[-1]['gib_streamed']} / {rows[-1]['gib_streamed_uncached']} GiB, time x{rows[-1]['time_ratio']}, "
                   f"max |diff| {rows[-1]['max_abs_vs_uncached']:.4f}", flush=True)

@@ -23,12 +23,13 @@ MEMEST = os.environ.get("MEMEST_PATH", os.path.join(os.path.dirname(__file__), "
 
 
 def llama_config():
+    from hystream.families.hunyuan_video.text_loader import LLAVA
     from hystream.models.llama_encoder import infer_llama_config
 
     shapes = {"embed_tokens.weight": (128320, 4096), "layers.0.self_attn.q_proj.weight": (4096, 4096),
               "layers.0.self_attn.k_proj.weight": (1024, 4096), "layers.0.mlp.gate_proj.weight": (14336, 4096)}
     shapes.update({f"layers.{i}.input_layernorm.weight": (4096,) for i in range(32)})
-    return infer_llama_config(shapes, "LLaVA-Llama-3-8B")
+    return infer_llama_config(shapes, "LLaVA-Llama-3-8B", LLAVA)
 
 
 def clip_bytes(dtype) -> int:
@@ -44,8 +45,8 @@ def clip_bytes(dtype) -> int:
 def layer_bytes(config, weight_bytes: dict[str, int]) -> int:
     """Bytes of one decoder layer with Linear weights at `weight_bytes["linear"]` per element and the rest
     at `weight_bytes["other"]` (fp8 files keep norms in fp16 and add a 4-byte scale per Linear)."""
-    from hystream.models.llama_encoder import LlamaStates
     from hystream.models.layers import Linear
+    from hystream.models.llama_encoder import LlamaStates
 
     layer = LlamaStates(config, torch.device("cpu")).layers[0]
     total = 0
@@ -60,10 +61,10 @@ def activation_peak(config, tokens: int, dtype) -> int | None:
     if not os.path.isdir(MEMEST):
         return None
     sys.path.insert(0, MEMEST)
-    from estimate import LiveBytes, attention_mode  # noqa: E402
+    from estimate import LiveBytes, attention_mode
 
-    from hystream.models.llama_encoder import LlamaStates
     from hystream.memory_probe import fake_mode
+    from hystream.models.llama_encoder import LlamaStates
     from hystream.offload.binding import bind
 
     with fake_mode():
@@ -91,10 +92,10 @@ def main() -> None:
     clip = clip_bytes(torch.float16)
     act = activation_peak(config, args.tokens, torch.float16)
     ring = args.prefetch + 1
-    report = dict(bench="text_encoder_memory", layers_run=config.num_hidden_layers, tokens=args.tokens,
-                  layer_gib_fp16=round(fp16 / GIB, 4), layer_gib_fp8_scaled=round(fp8 / GIB, 4),
-                  clip_l_gib=round(clip / GIB, 4), activations_gib=None if act is None else round(act / GIB, 4),
-                  ring_layers=ring, resident_all_layers_gib_fp16=round(config.num_hidden_layers * fp16 / GIB, 3))
+    report = {"bench": "text_encoder_memory", "layers_run": config.num_hidden_layers, "tokens": args.tokens,
+              "layer_gib_fp16": round(fp16 / GIB, 4), "layer_gib_fp8_scaled": round(fp8 / GIB, 4),
+              "clip_l_gib": round(clip / GIB, 4), "activations_gib": None if act is None else round(act / GIB, 4),
+              "ring_layers": ring, "resident_all_layers_gib_fp16": round(config.num_hidden_layers * fp16 / GIB, 3)}
     for name, lb in (("fp16", fp16), ("fp8_scaled", fp8)):
         report[f"stage_peak_gib_{name}"] = round((ring * lb + clip + (act or 0)) / GIB, 3)
     for k, v in report.items():

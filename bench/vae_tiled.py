@@ -23,11 +23,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from tiny_vae import stationary_latents  # noqa: E402
-
-from hystream.memory_probe import LiveBytes  # noqa: E402
-from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, VAEConfig  # noqa: E402
-from hystream.vae.tiling import TileSpec, decode_tiled  # noqa: E402
+from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, VAEConfig
+from hystream.memory_probe import LiveBytes
+from hystream.vae.tiling import TileSpec, decode_tiled
+from tiny_vae import stationary_latents
 
 GIB = 1024 ** 3
 
@@ -91,14 +90,15 @@ def main() -> None:
     def psnr(a):
         return round(10 * math.log10(1 / max(((a - full) ** 2).mean().item(), 1e-20)), 2)
 
-    report = dict(bench="vae_tiled", device=str(device), frames=args.frames, height=args.height, width=args.width,
-                  tile=args.tile, overlap=args.overlap, temporal=args.temporal, temporal_overlap=args.temporal_overlap,
-                  untiled_s=round(t_full, 2), diffusers_tiled_s=round(t_theirs, 2), hystream_tiled_s=round(t_mine, 2),
-                  diffusers_peak_gib=round(peak_theirs / GIB, 3), hystream_peak_gib=round(peak_mine / GIB, 3),
-                  hystream_output_buffer_gib=round(mine.numel() * 4 / GIB, 3),
-                  diffusers_max_diff=round((theirs - full).abs().max().item(), 5), diffusers_psnr_db=psnr(theirs),
-                  hystream_max_diff=round((mine - full).abs().max().item(), 5), hystream_psnr_db=psnr(mine),
-                  hystream_vs_diffusers_max_diff=round((mine - theirs).abs().max().item(), 5))
+    report = {"bench": "vae_tiled", "device": str(device), "frames": args.frames, "height": args.height,
+              "width": args.width, "tile": args.tile, "overlap": args.overlap, "temporal": args.temporal,
+              "temporal_overlap": args.temporal_overlap, "untiled_s": round(t_full, 2),
+              "diffusers_tiled_s": round(t_theirs, 2), "hystream_tiled_s": round(t_mine, 2),
+              "diffusers_peak_gib": round(peak_theirs / GIB, 3), "hystream_peak_gib": round(peak_mine / GIB, 3),
+              "hystream_output_buffer_gib": round(mine.numel() * 4 / GIB, 3),
+              "diffusers_max_diff": round((theirs - full).abs().max().item(), 5), "diffusers_psnr_db": psnr(theirs),
+              "hystream_max_diff": round((mine - full).abs().max().item(), 5), "hystream_psnr_db": psnr(mine),
+              "hystream_vs_diffusers_max_diff": round((mine - theirs).abs().max().item(), 5)}
     if device.type == "cuda":
         report.update(diffusers_vram_gib=round(vram_theirs / GIB, 3), hystream_vram_gib=round(vram_mine / GIB, 3))
     for k, v in report.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class Family(ABC):
     name: str  # registry key, e.g. "hunyuan_video"
     title: str  # for people, e.g. "HunyuanVideo 1.0"
     # the files users pick for each role, for node tooltips and messages: dit, llm, second_text, vae, vision
-    files: dict[str, str] = {}
+    files: ClassVar[dict[str, str]] = {}
     tokenizers: tuple = ()  # loaders.tokenizer_files.TokenizerKind: what its text stack reads
     latent: LatentFormat
     caches: CacheConstants

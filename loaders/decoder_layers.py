@@ -70,7 +70,7 @@ class DecoderLayersSpec(StreamedSpec):
         """blk.N.attn_q.weight → layers.N.self_attn.q_proj.weight, token_embd → embed_tokens; q and k get
         llama.cpp's RoPE row permutation undone (heads from the rows and the family's head dim)."""
         recipes, unexpected = {}, []
-        for k in source.keys():
+        for k in source.keys():  # noqa: SIM118 - a TensorSource: it has keys() but no __iter__
             m = re.match(r"blk\.(\d+)\.(\w+)\.(weight|bias)$", k)
             if k == "token_embd.weight":
                 recipes["embed_tokens.weight"] = Recipe((k,))

@@ -18,7 +18,7 @@ from ..offload.binding import bind
 from ..offload.streamer import BlockStreamer
 from .dtypes import check_compute_dtype, check_weight_dtype
 from .recipes import read_recipe
-from .streamed import StreamOptions, load_streamed
+from .streamed import DEFAULT_OPTIONS, StreamOptions, load_streamed
 from .tensor_source import TensorSource
 
 
@@ -87,7 +87,7 @@ def _activation_estimate(model: nn.Module):
 
 
 def load_dit_from(source: TensorSource, family, path: str, device: str | torch.device = "cpu",
-                  options: StreamOptions = StreamOptions()) -> LoadedDiT:
+                  options: StreamOptions = DEFAULT_OPTIONS) -> LoadedDiT:
     """`family`'s DiT from an open checkpoint (closed on failure; the handle owns it after)."""
     check_weight_dtype(options.weight_dtype)
     check_compute_dtype(options.compute)

@@ -81,7 +81,7 @@ class GGUFSource(TensorSource):
             raise self._corrupt("a file too short to hold a GGUF header")
         try:
             reader = gguf.GGUFReader(self.path, "r")
-        except Exception as e:  # bad magic, unknown version, a header cut short (numpy reshape/index errors)
+        except Exception as e:  # noqa: BLE001 - bad magic, unknown version, a header cut short (numpy errors)
             raise self._corrupt(f"an unreadable header ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
         try:
             metadata, shapes = {}, {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -27,8 +26,8 @@ from torch import nn
 
 from ..errors import InputError, WrongModelError, list_some
 from ..models.layers import Linear, LowRankAdapter
-from .model_kind import describe_model, foreign_family
 from .checkpoint import open_checkpoint
+from .model_kind import describe_model, foreign_family
 
 log = logging.getLogger("hystream")
 

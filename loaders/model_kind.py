@@ -65,6 +65,6 @@ def foreign_family(modules: list[str], strip=lambda m: m) -> tuple[str, list[str
             kind = "single" if m.group(1).startswith("single") else "double"
             deepest[kind] = max(deepest.get(kind, -1), int(m.group(2)))
     if (deepest.get("double"), deepest.get("single")) == (FLUX_DEPTHS[0] - 1, FLUX_DEPTHS[1] - 1):
-        return "Flux", [f"double blocks up to {FLUX_DEPTHS[0] - 1} and single blocks up to {FLUX_DEPTHS[1] - 1} "
-                        f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks)"]
+        return "Flux", [(f"double blocks up to {FLUX_DEPTHS[0] - 1} and single blocks up to {FLUX_DEPTHS[1] - 1} "
+                         f"(Flux's {FLUX_DEPTHS[0]} + {FLUX_DEPTHS[1]} blocks)")]
     return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -63,5 +63,5 @@ class PositionedFile:
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - a finalizer never raises (at exit even `os` may be gone)
             pass

@@ -10,8 +10,8 @@ them on demand (a text encoder's embedding table).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -41,6 +41,9 @@ class StreamOptions:
     reserve_bytes: int = 0  # device memory an automatic budget leaves to other programs
     hand_over: HostHandOver | None = None  # a host sharing the device: its free memory and make_room
     backend: object = None  # the streamer's device backend (tests pass a simulated CUDA)
+
+
+DEFAULT_OPTIONS = StreamOptions()  # the default argument (frozen: one instance serves every call)
 
 
 @dataclass
@@ -88,8 +91,9 @@ def load_streamed(source: TensorSource, spec, device: torch.device, options: Str
     expected = spec.expected(model, cfg)
     scales = {n for n in metas if n.endswith(".scale_weight") and len(expected.get(_weight_of(n), ())) == 2}
     check_tensors(expected, metas, optional=scales, unused=layout.unused, describe=source.describe, what=spec.what)
-    check_fp8_scales(metas, marker=any(k.endswith("scaled_fp8") for k in source.keys()), describe=source.describe,
-                     what=spec.label)
+    # a TensorSource has keys() but no __iter__
+    check_fp8_scales(metas, marker=any(k.endswith("scaled_fp8") for k in source.keys()),  # noqa: SIM118
+                     describe=source.describe, what=spec.label)
 
     def in_block(name):
         return spec.block_of(cfg, name) is not None

@@ -127,7 +127,7 @@ class TorchPickleSource(TensorSource):
                 if "mmap can only be used" not in str(e):
                     raise
                 obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-        except Exception as e:  # pickle errors, zip errors, refused globals
+        except Exception as e:  # noqa: BLE001 - pickle errors, zip errors, refused globals
             raise CorruptFileError("a PyTorch checkpoint loadable with weights_only=True",
                                    f"{type(e).__name__}: {str(e).splitlines()[0][:200]} in {path!r}",
                                    "use the .safetensors release of this model, or re-download the file") from None

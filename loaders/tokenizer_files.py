@@ -81,7 +81,7 @@ def load_fast_tokenizer(folder: str, name: str = "fast"):
                 if isinstance(value, str):
                     specials[key] = value
         return PreTrainedTokenizerFast(tokenizer_file=os.path.join(folder, "tokenizer.json"), **specials)
-    except Exception as e:  # JSON, tokenizers' Rust errors, I/O: one message
+    except Exception as e:  # noqa: BLE001 - JSON, tokenizers' Rust errors, I/O: one message
         raise _unreadable(name, folder, ("tokenizer.json", "tokenizer_config.json"), e) from None
 
 
@@ -91,5 +91,5 @@ def load_clip_tokenizer(folder: str):
 
     try:
         return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - as above: whatever transformers raises, one message
         raise _unreadable("CLIP", folder, ("vocab.json", "merges.txt"), e) from None

@@ -10,6 +10,8 @@ from torch import nn
 
 from .tensor_source import TensorSource
 
+CPU = torch.device("cpu")  # the default device (immutable: one instance serves every VAE)
+
 
 @dataclass
 class LoadedVAE:
@@ -19,7 +21,7 @@ class LoadedVAE:
     has_encoder: bool
     family: object  # families.base.Family
     source: TensorSource = field(repr=False, default=None)
-    device: torch.device = torch.device("cpu")  # the compute device it was loaded for
+    device: torch.device = CPU  # the compute device it was loaded for
 
     @property
     def cfg(self):

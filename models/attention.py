@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """q, k, v: [B, L, H, D]; key_mask: bool [B, L] (True = attend) or a full bool mask [B, 1, Lq, Lk].
     Returns [B, L, H·D]."""

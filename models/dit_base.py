@@ -9,7 +9,7 @@ that fits a budget, RoPE tables cached for a run.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

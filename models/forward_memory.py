@@ -11,7 +11,7 @@ the reduced model and its inputs; this module measures.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -79,8 +79,8 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
         mods = getattr(block, f"{name}_mod")(vec if name == "img" else common(vec))
         qkv = getattr(block, f"{name}_attn_qkv")
         norm1 = getattr(block, f"{name}_norm1")
-        sides.append(dict(name=name, x=x, offset=offset, n_rope=n_rope, mods=mods, qkv=qkv,
-                          norm_mod=lambda t, a, norm1=norm1, m=mods: modulate(norm1(t), m[0], m[1], a)))
+        sides.append({"name": name, "x": x, "offset": offset, "n_rope": n_rope, "mods": mods, "qkv": qkv,
+                      "norm_mod": lambda t, a, norm1=norm1, m=mods: modulate(norm1(t), m[0], m[1], a)})
     k = torch.empty(img.shape[0], n, heads, hidden // heads, dtype=dt, device=img.device)
     v = torch.empty_like(k)
     for s in sides:

@@ -21,6 +21,7 @@ from ..errors import StateDictError, UnsupportedVariantError
 from .layers import Linear, RMSNorm
 from .shapes import shape_reader
 
+
 @dataclass(frozen=True)
 class DecoderFacts:
     """What the weights do not tell about a family's text decoder."""
@@ -55,11 +56,12 @@ def infer_llama_config(shapes: dict[str, tuple[int, ...]], describe: str, facts:
     if layers <= SKIP_LAST_LAYERS:
         raise StateDictError(f"more than {SKIP_LAST_LAYERS} decoder layers", f"{layers} in {describe}",
                              "the file is incomplete")
-    kwargs = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=shape("layers.0.mlp.gate_proj.weight")[0],
-                  num_hidden_layers=layers - SKIP_LAST_LAYERS, num_attention_heads=q_rows // HEAD_DIM,
-                  num_key_value_heads=k_rows // HEAD_DIM, head_dim=HEAD_DIM, rms_norm_eps=facts.rms_eps,
-                  max_position_embeddings=8192, attention_bias="layers.0.self_attn.q_proj.bias" in shapes,
-                  mlp_bias="layers.0.mlp.gate_proj.bias" in shapes, tie_word_embeddings=False)
+    kwargs = {"vocab_size": vocab, "hidden_size": hidden,
+              "intermediate_size": shape("layers.0.mlp.gate_proj.weight")[0],
+              "num_hidden_layers": layers - SKIP_LAST_LAYERS, "num_attention_heads": q_rows // HEAD_DIM,
+              "num_key_value_heads": k_rows // HEAD_DIM, "head_dim": HEAD_DIM, "rms_norm_eps": facts.rms_eps,
+              "max_position_embeddings": 8192, "attention_bias": "layers.0.self_attn.q_proj.bias" in shapes,
+              "mlp_bias": "layers.0.mlp.gate_proj.bias" in shapes, "tie_word_embeddings": False}
     cfg = transformers.LlamaConfig(rope_theta=facts.rope_theta, **kwargs)  # 5.x moves it into rope_parameters
     cfg._attn_implementation = "sdpa"
     cfg.total_layers = layers

@@ -19,10 +19,10 @@ from ..offload.settings import HostHandOver
 
 try:  # inside ComfyUI
     import comfy.latent_formats
-    import comfy.model_management as model_management
     import comfy.utils
     import folder_paths
     import latent_preview
+    from comfy import model_management
 
     HOST_AVAILABLE = True
 except ImportError:
@@ -127,7 +127,7 @@ def output_target(prefix: str, width: int, height: int) -> tuple[str, str, int, 
     try:
         folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, width, height)
         os.makedirs(folder, exist_ok=True)
-    except Exception as e:  # the host refuses prefixes leading out of the output folder; full disks, permissions
+    except Exception as e:  # noqa: BLE001 - the host refuses a prefix with a bare Exception; full disks, permissions
         raise OutputError("a filename_prefix inside ComfyUI's output folder (it may name a subfolder)",
                           f"{prefix!r}: {e}", "use a plain name such as HyStream or videos/HyStream") from None
     return folder, stem, counter, subfolder
@@ -152,7 +152,7 @@ def evictable_vram(dev) -> int:
         try:
             if loaded.device == dev and not loaded.is_dead():
                 total += int(loaded.model_loaded_memory())
-        except Exception:  # a host's or another pack's entry we cannot size: not counted
+        except Exception:  # noqa: BLE001, S112 - a host's or another pack's entry we cannot size: not counted
             continue
     return total
 

@@ -7,8 +7,8 @@ import logging
 from .. import pipeline
 from ..pipeline import SampleSettings
 from ..sampling.schedule import start_index
-from ..sizes import GIB
 from ..sampling.step_cache import report_line
+from ..sizes import GIB
 from . import host
 from .guard import node_errors
 

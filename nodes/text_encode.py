@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 
 from .. import pipeline
-from ..offload.settings import RunHooks
 from ..families import registry
+from ..offload.settings import RunHooks
 from . import host
-from .guard import node_errors
 from .files import missing_file, model_file
-
+from .guard import node_errors
 
 TEXT_ENCODER = ("HYSTREAM_TEXT_ENCODER", {"tooltip": "From HyStreamTextEncoderLoader."})
 

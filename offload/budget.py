@@ -8,8 +8,8 @@ shrinks the ring slots to the size of the blocks that still stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..errors import BudgetError
 from ..sizes import GIB, automatic_budget, budget_margin  # noqa: F401  (the engine's budgets keep the margin)

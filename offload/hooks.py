@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 

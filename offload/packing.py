@@ -32,7 +32,7 @@ class BlockLayout:
     nbytes: int
 
     @classmethod
-    def build(cls, entries: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> "BlockLayout":
+    def build(cls, entries: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> BlockLayout:
         dtype_order: list[torch.dtype] = []
         for _, dtype, _ in entries:
             if dtype not in dtype_order:

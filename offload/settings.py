@@ -4,8 +4,8 @@ method (`set_budget`, `set_resident`, `fixed_placed`) or is an argument of the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class StreamSettings:
     hand_over: HostHandOver | None = None  # a host sharing the device; None: the device is ours
     # the activations of a bare forward (no session), from its inputs; None: not counted
     activation_estimate: Callable[[tuple, dict], int] | None = None
+
+
+DEFAULT_SETTINGS = StreamSettings()  # the default argument (frozen: one instance serves every call)
 
 
 @dataclass(frozen=True)

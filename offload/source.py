@@ -3,7 +3,8 @@ block's packed bytes into a CPU buffer (from a file, a state dict, anything)."""
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 

@@ -63,7 +63,8 @@ class SpillFile:
         view = memoryview(data.numpy()).cast("B")
         with self._lock:
             if self._file is None:
-                self._file = tempfile.TemporaryFile(dir=self.folder, prefix="hystream-converted-")
+                # kept open for the spill's lifetime; close() closes it
+                self._file = tempfile.TemporaryFile(dir=self.folder, prefix="hystream-converted-")  # noqa: SIM115
             offset = self._end
             self._file.seek(offset)
             self._file.write(view)

@@ -7,8 +7,8 @@ import weakref
 from dataclasses import asdict, dataclass
 
 import torch
-from ..sizes import GIB
 
+from ..sizes import GIB
 
 
 @dataclass

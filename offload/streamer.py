@@ -28,7 +28,7 @@ cases — exceptions, Cancel and Ctrl-C included — releasing every ring slot a
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ from .host_store import HostStore
 from .packing import BlockLayout
 from .resident import Residency
 from .ring import Ring
-from .settings import RunHooks, StreamSettings
+from .settings import DEFAULT_SETTINGS, RunHooks, StreamSettings
 from .source import BlockSource
 from .staging import StagingRing
 from .stats import DeviceLedger, StreamStats
@@ -49,7 +49,7 @@ from .stats import DeviceLedger, StreamStats
 
 class BlockStreamer:
     def __init__(self, root: nn.Module, blocks: Sequence[nn.Module], source: BlockSource,
-                 device: torch.device | str, settings: StreamSettings = StreamSettings(), *, backend=None):
+                 device: torch.device | str, settings: StreamSettings = DEFAULT_SETTINGS, *, backend=None):
         if len(blocks) != len(source):
             raise ValueError(f"{len(blocks)} blocks but the source describes {len(source)}")
         self._settings = settings

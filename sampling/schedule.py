@@ -30,7 +30,7 @@ def start_index(steps: int, denoise: float) -> int:
     them all; 0 runs none and returns the input)."""
     if not 0.0 <= denoise <= 1.0:
         raise InputError("denoise between 0 and 1", f"{denoise}", "1.0 for text-to-video, 0.4-0.8 for video-to-video")
-    return steps - int(round(steps * denoise))
+    return steps - round(steps * denoise)
 
 
 def timesteps(sigmas: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ def copy_checkout(dest: str) -> str:
     """The files a checkout has (tracked, and untracked ones git does not ignore), copied to `dest`."""
     try:
         listed = subprocess.run(["git", "-C", REPO, "ls-files", "-co", "--exclude-standard", "-z"],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
     except OSError:  # no git on this machine
         listed = None
     if listed is None or listed.returncode != 0:  # not a git checkout (an unpacked archive): everything but what git would ignore
@@ -85,7 +85,7 @@ def bare_env(blocker_dir: str) -> dict:
 
 def run(cmd: list[str], cwd: str, env: dict, timeout: float) -> tuple[int, dict | None, str]:
     """(exit status, the last stdout line as JSON or None, the output's tail)."""
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     lines = r.stdout.strip().splitlines()
     try:
         last = json.loads(lines[-1]) if lines else None

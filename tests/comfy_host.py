@@ -34,7 +34,7 @@ NODE_CLASS_MAPPINGS = {"HyStreamTestSwitch": HyStreamTestSwitch}
 """
 
 
-def run_prompt(host: "ComfyHost", workflow: dict, timeout: float = 300, on_message=None) -> dict:
+def run_prompt(host: ComfyHost, workflow: dict, timeout: float = 300, on_message=None) -> dict:
     """Queue an API-format workflow as an automation client does: open the websocket, POST /prompt,
     follow the messages to the end, fetch /history. Returns {"status", "messages", "history", "error"}."""
     import uuid

@@ -52,7 +52,6 @@ def comfy_host(comfy_snapshot, tmp_path_factory):
     """One real ComfyUI for the session, with the pack linked under another folder name and tiny random
     models in the real layouts (tokenizers beside the text encoders) in an extra model folder."""
     from comfy_host import SWITCH_PACK, ComfyHost
-
     from hystream.families.hunyuan_video.demo import build_models
 
     root = tmp_path_factory.mktemp("comfy_session")

@@ -42,7 +42,7 @@ class Violation(AssertionError):
 
 
 class Access:
-    __slots__ = ("lo", "hi", "write", "actor", "epoch", "what")
+    __slots__ = ("actor", "epoch", "hi", "lo", "what", "write")
 
     def __init__(self, lo, hi, write, actor, epoch, what):
         self.lo, self.hi, self.write, self.actor, self.epoch, self.what = lo, hi, write, actor, epoch, what
@@ -64,18 +64,18 @@ def merge(into: dict, other: dict) -> None:
 class SimStream:
     _ids = itertools.count()
 
-    def __init__(self, sim: "SimCuda", name: str | None = None):
+    def __init__(self, sim: SimCuda, name: str | None = None):
         self.sim = sim
         self.actor = name or f"stream{next(SimStream._ids)}"
         sim.clocks.setdefault(self.actor, {self.actor: 0})
 
-    def wait_event(self, event: "SimEvent") -> None:
+    def wait_event(self, event: SimEvent) -> None:
         with self.sim.lock:
             self.sim.launch(self)
             if event.vc is not None:
                 merge(self.sim.clocks[self.actor], event.vc)
 
-    def wait_stream(self, other: "SimStream") -> None:
+    def wait_stream(self, other: SimStream) -> None:
         with self.sim.lock:
             self.sim.launch(self)
             self.sim.launch(other)
@@ -90,7 +90,7 @@ class SimStream:
 
 
 class SimEvent:
-    def __init__(self, sim: "SimCuda", enable_timing: bool = False, blocking: bool = False):
+    def __init__(self, sim: SimCuda, enable_timing: bool = False, blocking: bool = False):
         self.sim, self.vc, self.timing = sim, None, enable_timing
 
     def record(self, stream: SimStream | None = None) -> None:
@@ -115,7 +115,7 @@ class SimEvent:
         with self.sim.lock:
             return self._seen_by_host()
 
-    def elapsed_time(self, end: "SimEvent") -> float:
+    def elapsed_time(self, end: SimEvent) -> float:
         with self.sim.lock:
             if not (self.timing and end.timing):
                 # cudaEventElapsedTime: cudaErrorInvalidResourceHandle for events made without timing
@@ -348,7 +348,7 @@ class SimCuda:
         pass
 
     # -- the compute thread ------------------------------------------------------------------------
-    def compute_reads(self) -> "ComputeReads":
+    def compute_reads(self) -> ComputeReads:
         return ComputeReads(self)
 
     def check(self) -> None:

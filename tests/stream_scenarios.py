@@ -158,10 +158,9 @@ def failure(kind):
                 raise KeyboardInterrupt
             m.blocks[1].forward = interrupted
             expected = KeyboardInterrupt
-        with raises(expected):
-            with s.session(hooks=hooks):
-                m(c.x)
-                m(c.x)
+        with raises(expected), s.session(hooks=hooks):
+            m(c.x)
+            m(c.x)
         assert not s.in_session()
         m.blocks[-2].fail = False
         if kind == "ctrl_c":

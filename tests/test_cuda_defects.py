@@ -14,14 +14,14 @@ from hystream.errors import BudgetError
 from hystream.offload import host_store
 from hystream.offload.backend import CudaBackend, PinnedBuffer
 from hystream.offload.settings import HostHandOver
-from hystream.sizes import GIB, MARGIN_MIN, automatic_budget, budget_margin
 from hystream.offload.source import StateDictSource
+from hystream.sizes import GIB, MARGIN_MIN, automatic_budget, budget_margin
 from stream_check import SimCuda, Violation
 from test_streamer import fresh, reference, streamed
 
 
 def sim_streamed(n=6, prefetch=1, resident=(), tier="pinned", device="cuda:0", settings=None, **sim_kw):
-    ref, x, want = reference(n=n)
+    _, x, want = reference(n=n)
     sim = SimCuda(device_index=torch.device(device).index, **sim_kw)
     m = fresh(n=n)
     s = streamed(m, prefetch=prefetch, resident=resident, host_tier=tier, backend=CudaBackend(device, cuda=sim),
@@ -51,7 +51,7 @@ def test_the_streamer_plans_inside_the_margin():
     """Free memory for every block resident plus the ring: without the margin all would stay resident;
     with it, what falls inside the margin streams."""
     free = []
-    sim, m, s, x, want = sim_streamed(settings=dict(budget_bytes=0, hand_over=HostHandOver(lambda: free[0])))
+    sim, m, s, x, want = sim_streamed(settings={"budget_bytes": 0, "hand_over": HostHandOver(lambda: free[0])})
     block = s.block_bytes(0)
     free.append(MARGIN_MIN + 3 * block)  # room for 1 resident + a ring of 2 after the margin
     assert torch.equal(run(sim, m, x), want)
@@ -198,7 +198,7 @@ def test_a_model_on_a_second_gpu_never_works_on_the_first(tier):
 def test_the_checker_sees_work_on_the_wrong_gpu(monkeypatch):
     monkeypatch.setattr(CudaBackend, "context", lambda self: contextlib.nullcontext())
     monkeypatch.setattr(CudaBackend, "worker", lambda self: contextlib.nullcontext())
-    sim, m, s, x, want = sim_streamed(device="cuda:1")
+    sim, m, s, x, _ = sim_streamed(device="cuda:1")
     run(sim, m, x)
     s.detach()
     with pytest.raises(Violation, match="cuda:0 current for a model on cuda:1"):

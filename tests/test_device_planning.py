@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from hystream.loaders.dtypes import compute_dtype
-from hystream.memory_probe import LiveBytes, attention_kernel, sdpa_kernel
+from hystream.families.hunyuan_video.config import DiTConfig
 from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
 from hystream.families.hunyuan_video.dit_spec import DIT_SPEC
-from hystream.families.hunyuan_video.config import DiTConfig
 from hystream.families.hunyuan_video.memory import forward_peak_bytes
+from hystream.loaders.dtypes import compute_dtype
+from hystream.memory_probe import LiveBytes, attention_kernel, sdpa_kernel
 from hystream.models.layers import Linear, LowRankAdapter
 
 GIB = 1024 ** 3
@@ -52,7 +52,10 @@ def test_sdpa_kernel_choice(capability, dtype, want):
     assert sdpa_kernel("cpu", dtype) == "flash"
 
 
-def model_on(capability, dtype=BF16, cfg=DiTConfig()):
+FULL_SIZE = DiTConfig()
+
+
+def model_on(capability, dtype=BF16, cfg=FULL_SIZE):
     model = DIT_SPEC.build(cfg, "meta")  # as the loader builds it: with the family's activation estimator
     model.device, model.compute_dtype, model.sdpa_capability = torch.device("cuda", 0), dtype, capability
     return model
@@ -113,8 +116,8 @@ def test_the_estimate_with_upcasts_and_lora_equals_a_real_run(stored, rank):
                 m.lora = [LowRankAdapter(torch.randn(rank, m.in_features), torch.randn(m.out_features, rank), 0.1,
                                          None, "cpu", FP32)]
                 extra += [m.lora[0].down, m.lora[0].up]
-    inputs = dict(x=torch.randn(shape), timestep=torch.tensor([500.0]), txt=torch.randn(1, text, 64),
-                  pooled=torch.randn(1, 32), guidance=torch.tensor([6000.0]))
+    inputs = {"x": torch.randn(shape), "timestep": torch.tensor([500.0]), "txt": torch.randn(1, text, 64),
+              "pooled": torch.randn(1, 32), "guidance": torch.tensor([6000.0])}
     probe = LiveBytes(existing=[*params.values(), *extra, *inputs.values()])
     with attention_kernel("flash"), torch.no_grad(), probe:
         functional_call(model, params, (), inputs)

@@ -7,8 +7,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hystream.errors import (CorruptFileError, HyStreamError, NotFoundError, StateDictError,
-                             UnsupportedLayoutError, UnsupportedVariantError, WrongModelError)
+from hystream.errors import (
+    CorruptFileError,
+    HyStreamError,
+    NotFoundError,
+    StateDictError,
+    UnsupportedLayoutError,
+    UnsupportedVariantError,
+    WrongModelError,
+)
 from hystream.loading import load_dit
 from tiny_dit import save_layout
 
@@ -137,7 +144,7 @@ def test_missing_file(tmp_path):
 
 def test_missing_shard(tmp_path, tiny_dit_sd):
     root, _ = save_layout(tiny_dit_sd, "diffusers", str(tmp_path / "d"))
-    shard = sorted(p for p in os.listdir(os.path.join(root, "transformer")) if p.endswith(".safetensors"))[-1]
+    shard = max(p for p in os.listdir(os.path.join(root, "transformer")) if p.endswith(".safetensors"))
     os.remove(os.path.join(root, "transformer", shard))
     expect(NotFoundError, root, shard)
 

@@ -94,9 +94,8 @@ def test_sampling_session_keeps_ring_across_steps(files):
 def test_impossible_budget_says_how_much_is_needed(files):
     dit = load_dit(files["bf16"], vram_budget_gb=0.001)
     try:
-        with pytest.raises(BudgetError) as info:
-            with torch.no_grad():
-                dit(**dit_inputs(1))
+        with pytest.raises(BudgetError) as info, torch.no_grad():
+            dit(**dit_inputs(1))
         msg = str(info.value)
         assert "at least" in msg and "for the DiT" in msg and "a budget of 0.00 GiB" in msg
         assert dit.streamer.live_buffers() == []

@@ -8,8 +8,8 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from hystream.quant.dequant import dequantize  # noqa: E402
-from hystream.quant.kinds import KINDS  # noqa: E402
+from hystream.quant.dequant import dequantize
+from hystream.quant.kinds import KINDS
 
 # byte offsets of each block's fp16 fields (d, dmin, m): they must hold finite numbers in a valid block
 HALF_FIELDS = {"Q8_0": (0,), "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q2_K": (80, 82),

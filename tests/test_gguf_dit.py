@@ -12,13 +12,13 @@ import torch
 from safetensors.torch import save_file
 
 from hystream.errors import CorruptFileError, UnsupportedLayoutError, UnsupportedVariantError, WrongModelError
-from hystream.loading import load_dit
 from hystream.loaders.lora import attach_loras, load_lora
+from hystream.loading import load_dit
 from hystream.offload.backend import CudaBackend
 from hystream.quant.kinds import KINDS
 from stream_check import SimCuda
 from test_lora import random_lora, write
-from tiny_dit import TINY, dit_inputs
+from tiny_dit import dit_inputs
 from tiny_gguf import dit_types, twin, write_gguf
 
 PREFIX = "model.diffusion_model."
@@ -132,8 +132,8 @@ def test_memory_estimate_counts_the_decoded_copy(files):
     """The activation estimate of a GGUF DiT includes the decoded weight of its largest Linear (chunked
     decoding keeps the rest of the temporaries small: a GPU slab is 8M values, ~4 float32 copies of it at
     most), as fp8 upcasts are counted."""
-    from hystream.families.hunyuan_video.memory import forward_peak_bytes
     from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.memory import forward_peak_bytes
 
     cfg = DiTConfig()
     shape = (1, 16, 9, 60, 104)

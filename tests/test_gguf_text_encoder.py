@@ -2,6 +2,8 @@
 Linears, a Q8_0 embedding table) encodes prompts as diffusers does with the dequantised weights; its
 layers stream as quantised bytes; a broken one is refused clearly."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,8 +29,8 @@ def world(tmp_path_factory):
         tensors = llama_cpp_tensors(hf, HEADS, KV_HEADS, qtype)
         files[qtype] = (write_gguf(str(root / f"llava-llama-3-8b-v1_1-{qtype}.gguf"), tensors, arch="llama"),
                         _hf_twin(tensors))
-    return dict(tok_dir=tok_dir, llama_tok=llama_tok, clip_tok=clip_tok, llama=llama, clip=clip, files=files,
-                clip_path=save_clip(clip, "clip_l", str(root / "clip")), root=root)
+    return {"tok_dir": tok_dir, "llama_tok": llama_tok, "clip_tok": clip_tok, "llama": llama, "clip": clip,
+            "files": files, "clip_path": save_clip(clip, "clip_l", str(root / "clip")), "root": root}
 
 
 def _hf_twin(tensors):
@@ -89,11 +91,11 @@ def test_matches_diffusers_with_the_dequantised_weights(world, qtype, prompt):
 def test_a_wrong_permutation_would_be_seen(world):
     """Guard on the test itself: loading the GGUF's q/k rows without undoing llama.cpp's permutation
     gives a different encoding, so the parity above checks the un-permutation."""
-    path, state = world["files"]["Q8_0"]
+    _, state = world["files"]["Q8_0"]
     scrambled = dict(state)
-    for k in scrambled:
+    for k, v in scrambled.items():
         if k.endswith(("q_proj.weight", "k_proj.weight")):
-            scrambled[k] = llama_cpp_permute(scrambled[k], HEADS if "q_proj" in k else KV_HEADS)
+            scrambled[k] = llama_cpp_permute(v, HEADS if "q_proj" in k else KV_HEADS)
     good, _, _ = reference(world, SHORT, state)
     bad, _, _ = reference(world, SHORT, scrambled)
     assert (good - bad).abs().max().item() > 1e-2
@@ -101,7 +103,7 @@ def test_a_wrong_permutation_would_be_seen(world):
 
 def test_truncated_gguf_text_encoder(world, tmp_path):
     path, _ = world["files"]["Q4_K"]
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     cut = tmp_path / "llava-cut.gguf"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptFileError, match="download"):

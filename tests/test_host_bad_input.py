@@ -6,6 +6,7 @@ a good run works right after each one."""
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from test_host_api import workflow
 from test_lora import kohya_flux_lora
 from tiny_dit import quantise_scaled_fp8
 
-SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStreamSampler": dict(steps=2)}
+SMALL = {"EmptyHunyuanLatentVideo": {"width": 64, "height": 48, "length": 5}, "HyStreamSampler": {"steps": 2}}
 
 
 def small(wf):
@@ -49,16 +50,16 @@ def bad_files(comfy_host, tmp_path_factory):
     scaled, _ = quantise_scaled_fp8(random_dit_state_dict(TINY_DIT))
     no_scales = {k: v for k, v in scaled.items() if not k.endswith("scale_weight")}
     header = json.dumps({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    odd = json.dumps({"a": {"dtype": "F8_E8M0", "shape": [16], "data_offsets": [0, 16]}}).encode()
     files = {
         "diffusion_models": {
             "empty.safetensors": b"",
             "random_bytes.safetensors": os.urandom(4096),
             "truncated_dit.safetensors": good_dit[: len(good_dit) // 2],
             "garbage_header.safetensors": len(header).to_bytes(8, "little") + b"{not json" + header[9:] + b"\0" * 16,
-            "odd_dtype.safetensors": (lambda h: len(h).to_bytes(8, "little") + h + b"\0" * 16)(
-                json.dumps({"a": {"dtype": "F8_E8M0", "shape": [16], "data_offsets": [0, 16]}}).encode()),
-            "hunyuan_video_vae_copy.safetensors": open(comfy_host.models["vae"], "rb").read(),
-            "lora_as_dit.safetensors": open(comfy_host.models["lora"], "rb").read(),
+            "odd_dtype.safetensors": len(odd).to_bytes(8, "little") + odd + b"\0" * 16,
+            "hunyuan_video_vae_copy.safetensors": Path(comfy_host.models["vae"]).read_bytes(),
+            "lora_as_dit.safetensors": Path(comfy_host.models["lora"]).read_bytes(),
             "half_a_dit.safetensors": safetensors_bytes({k: v for k, v in dit_sd.items() if "single_blocks" not in k},
                                                         tmp / "half.safetensors"),
             "flux1-dev.safetensors": safetensors_bytes({"double_blocks.0.img_attn.qkv.weight": torch.zeros(8, 4),
@@ -72,7 +73,7 @@ def bad_files(comfy_host, tmp_path_factory):
         },
         "text_encoders": {"dit_as_llm.safetensors": good_dit},
         "vae": {"dit_as_vae.safetensors": good_dit,
-                "truncated_vae.safetensors": open(comfy_host.models["vae"], "rb").read()[:5000]},
+                "truncated_vae.safetensors": Path(comfy_host.models["vae"]).read_bytes()[:5000]},
         "loras": {"flux_style_lora.safetensors": safetensors_bytes(kohya_flux_lora(TINY_DIT.hidden, TINY_DIT.mlp_hidden, doubles=2, singles=2),
                                                                    tmp / "flux_lora.safetensors"),
                   "wrong_width_lora.safetensors": safetensors_bytes(

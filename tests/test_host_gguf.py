@@ -21,7 +21,8 @@ def write_files(models: str) -> None:
     folder = os.path.join(models, "diffusion_models")
     if os.path.exists(os.path.join(folder, GGUF_NAME)):
         return
-    sd = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v.float() for k, v in load_file(os.path.join(folder, "hunyuan_video_t2v_720p_bf16.safetensors")).items()}
+    bf16 = load_file(os.path.join(folder, "hunyuan_video_t2v_720p_bf16.safetensors"))
+    sd = {k.removeprefix(PREFIX): v.float() for k, v in bf16.items()}
     tensors = dit_types(sd)
     save_file(twin(tensors), os.path.join(folder, TWIN_NAME))
     write_gguf(os.path.join(folder, GGUF_NAME), tensors)

@@ -11,7 +11,7 @@ from comfy_host import ComfyHost, outcome, run_prompt, upload
 from hystream.video_io import write_mp4
 from test_host_api import workflow
 
-SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStreamSampler": dict(steps=2)}
+SMALL = {"EmptyHunyuanLatentVideo": {"width": 64, "height": 48, "length": 5}, "HyStreamSampler": {"steps": 2}}
 
 
 def small(wf):

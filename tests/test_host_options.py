@@ -19,8 +19,8 @@ from hystream.video_io import write_mp4
 from test_host_api import workflow, write_png
 from tiny_dit import save_layout
 
-SMALL = {"EmptyHunyuanLatentVideo": dict(width=64, height=48, length=5), "HyStreamSampler": dict(steps=2),
-         "HyStreamImageToVideo": dict(width=64, height=48, length=5)}
+SMALL = {"EmptyHunyuanLatentVideo": {"width": 64, "height": 48, "length": 5}, "HyStreamSampler": {"steps": 2},
+         "HyStreamImageToVideo": {"width": 64, "height": 48, "length": 5}}
 # Where each node lives in the example workflows (API ids)
 HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": ("hunyuan_v2v_lowvram", "10"),
         "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13"),

@@ -24,7 +24,7 @@ def variant(request, tmp_path_factory):
     cfg = dataclasses.replace(TINY, in_channels=channels)
     sd = tencent_state_dict(cfg, seed=3)
     path = save_layout(sd, "comfy", str(tmp_path_factory.mktemp(request.param)), cfg)[0]
-    return dict(name=request.param, cfg=cfg, sd=sd, path=path, kind=kind, replace=replace)
+    return {"name": request.param, "cfg": cfg, "sd": sd, "path": path, "kind": kind, "replace": replace}
 
 
 def first_tokens(inputs, v):

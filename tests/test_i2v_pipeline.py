@@ -11,12 +11,10 @@ import torch
 
 from hystream import pipeline
 from hystream.errors import InputError
-from hystream.loading import load_dit
-from hystream.loading import load_text_encoder
-from hystream.loading import load_vae
 from hystream.families.hunyuan_video.prompt import VIDEO_TEMPLATE
-from hystream.pipeline import SampleSettings
 from hystream.families.hunyuan_video.vae import SCALING_FACTOR
+from hystream.loading import load_dit, load_text_encoder, load_vae
+from hystream.pipeline import SampleSettings
 from tiny_dit import TINY, diffusers_model, save_layout, tencent_state_dict
 from tiny_text import reference_models, save_clip, save_llama, tokenizers, user_start
 from tiny_vae import reference_vae, save_vae
@@ -35,8 +33,9 @@ def world(tmp_path_factory):
     llama, clip = reference_models(llama_tok, clip_tok)
     vae_ref = reference_vae()
     vae_ref.use_framewise_decoding = False
-    files = dict(llm=save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0], clip=save_clip(clip, "clip_l", str(root / "clip")),
-                 vae=save_vae(vae_ref, "comfy", str(root / "vae")))
+    files = {"llm": save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0],
+             "clip": save_clip(clip, "clip_l", str(root / "clip")),
+             "vae": save_vae(vae_ref, "comfy", str(root / "vae"))}
     sds = {}
     for name, channels in VARIANTS.items():
         cfg = dataclasses.replace(CFG, in_channels=channels)
@@ -45,8 +44,8 @@ def world(tmp_path_factory):
     rgb = np.random.default_rng(0).integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
     te = load_text_encoder(files["llm"], files["clip"], tokenizer_dir=tok)
     vae = load_vae(files["vae"])
-    yield dict(files=files, sds=sds, rgb=rgb, image=torch.from_numpy(rgb).float()[None] / 255, te=te, vae=vae,
-               llama=llama, clip=clip, llama_tok=llama_tok, clip_tok=clip_tok, vae_ref=vae_ref)
+    yield {"files": files, "sds": sds, "rgb": rgb, "image": torch.from_numpy(rgb).float()[None] / 255, "te": te,
+           "vae": vae, "llama": llama, "clip": clip, "llama_tok": llama_tok, "clip_tok": clip_tok, "vae_ref": vae_ref}
     te.close()
 
 
@@ -81,9 +80,10 @@ def test_hunyuan_video_i2v_matches_diffusers(world, name):
     positive = pipeline.encode_prompt(world["te"], PROMPT)
     states, extra = positive[0]
     pipe = i2v_pipe(world, name)
-    kwargs = dict(image=Image.fromarray(world["rgb"]), prompt_embeds=states, pooled_prompt_embeds=extra["pooled_output"],
-                  prompt_attention_mask=extra["attention_mask"], height=HEIGHT, width=WIDTH, num_frames=FRAMES,
-                  num_inference_steps=3, guidance_scale=6.0, return_dict=False)
+    kwargs = {"image": Image.fromarray(world["rgb"]), "prompt_embeds": states,
+              "pooled_prompt_embeds": extra["pooled_output"], "prompt_attention_mask": extra["attention_mask"],
+              "height": HEIGHT, "width": WIDTH, "num_frames": FRAMES, "num_inference_steps": 3, "guidance_scale": 6.0,
+              "return_dict": False}
     with torch.no_grad():
         want = pipe(generator=torch.Generator().manual_seed(5), output_type="latent", **kwargs)[0]
         frames_want = pipe(generator=torch.Generator().manual_seed(5), output_type="pt", **kwargs)[0][0]
@@ -106,9 +106,9 @@ def test_hunyuan_video_i2v_matches_diffusers(world, name):
 def test_skyreels_i2v_matches_diffusers(world, monkeypatch):
     """SkyReels encodes the prompt as T2V does (both sides encode it here). The reference samples the start
     image's posterior; ComfyUI's node and HyStream take its mean, so the reference is run with the mean."""
-    from PIL import Image
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanSkyreelsImageToVideoPipeline
     from diffusers.pipelines.hunyuan_video import pipeline_hunyuan_skyreels_image2video as sky
+    from PIL import Image
 
     monkeypatch.setattr(sky, "retrieve_latents", lambda out, generator=None: out.latent_dist.mode())
     cfg, sd = world["sds"]["skyreels"]
@@ -117,9 +117,9 @@ def test_skyreels_i2v_matches_diffusers(world, monkeypatch):
         vae=world["vae_ref"], scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=world["clip"],
         tokenizer_2=world["clip_tok"])
     template = {"template": VIDEO_TEMPLATE, "crop_start": user_start(world["llama_tok"], PROMPT)}
-    kwargs = dict(image=Image.fromarray(world["rgb"]), prompt=PROMPT, height=HEIGHT, width=WIDTH, num_frames=FRAMES,
-                  num_inference_steps=3, guidance_scale=6.0, true_cfg_scale=1.0, prompt_template=template,
-                  max_sequence_length=256, return_dict=False)
+    kwargs = {"image": Image.fromarray(world["rgb"]), "prompt": PROMPT, "height": HEIGHT, "width": WIDTH,
+              "num_frames": FRAMES, "num_inference_steps": 3, "guidance_scale": 6.0, "true_cfg_scale": 1.0,
+              "prompt_template": template, "max_sequence_length": 256, "return_dict": False}
     with torch.no_grad():
         want = pipe(generator=torch.Generator().manual_seed(9), output_type="latent", **kwargs)[0]
         frames_want = pipe(generator=torch.Generator().manual_seed(9), output_type="pt", **kwargs)[0][0]

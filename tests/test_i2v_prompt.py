@@ -13,10 +13,10 @@ from safetensors.torch import save_file
 
 from hystream import pipeline
 from hystream.errors import InputError, WrongModelError
-from hystream.loading import load_text_encoder
-from hystream.families.hunyuan_video.vision_loader import load_vision
-from hystream.families.hunyuan_video.vision import CLIP_MEAN, CLIP_STD, clip_pixels
 from hystream.families.hunyuan_video.prompt import I2V_TEMPLATE, image_template_tokens
+from hystream.families.hunyuan_video.vision import CLIP_MEAN, CLIP_STD, clip_pixels
+from hystream.families.hunyuan_video.vision_loader import load_vision
+from hystream.loading import load_text_encoder
 from tiny_text import reference_models, save_clip, save_llama, tokenizers
 
 PROMPT = "A cat walks on the grass, realistic style."
@@ -64,12 +64,12 @@ def world(tmp_path_factory):
               | {"language_model.lm_head.weight": torch.zeros(4, llama.config.hidden_size, dtype=torch.float16)}, hf4)
     hf5 = str(root / "hf5")  # transformers 5's save_pretrained of the whole LLaVA
     copy.deepcopy(llava).half().save_pretrained(hf5)  # a copy: half() would also round the RoPE frequencies
-    files = dict(llm=save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0], clip=save_clip(clip, "clip_l", str(root / "clip")),
-                 comfy=comfy, hf4=hf4, hf5=hf5)
+    files = {"llm": save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0],
+             "clip": save_clip(clip, "clip_l", str(root / "clip")), "comfy": comfy, "hf4": hf4, "hf5": hf5}
     rgb = np.random.default_rng(1).integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
     te = load_text_encoder(files["llm"], files["clip"], tokenizer_dir=tok)
-    yield dict(files=files, te=te, llava=llava, clip=clip, llama_tok=llama_tok, ref_tok=ref_tok, clip_tok=clip_tok, rgb=rgb,
-               tok=tok, image=torch.from_numpy(rgb).float()[None] / 255)
+    yield {"files": files, "te": te, "llava": llava, "clip": clip, "llama_tok": llama_tok, "ref_tok": ref_tok,
+           "clip_tok": clip_tok, "rgb": rgb, "tok": tok, "image": torch.from_numpy(rgb).float()[None] / 255}
     te.close()
 
 
@@ -81,8 +81,8 @@ def processor():
 
 
 def reference(world, interleave):
-    from PIL import Image
     from diffusers import HunyuanVideoImageToVideoPipeline
+    from PIL import Image
 
     tokens = image_template_tokens(PROMPT, world["llama_tok"])
     start = len(tokens.head)
@@ -179,10 +179,11 @@ def test_vision_files_that_cannot_serve(world, tmp_path):
 
 def test_sampler_warns_when_the_prompt_is_for_another_variant(world, tmp_path, caplog):
     """An image prompt on a T2V DiT, or interleave 2 on token replace: it runs, with a warning naming the fix."""
+    import dataclasses
+
     from hystream.loading import load_dit
     from hystream.pipeline import SampleSettings
     from tiny_dit import TINY, save_layout, tencent_state_dict
-    import dataclasses
 
     cfg = dataclasses.replace(TINY, text_dim=512, pooled_dim=128)
     path = save_layout(tencent_state_dict(cfg), "comfy", str(tmp_path), cfg)[0]

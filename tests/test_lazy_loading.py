@@ -67,7 +67,7 @@ def test_peak_rss_is_a_few_blocks(tmp_path):
     warm, _ = save_layout(tencent_state_dict(), "tencent", str(tmp_path / "warm-up"))
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     result = subprocess.run([sys.executable, "-c", CHILD, str(path), warm], capture_output=True, text=True,
-                            timeout=300, env=env)
+                            timeout=300, env=env, check=False)
     assert result.returncode == 0, result.stderr
     m = json.loads(result.stdout.strip().splitlines()[-1])
     block = m["block"]

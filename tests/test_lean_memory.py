@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
+from hystream.families.hunyuan_video.memory import forward_peak_bytes
 from hystream.loading import load_dit
 from hystream.memory_probe import LiveBytes
-from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
-from hystream.families.hunyuan_video.config import DiTConfig
-from hystream.families.hunyuan_video.memory import forward_peak_bytes
 from tiny_dit import dit_inputs, save_layout
 
 
@@ -66,8 +66,8 @@ def test_fake_estimate_matches_a_real_run():
         model.lean, model.chunk_tokens = lean, chunk
         g = torch.Generator().manual_seed(0)
         params = {n: torch.randn(p.shape, generator=g) * 0.02 for n, p in model.named_parameters()}
-        inputs = dict(x=torch.randn(shape), timestep=torch.tensor([500.0]), txt=torch.randn(1, text, 64),
-                      pooled=torch.randn(1, 32), guidance=torch.tensor([6000.0]))
+        inputs = {"x": torch.randn(shape), "timestep": torch.tensor([500.0]), "txt": torch.randn(1, text, 64),
+                  "pooled": torch.randn(1, 32), "guidance": torch.tensor([6000.0])}
         probe = LiveBytes(existing=[*params.values(), *inputs.values()])
         with flash_attention(), torch.no_grad(), probe:
             functional_call(model, params, (), inputs)

@@ -1,20 +1,15 @@
 """LoRA in every shared key format equals the hand-merged model (diffusers as the reference), stacks,
 scales, works on fp8 and streamed weights, reports unmatched keys, and holds no second model copy."""
 
-import json
 import logging
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from hystream.errors import InputError, WrongModelError
-from hystream.loading import load_dit
 from hystream.loaders.lora import attach_loras, load_lora
+from hystream.loading import load_dit
 from tiny_dit import TINY, diffusers_model, dit_inputs, reference_forward, save_layout
 
 # Tencent-named targets with their (out, in) sizes in the tiny model

@@ -3,6 +3,7 @@ host import boundary (nodes/host.py)."""
 
 import ast
 import os
+from pathlib import Path
 
 import hystream
 
@@ -42,7 +43,7 @@ def pack_files():
 
 
 def imports(path):
-    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    tree = ast.parse(Path(ROOT, path).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -113,7 +114,7 @@ def test_floors():
 
 
 def test_pyproject_never_pins_torch():
-    text = open(os.path.join(ROOT, "pyproject.toml")).read() + open(os.path.join(ROOT, "requirements.txt")).read()
+    text = Path(ROOT, "pyproject.toml").read_text() + Path(ROOT, "requirements.txt").read_text()
     for line in text.splitlines():
         if line.strip().strip('",').startswith("torch"):
             assert line.strip().strip('",') == "torch", line
@@ -123,7 +124,7 @@ def test_pyproject_lists_every_package_of_the_pack():
     """A regular (not editable) install ships only the packages pyproject names: a new folder must be listed."""
     import re
 
-    text = open(os.path.join(ROOT, "pyproject.toml")).read()
+    text = Path(ROOT, "pyproject.toml").read_text()
     listed = set(re.findall(r'"(hystream(?:\.[\w.]+)?)"', text.split("packages =", 1)[1].split("]", 1)[0]))
     found = {"hystream"} | {"hystream." + os.path.dirname(p).replace(os.sep, ".") for p in pack_files()
                             if os.path.basename(p) == "__init__.py" and os.path.dirname(p)}

@@ -7,14 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from hystream.errors import InputError
-from hystream.loading import load_dit
-from hystream.loading import load_text_encoder
-from hystream.loading import load_vae
-from hystream.families.hunyuan_video.prompt import VIDEO_TEMPLATE
 from hystream import pipeline
-from hystream.pipeline import SampleSettings
+from hystream.errors import InputError
+from hystream.families.hunyuan_video.prompt import VIDEO_TEMPLATE
 from hystream.families.hunyuan_video.vae import SCALING_FACTOR
+from hystream.loading import load_dit, load_text_encoder, load_vae
+from hystream.pipeline import SampleSettings
 from tiny_dit import TINY, diffusers_model, save_layout, tencent_state_dict
 from tiny_text import reference_models, save_clip, save_llama, tokenizers, user_start
 from tiny_vae import reference_vae, save_vae
@@ -35,18 +33,18 @@ def world(tmp_path_factory):
     llama, clip = reference_models(llama_tok, clip_tok)
     dit_sd = tencent_state_dict(CFG, seed=5)
     vae_ref = reference_vae()
-    files = dict(
-        dit=save_layout(dit_sd, "comfy", str(root / "dit"), CFG)[0],
-        llm=save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0],
-        clip=save_clip(clip, "clip_l", str(root / "clip")),
-        vae=save_vae(vae_ref, "comfy", str(root / "vae")),
-    )
+    files = {
+        "dit": save_layout(dit_sd, "comfy", str(root / "dit"), CFG)[0],
+        "llm": save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0],
+        "clip": save_clip(clip, "clip_l", str(root / "clip")),
+        "vae": save_vae(vae_ref, "comfy", str(root / "vae")),
+    }
     pipe = HunyuanVideoPipeline(text_encoder=llama, tokenizer=llama_tok, transformer=diffusers_model(dit_sd, CFG),
                                 vae=vae_ref, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
                                 text_encoder_2=clip, tokenizer_2=clip_tok)
     vae_ref.use_framewise_decoding = False
     te = load_text_encoder(files["llm"], files["clip"], tokenizer_dir=tok)
-    yield dict(files=files, pipe=pipe, tok=tok, llama_tok=llama_tok, te=te, dit_sd=dit_sd)
+    yield {"files": files, "pipe": pipe, "tok": tok, "llama_tok": llama_tok, "te": te, "dit_sd": dit_sd}
     te.close()
 
 
@@ -55,7 +53,7 @@ def reference(world, seed, steps, shift=7.0, guidance=6.0, negative=None, cfg=1.
     pipe = world["pipe"]
     pipe.scheduler = pipe.scheduler.__class__(shift=shift)
     template = {"template": VIDEO_TEMPLATE, "crop_start": user_start(world["llama_tok"], PROMPT)}
-    kwargs = dict(negative_prompt=negative, true_cfg_scale=cfg) if negative else {}
+    kwargs = {"negative_prompt": negative, "true_cfg_scale": cfg} if negative else {}
     if negative:
         assert user_start(world["llama_tok"], negative) == template["crop_start"]
     with torch.no_grad():

@@ -10,12 +10,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hystream import pipeline
-from hystream.families.hunyuan_video.demo import TINY_DIT, build_models, random_dit_state_dict
 from hystream.errors import NonFiniteError, StateDictError
-from hystream.loading import load_dit
+from hystream.families.hunyuan_video.demo import TINY_DIT, build_models, random_dit_state_dict
 from hystream.loaders.lora import load_lora
-from hystream.loading import load_text_encoder
-from hystream.loading import load_vae
+from hystream.loading import load_dit, load_text_encoder, load_vae
 from hystream.pipeline import SampleSettings
 from tiny_dit import save_layout
 
@@ -27,7 +25,7 @@ def models(tmp_path_factory):
 
 def read_all(path):
     with safe_open(path, "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has keys() but no __iter__
 
 
 def scaled_dit(tmp_path):
@@ -38,7 +36,7 @@ def scaled_clip(models, tmp_path):
     sd = read_all(models["clip"])
     out = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
     for k, v in sd.items():
-        if k.endswith("_proj.weight") or k.endswith("fc1.weight") or k.endswith("fc2.weight"):
+        if k.endswith(("_proj.weight", "fc1.weight", "fc2.weight")):
             scale = v.float().abs().max() / 448
             out[k], out[k[:-6] + "scale_weight"] = (v.float() / scale).to(torch.float8_e4m3fn), scale.reshape(())
         else:
@@ -49,7 +47,7 @@ def scaled_clip(models, tmp_path):
 
 
 def load(kind, path, models):
-    tok = dict(tokenizer_dir=os.path.dirname(models["llm"]))
+    tok = {"tokenizer_dir": os.path.dirname(models["llm"])}
     if kind == "dit":
         return load_dit(path)
     if kind == "llava":

@@ -10,14 +10,17 @@ import types
 import pytest
 import torch
 
+import test_pipeline
 from hystream import pipeline
+from hystream.families.hunyuan_video.caches import TEACACHE_COEFFICIENTS
+from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from hystream.loading import load_dit
 from hystream.pipeline import SampleSettings
-from hystream.families.hunyuan_video.caches import TEACACHE_COEFFICIENTS
 from hystream.sampling.step_cache import StepCacheSettings
 from hystream.sampling.step_caches.teacache import rescale
-from hystream.families.hunyuan_video.vae import SCALING_FACTOR
-from test_pipeline import FRAMES, HEIGHT, NEGATIVE, PROMPT, WIDTH, reference, world  # noqa: F401
+from test_pipeline import FRAMES, HEIGHT, NEGATIVE, PROMPT, WIDTH, reference
+
+world = test_pipeline.world  # the pipeline test's fixture, its tiny models (pytest finds it by this name)
 
 STEPS = 12
 RATIOS = (1.0, 1.02, 1.05, 0.99, 1.01, 1.03, 0.98, 1.04, 1.01, 0.99, 1.02, 0.5)  # a jump at the end: computed
@@ -139,7 +142,7 @@ def teacache_forward(transformer, threshold: float, steps: int, decisions: list)
     """The published TeaCache4HunyuanVideo algorithm, on diffusers' transformer: the modulated input of the
     first block (its norm1), the rescaled relative L1 distance accumulated, the image residual of all blocks
     reused below the threshold; first and last steps always computed."""
-    state = dict(cnt=0, acc=0.0, prev_mod=None, prev_res=None)
+    state = {"cnt": 0, "acc": 0.0, "prev_mod": None, "prev_res": None}
     original = transformer.forward
 
     def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections,

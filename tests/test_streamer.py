@@ -95,9 +95,8 @@ def test_failure_mid_forward_releases_everything(how):
             if len(calls) == 4:
                 raise InterruptedError("cancelled by the user")
         hooks = RunHooks(interrupt=interrupt)
-    with pytest.raises((RuntimeError, InterruptedError)):
-        with torch.no_grad(), s.run_hooks(hooks):
-            m(x)
+    with pytest.raises((RuntimeError, InterruptedError)), torch.no_grad(), s.run_hooks(hooks):
+        m(x)
     assert not s.in_session()
     live = s.live_buffers()
     assert len(live) == 1 and live[0].numel() == s.block_bytes(0)  # only the resident block's buffer
@@ -169,9 +168,8 @@ def test_budget_applies_at_run_time():
         assert torch.equal(m(x), want)
     assert len(s.resident_blocks()) == 2 and s.stats.peak_device_bytes <= 4 * block
     s.set_budget(block // 2)
-    with pytest.raises(BudgetError):
-        with torch.no_grad():
-            m(x)
+    with pytest.raises(BudgetError), torch.no_grad():
+        m(x)
     s.set_budget(0)  # automatic on the CPU: everything streams
     with torch.no_grad():
         assert torch.equal(m(x), want)

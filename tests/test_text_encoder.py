@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hystream.errors import NotFoundError, UnsupportedVariantError, WrongModelError
-from hystream.loading import load_text_encoder
 from hystream.families.hunyuan_video.text import clear_prompt_cache
+from hystream.loading import load_text_encoder
 from tiny_text import reference_encode, reference_models, save_clip, save_llama, tokenizers
 
 SHORT = "A cat walks on the grass, realistic style."
@@ -28,8 +28,8 @@ def world(tmp_path_factory):
     llama, clip = reference_models(llama_tok, clip_tok)
     files = {layout: save_llama(llama, layout, str(root / layout), tok_dir) for layout in LAYOUTS}
     clip_files = {layout: save_clip(clip, layout, str(root / ("clip_" + layout))) for layout in ("clip_l", "hf_folder")}
-    return dict(tok_dir=tok_dir, llama_tok=llama_tok, clip_tok=clip_tok, llama=llama, clip=clip, files=files,
-                clip_files=clip_files, root=root)
+    return {"tok_dir": tok_dir, "llama_tok": llama_tok, "clip_tok": clip_tok, "llama": llama, "clip": clip,
+            "files": files, "clip_files": clip_files, "root": root}
 
 
 def reference(world, prompt, dequantised=None):
@@ -76,7 +76,7 @@ def test_clip_from_hf_folder(world):
 
 def test_over_long_prompt_is_truncated_with_a_warning(world, caplog):
     prompt = " ".join([LONG] * 3)
-    embeds, pooled, mask = reference(world, prompt)
+    embeds, _, mask = reference(world, prompt)
     with caplog.at_level(logging.WARNING, logger="hystream"):
         got, _, _ = encode(world, "comfy_fp16", prompt)
     assert got.states.shape[1] == 256 == int(mask.sum())

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from hystream.errors import BudgetError, InputError, UnsupportedVariantError, WrongModelError
+from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, ResnetBlock, VAEConfig
 from hystream.loading import load_vae
 from hystream.memory_probe import LiveBytes
 from hystream.vae import codec
-from hystream.families.hunyuan_video.vae import HunyuanVideoVAE, ResnetBlock, VAEConfig
 from hystream.vae.planning import tile_peak_bytes
 from hystream.vae.tiling import TileSpec, decode_tiled, encode_tiled, frame_span, tile_ranges
 from tiny_vae import reference_vae, save_vae, stationary_latents

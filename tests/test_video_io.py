@@ -42,7 +42,7 @@ def test_a_write_that_fails_on_disk_is_an_error_and_leaves_nothing(tmp_path):
             sys.exit(0)
         print("NO ERROR")
     """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert "OUTPUT-ERROR" in r.stdout, r.stdout + r.stderr
     assert "full.mp4" in r.stdout and "What to do" in r.stdout
     assert os.listdir(tmp_path) == []  # neither the target nor the temporary file

@@ -16,8 +16,8 @@ import re
 import torch
 from safetensors.torch import save_file
 
-from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
 from hystream.families.hunyuan_video.config import DiTConfig
+from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
 
 TINY = DiTConfig(in_channels=16, out_channels=16, hidden=256, heads=2, depth_double=2, depth_single=3,
                  depth_refiner=2, mlp_hidden=1024, single_mlp_hidden=1024, refiner_mlp_hidden=1024,
@@ -48,7 +48,7 @@ def _converter(hidden: int):
     src = inspect.getsource(single_file_utils.convert_hunyuan_video_transformer_to_diffusers)
     assert "hidden_size = 3072" in src, "diffusers' converter changed; update the test fixture"
     namespace = dict(vars(single_file_utils))
-    exec(src.replace("hidden_size = 3072", f"hidden_size = {hidden}"), namespace)
+    exec(src.replace("hidden_size = 3072", f"hidden_size = {hidden}"), namespace)  # noqa: S102 - diffusers' own code
     return namespace["convert_hunyuan_video_transformer_to_diffusers"]
 
 
@@ -137,14 +137,14 @@ def dit_inputs(batch: int = 1, cfg: DiTConfig = TINY, frames: int = 3, height: i
     mask = torch.zeros(batch, text_len, dtype=torch.long)
     for b, n in enumerate(valid):
         mask[b, :n] = 1
-    return dict(
-        x=torch.randn(batch, cfg.in_channels, frames, height, width, generator=g),
-        timestep=torch.tensor([700.0, 250.0][:batch]),
-        txt=torch.randn(batch, text_len, cfg.text_dim, generator=g),
-        txt_mask=mask,
-        pooled=torch.randn(batch, cfg.pooled_dim, generator=g),
-        guidance=torch.full((batch,), 6000.0),
-    )
+    return {
+        "x": torch.randn(batch, cfg.in_channels, frames, height, width, generator=g),
+        "timestep": torch.tensor([700.0, 250.0][:batch]),
+        "txt": torch.randn(batch, text_len, cfg.text_dim, generator=g),
+        "txt_mask": mask,
+        "pooled": torch.randn(batch, cfg.pooled_dim, generator=g),
+        "guidance": torch.full((batch,), 6000.0),
+    }
 
 
 @torch.no_grad()

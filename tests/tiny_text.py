@@ -137,7 +137,7 @@ def user_start(tokenizer, prompt: str) -> int:
     text = VIDEO_TEMPLATE.format(prompt)
     enc = tokenizer(text, return_offsets_mapping=True)
     start = VIDEO_TEMPLATE.index("{}")
-    return next(i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a >= start)
+    return next(i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a >= start)
 
 
 def reference_encode(llama, clip, llama_tok, clip_tok, prompt: str):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from .planning import auto_tiles
-from .tiling import Hooks, TileSpec, check_tiles, crop_for_encode, decode_tiled, encode_tiled
+from .tiling import DEFAULT_TILES, Hooks, TileSpec, check_tiles, crop_for_encode, decode_tiled, encode_tiled
 
 
-def decode(vae, latents: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks | None = None,
+def decode(vae, latents: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None,
            budget_bytes: int | None = None) -> torch.Tensor:
     """Raw latents [B, C, T, h, w] → IMAGE [B·F, H, W, 3] in [0, 1] (CPU, float32)."""
     check_tiles(spec, vae.cfg.space_compression, vae.cfg.time_compression)
@@ -16,7 +16,7 @@ def decode(vae, latents: torch.Tensor, spec: TileSpec = TileSpec(), hooks: Hooks
     return decode_tiled(vae, latents, spec, hooks)
 
 
-def encode(vae, frames: torch.Tensor, spec: TileSpec = TileSpec(), *, crop: bool = True, sample: bool = False,
+def encode(vae, frames: torch.Tensor, spec: TileSpec = DEFAULT_TILES, *, crop: bool = True, sample: bool = False,
            seed: int = 0, hooks: Hooks | None = None, budget_bytes: int | None = None,
            multiple: int | None = None) -> torch.Tensor:
     """IMAGE [F, H, W, 3] in [0, 1] → raw latents [1, C, T, H/s, W/s] (CPU, float32). With `crop`, the

@@ -13,15 +13,14 @@ import torch
 
 from ..errors import BudgetError
 from ..memory_probe import fake_peak_bytes
-from ..sizes import automatic_budget
+from ..sizes import GIB, automatic_budget
 from .tiling import TileSpec, frame_span
-from ..sizes import GIB
 
 CPU_AUTO_BUDGET = 4 * GIB  # on the CPU "device" memory is RAM: keep the VAE stage to a few GiB
 MARGIN = 1.1  # over the measured slope: allocator rounding, the output tile's CPU copy
 
 
-_SLOPES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # vae → {what: bytes per output pixel}
+_SLOPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vae → {what: bytes per output pixel}
 
 
 def _bytes_per_output_pixel(vae, what: str) -> float:

@@ -14,8 +14,8 @@ that starts at latent a > 0 also decodes latent a−1 as warm-up context and dro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -35,6 +35,9 @@ class TileSpec:
 
     def latent(self, space: int = 8, time: int = 4) -> tuple[int, int, int, int]:
         return self.size // space, self.overlap // space, self.temporal // time, self.temporal_overlap // time
+
+
+DEFAULT_TILES = TileSpec()  # the default argument (frozen: one instance serves every call)
 
 
 def check_tiles(spec: TileSpec, space: int = 8, time: int = 4) -> None:

@@ -13,8 +13,8 @@ import re
 
 import torch
 
-from .dit import HunyuanVideoDiT
 from .config import DiTConfig
+from .dit import HunyuanVideoDiT
 
 # widths tied together: the DiT's text input = the Llama's hidden size, its pooled input = CLIP's
 LLAMA_HIDDEN, CLIP_HIDDEN = 512, 128

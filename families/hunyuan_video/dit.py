@@ -13,14 +13,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from ...models.dit_base import StreamedDiT
 from ...models.dit_blocks import DoubleStreamBlock, SingleStreamBlock
+from ...models.layers import (
+    FirstTokens,
+    LayerNorm,
+    Linear,
+    MLPEmbedder,
+    Modulation,
+    PatchEmbed3d,
+    TimestepEmbedder,
+    modulate,
+)
+from ...models.lean import auto_chunk, chunks
+from ...models.token_refiner import TokenRefiner
+from ...offload.binding import bind
 from .config import DiTConfig
 from .keys import lora_aliases
-from ...models.layers import FirstTokens, LayerNorm, Linear, MLPEmbedder, Modulation, PatchEmbed3d, TimestepEmbedder, modulate
-from ...offload.binding import bind
-from ...models.lean import auto_chunk, chunks
-from ...models.dit_base import StreamedDiT
-from ...models.token_refiner import TokenRefiner
 
 
 class FinalLayer(nn.Module):
@@ -150,7 +159,7 @@ class HunyuanVideoDiT(StreamedDiT):
         chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
         cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
         if cache is not None:
-            skipped = cache.before_blocks(img, probe=lambda: self._first_block_modulated_input(img, blocks_vec))
+            skipped = cache.before_blocks(img, probe=lambda img=img: self._first_block_modulated_input(img, blocks_vec))
             if skipped is not None:  # no block runs (nor the text refiner: the text is not needed)
                 return self._unpatchify(self._final(skipped, vec, n_img, chunk), grid, x.shape)
         txt = self.txt_in(txt, timestep, txt_mask)

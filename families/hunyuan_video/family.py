@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...loaders.key_check import key_prefix
 from ..base import Family, LatentFormat, SamplerDefaults
 from . import image_condition as i2v
@@ -21,12 +23,13 @@ class HunyuanVideo(Family):
     latent = LatentFormat(channels=16, space=8, time=4, scaling=SCALING_FACTOR, side_multiple=16, preview="HunyuanVideo")
     caches = CACHE_CONSTANTS
     defaults = SamplerDefaults(steps=30, flow_shift=7.0, embedded_guidance=6.0, cfg=1.0)
-    files = {"dit": "hunyuan_video_t2v_720p_bf16.safetensors (or _image_to_video_, a kijai fp8, a city96 GGUF such "
-                    "as hunyuan-video-t2v-720p-Q4_K_M.gguf)",
-             "llm": "LLaVA-Llama-3: llava_llama3_fp8_scaled.safetensors, llava_llama3_fp16.safetensors or a llama.cpp GGUF",
-             "second_text": "CLIP-L: clip_l.safetensors",
-             "vae": "hunyuan_video_vae_bf16.safetensors",
-             "vision": "LLaVA's vision tower: llava_llama3_vision.safetensors (HunyuanVideo-I2V prompts)"}
+    files: ClassVar[dict[str, str]] = {
+        "dit": "hunyuan_video_t2v_720p_bf16.safetensors (or _image_to_video_, a kijai fp8, a city96 GGUF such "
+               "as hunyuan-video-t2v-720p-Q4_K_M.gguf)",
+        "llm": "LLaVA-Llama-3: llava_llama3_fp8_scaled.safetensors, llava_llama3_fp16.safetensors or a llama.cpp GGUF",
+        "second_text": "CLIP-L: clip_l.safetensors",
+        "vae": "hunyuan_video_vae_bf16.safetensors",
+        "vision": "LLaVA's vision tower: llava_llama3_vision.safetensors (HunyuanVideo-I2V prompts)"}
     tokenizers = (LLAMA3_TOKENIZER, CLIP_TOKENIZER)
 
     # -- files -----------------------------------------------------------------------------------------
@@ -106,8 +109,8 @@ class HunyuanVideo(Family):
 
         g = torch.Generator().manual_seed(seed)
         cfg = TINY_DIT
-        inputs = dict(x=torch.randn(1, cfg.in_channels, 2, height // 8, width // 8, generator=g),
-                      timestep=torch.tensor([900.0]), txt=torch.randn(1, 24, cfg.text_dim, generator=g),
-                      txt_mask=(torch.arange(24) < 17).long()[None], pooled=torch.randn(1, cfg.pooled_dim, generator=g),
-                      guidance=torch.tensor([6000.0]))
+        inputs = {"x": torch.randn(1, cfg.in_channels, 2, height // 8, width // 8, generator=g),
+                  "timestep": torch.tensor([900.0]), "txt": torch.randn(1, 24, cfg.text_dim, generator=g),
+                  "txt_mask": (torch.arange(24) < 17).long()[None],
+                  "pooled": torch.randn(1, cfg.pooled_dim, generator=g), "guidance": torch.tensor([6000.0])}
         return write_comfy_dit(folder), inputs

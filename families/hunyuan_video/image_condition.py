@@ -14,11 +14,10 @@ All in model space (the VAE scaling factor applied), as the reference pipelines 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
-
-import logging
 
 from ...errors import InputError
 

@@ -29,10 +29,10 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
 
     def inputs() -> dict:
         x = (batch, cfg.in_channels, *x_shape[2:])  # an I2V DiT sees the image channels too
-        return dict(x=torch.empty(x, dtype=dtype, device=device), timestep=torch.empty(batch, device=device),
-                    txt=torch.empty(batch, text_tokens, cfg.text_dim, dtype=dtype, device=device),
-                    pooled=torch.empty(batch, cfg.pooled_dim, dtype=dtype, device=device),
-                    guidance=torch.empty(batch, device=device) if cfg.guidance_embed else None)
+        return {"x": torch.empty(x, dtype=dtype, device=device), "timestep": torch.empty(batch, device=device),
+                "txt": torch.empty(batch, text_tokens, cfg.text_dim, dtype=dtype, device=device),
+                "pooled": torch.empty(batch, cfg.pooled_dim, dtype=dtype, device=device),
+                "guidance": torch.empty(batch, device=device) if cfg.guidance_embed else None}
 
     return forward_peak(model, [*model.double_blocks, *model.single_blocks], inputs, dtype=dtype, device=device,
                         kernel=kernel, stored=stored, lora_rank=lora_rank)

@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from ...memory_probe import LiveBytes, flash_attention, fake_mode
+from ...memory_probe import LiveBytes, fake_mode, flash_attention
 from ...models.clip_encoder import ClipPooled, infer_clip_config
 from ...models.llama_encoder import LlamaStates, infer_llama_config
 from .config import DiTConfig

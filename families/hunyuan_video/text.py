@@ -9,8 +9,8 @@ states come back unpadded with an all-ones mask.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -18,7 +18,7 @@ from ...models.clip_encoder import ClipPooled
 from ...models.llama_encoder import LlamaStates
 from .prompt import CLIP_TOKENS, USER_TOKENS, image_template_tokens, template_tokens
 
-_CACHE: "OrderedDict[tuple, PromptEmbeds]" = OrderedDict()
+_CACHE: OrderedDict[tuple, PromptEmbeds] = OrderedDict()
 CACHE_SIZE = 32
 
 
@@ -56,7 +56,7 @@ class HunyuanTextEncoder:
         place; returned are every `interleave`-th image state, then the user's tokens and the blank line
         after the assistant header (as the reference pipeline crops them)."""
         tokens = image_template_tokens(prompt, self.llama_tokenizer, self.max_user_tokens)
-        rows = lambda ids: self.embed_rows(ids).to(device=self.device, dtype=self.dtype).unsqueeze(0)  # noqa: E731
+        rows = lambda ids: self.embed_rows(ids).to(device=self.device, dtype=self.dtype).unsqueeze(0)
         image = image_features.to(device=self.device, dtype=self.dtype)
         states = self.llama(torch.cat((rows(tokens.head), image, rows(tokens.tail)), 1))
         at, n = len(tokens.head), image.shape[1]

@@ -19,22 +19,22 @@ from dataclasses import dataclass, field
 import torch
 
 from ...errors import StateDictError, WrongModelError, list_some
-from ...models.clip_encoder import ClipPooled, infer_clip_config
-from ...models.llama_encoder import DecoderFacts
-from ...offload.settings import HostHandOver
-from ...offload.streamer import BlockStreamer
+from ...loaders.checkpoint import open_checkpoint
 from ...loaders.decoder_layers import DecoderLayersSpec
 from ...loaders.dtypes import compute_dtype, dominant_float_dtype
 from ...loaders.key_check import check_fp8_scales, check_tensors, key_prefix
 from ...loaders.model_kind import describe_model
 from ...loaders.streamed import StreamOptions, load_streamed
-from ...loaders.checkpoint import open_checkpoint
 from ...loaders.tensor_source import TensorSource
+from ...loaders.tokenizer_files import TokenizerKind, find_tokenizer, load_clip_tokenizer, load_fast_tokenizer
+from ...models.clip_encoder import ClipPooled, infer_clip_config
+from ...models.llama_encoder import DecoderFacts
 from ...numerics import check_finite
+from ...offload.settings import HostHandOver
+from ...offload.streamer import BlockStreamer
 from ..base import TextStack
 from .conditioning import to_conditioning
 from .text import HunyuanTextEncoder
-from ...loaders.tokenizer_files import TokenizerKind, find_tokenizer, load_clip_tokenizer, load_fast_tokenizer
 
 LLAVA_EXTRAS = ("vision_tower.", "multi_modal_projector.", "lm_head.", "language_model.lm_head.", "image_newline",
                 "model.vision_tower.", "model.multi_modal_projector.", "scaled_fp8")

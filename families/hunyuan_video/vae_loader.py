@@ -12,15 +12,16 @@ The VAE is small (~0.5 GB in fp32), so it is loaded whole onto the compute devic
 from __future__ import annotations
 
 import re
+
 import torch
 
 from ...errors import UnsupportedVariantError, WrongModelError
-from .vae import HunyuanVideoVAE, VAEConfig
 from ...loaders.dtypes import compute_dtype, dominant_float_dtype
 from ...loaders.key_check import check_tensors
 from ...loaders.model_kind import describe_model
 from ...loaders.tensor_source import TensorSource
 from ...loaders.vae_loader import LoadedVAE
+from .vae import HunyuanVideoVAE, VAEConfig
 
 ANCHOR = "decoder.conv_in.conv.weight"
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 
 from ...errors import WrongModelError
-from .vision import LlavaVision, infer_vision_config
+from ...loaders.checkpoint import open_checkpoint
 from ...loaders.dtypes import compute_dtype, dominant_float_dtype
 from ...loaders.key_check import check_tensors, key_prefix
 from ...loaders.model_kind import describe_model
-from ...loaders.checkpoint import open_checkpoint
+from .vision import LlavaVision, infer_vision_config
 
 ANCHOR = "embeddings.patch_embedding.weight"
 PROJECTOR = "multi_modal_projector.linear_1.weight"

@@ -3,7 +3,8 @@ here and nowhere else."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ...errors import InputError
 from ..step_cache import StepCache, StepCacheSettings

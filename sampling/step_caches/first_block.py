@@ -6,8 +6,8 @@ blocks up to it. Needs no calibration."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

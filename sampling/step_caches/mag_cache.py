@@ -7,8 +7,8 @@ decision is made before any block runs: a skipped step moves no weights."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -28,7 +28,7 @@ def nearest_interp(values, length: int) -> list[float]:
     if length == 1:
         return values[-1:]
     scale = (len(values) - 1) / (length - 1)
-    return [values[int(round(i * scale))] for i in range(length)]
+    return [values[round(i * scale)] for i in range(length)]
 
 
 class MagCache(StepCache):

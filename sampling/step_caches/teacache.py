@@ -6,8 +6,8 @@ double block's `img_mod`, is a device copy the sampler makes once per run)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
