@@ -85,6 +85,7 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings | None 
         return raw.clone()  # denoise 0: nothing to do
     sigmas = sigmas[first:]
     denoiser = family.denoiser(dit, positive, negative, raw, s)
+    denoiser.schedule(sigmas)
     eps = noise(tuple(raw.shape), s.seed)
     x = eps if first == 0 else noised(raw * fmt.scaling, eps, sigmas[0])
     x = denoiser.initial(x, from_noise=first == 0)

@@ -1,18 +1,21 @@
 """The registry of model families: the engine finds a file's family here, never by importing a family's
 package. Adding a family: one package under families/ and one line in FAMILIES (the more specific family
-first: a file goes to the first family that claims it)."""
+first: a file goes to the first family that claims it — HunyuanVideo 1.5's DiT also has 1.0's token
+refiner, so 1.5 is asked first)."""
 
 from __future__ import annotations
 
 from ..errors import WrongModelError
 from .base import Family
 from .hunyuan_video import FAMILY as HUNYUAN_VIDEO
+from .hunyuan_video_15 import FAMILY as HUNYUAN_VIDEO_15
 
-FAMILIES: tuple[Family, ...] = (HUNYUAN_VIDEO,)
+FAMILIES: tuple[Family, ...] = (HUNYUAN_VIDEO_15, HUNYUAN_VIDEO)
 
 
 def default() -> Family:
-    return FAMILIES[0]
+    """The family of inputs that name none (the first one HyStream ran; native ComfyUI's default too)."""
+    return HUNYUAN_VIDEO
 
 
 def named(name: str) -> Family:
@@ -22,8 +25,13 @@ def named(name: str) -> Family:
     raise KeyError(f"no model family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")
 
 
+def by_title() -> list[Family]:
+    """The families in the order people read them (by title: 1.0 before 1.5)."""
+    return sorted(FAMILIES, key=lambda f: f.title)
+
+
 def titles() -> str:
-    return " or ".join(f.title for f in FAMILIES)
+    return " or ".join(f.title for f in by_title())
 
 
 def _first(claims, what: str, describe: str, keys, fix: str) -> Family:
@@ -57,7 +65,7 @@ def for_vae(source) -> Family:
 
 def file_examples(role: str) -> str:
     """'HunyuanVideo 1.0: … ; HunyuanVideo 1.5: …' for a file role (dit, llm, second_text, vae, vision)."""
-    return "; ".join(f"{f.title}: {f.files[role]}" for f in FAMILIES if role in f.files)
+    return "; ".join(f"{f.title}: {f.files[role]}" for f in by_title() if role in f.files)
 
 
 def bundled_tokenizer_dirs(comfyui_root: str) -> dict[str, str]:

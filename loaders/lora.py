@@ -84,7 +84,8 @@ def _strip(name: str) -> str:
 
 def load_lora(path: str, model: nn.Module) -> LoRA:
     """Read a LoRA file and match its keys to `model`'s Linears (its own names, or the aliases its family
-    gives: `model.lora_aliases()` → {diffusers module name: (our Linear, row range or None, halves swapped)}).
+    gives: `model.lora_aliases()` → {other module name: (our Linear, row range or None, halves swapped)}, e.g.
+    diffusers' names, or split projections a family stores fused), dotted or kohya-underscored.
     Raises if nothing matches; warns (with the count and examples) if some keys do not."""
     title = getattr(model, "title", "this model")
     source = open_checkpoint(path)
@@ -112,6 +113,7 @@ def load_lora(path: str, model: nn.Module) -> LoRA:
         linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
         underscored = {n.replace(".", "_"): n for n in linears}
         aliases = model.lora_aliases()
+        aliases.update({n.replace(".", "_"): a for n, a in list(aliases.items())})  # kohya writes them underscored
         lora = LoRA(os.path.basename(str(path)), tensors=len(keys))
         for module, kinds in groups.items():
             if "down" not in kinds or "up" not in kinds:

@@ -7,6 +7,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 if HOST_AVAILABLE:
     from .image_to_video import HyStreamImageToVideo
+    from .latent_nodes import HyStreamEmptyLatentVideo
     from .loader_nodes import HyStreamDiTLoader, HyStreamLoRA, HyStreamTextEncoderLoader, HyStreamVAELoader
     from .sampler import HyStreamSampler
     from .step_cache import HyStreamStepCache
@@ -20,7 +21,7 @@ if HOST_AVAILABLE:
         HyStreamLoRA: "HyStream LoRA", HyStreamStepCache: "HyStream Step Cache", HyStreamSampler: "HyStream Sampler", HyStreamVAEDecode: "HyStream VAE Decode",
         HyStreamVAEEncode: "HyStream VAE Encode", HyStreamSaveVideo: "HyStream Save Video",
         HyStreamLoadVideo: "HyStream Load Video", HyStreamImageToVideo: "HyStream Image To Video",
-        HyStreamTextEncodeImage: "HyStream Text Encode (Image)",
+        HyStreamTextEncodeImage: "HyStream Text Encode (Image)", HyStreamEmptyLatentVideo: "HyStream Empty Latent Video",
     }
     NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
     NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in _NODES.items()}

@@ -15,6 +15,10 @@ class Denoiser(ABC):
     text_tokens: int  # the most text tokens a DiT call sees (for the activation estimate)
     passes: int  # DiT calls per step (2 with true CFG)
 
+    def schedule(self, sigmas: torch.Tensor) -> None:
+        """The run's sigmas (the last one 0), before the first step: for a DiT that also sees the next step's
+        timestep (a MeanFlow-distilled model)."""
+
     def initial(self, x: torch.Tensor, from_noise: bool) -> torch.Tensor:
         """The sampler's starting latents (model space) from the noised ones (a start image may enter here)."""
         return x

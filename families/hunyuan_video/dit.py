@@ -9,42 +9,24 @@ fused attention kernels usable); batch > 1 uses a key mask.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
-from ...models.dit_base import StreamedDiT
 from ...models.dit_blocks import DoubleStreamBlock, SingleStreamBlock
+from ...models.dual_stream_dit import DualStreamDiT, FinalLayer
 from ...models.layers import (
     FirstTokens,
-    LayerNorm,
-    Linear,
     MLPEmbedder,
-    Modulation,
     PatchEmbed3d,
     TimestepEmbedder,
-    modulate,
 )
-from ...models.lean import auto_chunk, chunks
+from ...models.lean import auto_chunk
 from ...models.token_refiner import TokenRefiner
-from ...offload.binding import bind
 from .config import DiTConfig
 from .keys import lora_aliases
 
 
-class FinalLayer(nn.Module):
-    def __init__(self, hidden: int, out_features: int):
-        super().__init__()
-        self.norm_final = LayerNorm(hidden, affine=False)
-        self.linear = Linear(hidden, out_features)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden, 2 * hidden))
-
-    def forward(self, x, vec):
-        shift, scale = (c.unsqueeze(1) for c in self.adaLN_modulation(vec).chunk(2, dim=-1))
-        return self.linear(modulate(self.norm_final(x), shift, scale))
-
-
-class HunyuanVideoDiT(StreamedDiT):
+class HunyuanVideoDiT(DualStreamDiT):
     title = "HunyuanVideo"
 
     def __init__(self, cfg: DiTConfig, estimator=None):
@@ -60,7 +42,6 @@ class HunyuanVideoDiT(StreamedDiT):
         self.single_blocks = nn.ModuleList(
             SingleStreamBlock(h, cfg.heads, cfg.single_mlp_hidden) for _ in range(cfg.depth_single))
         self.final_layer = FinalLayer(h, cfg.out_channels * cfg.patch[0] * cfg.patch[1] * cfg.patch[2])
-        self.first_block_modulation = None  # TeaCache's probe for a run (see use_step_cache)
 
     # -- LoRA --------------------------------------------------------------------------------------------
     def lora_aliases(self) -> dict:
@@ -69,25 +50,6 @@ class HunyuanVideoDiT(StreamedDiT):
 
     def lora_hint(self) -> str:
         return "double_blocks/single_blocks (Tencent) or transformer_blocks (diffusers)"
-
-    # -- step caching ----------------------------------------------------------------------------------
-    def cache_decision_block(self) -> int:
-        """The streamed block after which First-Block Cache decides, and whose modulation TeaCache probes:
-        the first double block."""
-        return self.cfg.depth_refiner
-
-    def use_step_cache(self, cache, probe_tensors: dict | None = None) -> None:
-        """Consult `cache` (sampling/step_cache.py) in this run's forwards, None to stop. TeaCache's probe is
-        a device copy of the first double block's img_mod (the block itself may stream), made from
-        `probe_tensors` (that block's tensors on the host), sharing the run's LoRA adapters."""
-        self.step_cache, self.first_block_modulation = cache, None
-        if cache is not None and probe_tensors is not None:
-            tensors = {n[len("img_mod."):]: t.to(self.device) for n, t in probe_tensors.items() if n.startswith("img_mod.")}
-            with torch.device("meta"):
-                probe = Modulation(self.cfg.hidden, 6)
-            bind(probe, tensors)
-            probe.linear.lora = self.double_blocks[0].img_mod.linear.lora  # the run's LoRAs apply here too
-            self.first_block_modulation = probe
 
     def forward_activation_bytes(self, args: tuple, kwargs: dict) -> int:
         """activation_bytes for a forward called with these arguments (a bare forward's automatic budget)."""
@@ -159,9 +121,9 @@ class HunyuanVideoDiT(StreamedDiT):
         chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
         cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
         if cache is not None:
-            skipped = cache.before_blocks(img, probe=lambda img=img: self._first_block_modulated_input(img, blocks_vec))
+            skipped = cache.before_blocks(img, probe=lambda img=img: self.first_block_modulated_input(img, blocks_vec))
             if skipped is not None:  # no block runs (nor the text refiner: the text is not needed)
-                return self._unpatchify(self._final(skipped, vec, n_img, chunk), grid, x.shape)
+                return self.unpatchify(self.final(skipped, vec, n_img, chunk), grid, x.shape)
         txt = self.txt_in(txt, timestep, txt_mask)
         if txt_mask is not None:
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
@@ -176,7 +138,7 @@ class HunyuanVideoDiT(StreamedDiT):
                 del before
                 if skipped is not None:
                     del img, txt
-                    return self._unpatchify(self._final(skipped, vec, n_img, chunk), grid, x.shape)
+                    return self.unpatchify(self.final(skipped, vec, n_img, chunk), grid, x.shape)
         tokens = torch.cat((img, txt), 1)
         del img, txt
         for block in self.single_blocks:
@@ -184,28 +146,6 @@ class HunyuanVideoDiT(StreamedDiT):
         if cache is not None:
             cache.after_blocks(img_in, tokens[:, :n_img])
             del img_in
-        out = self._final(tokens, vec, n_img, chunk)
+        out = self.final(tokens, vec, n_img, chunk)
         del tokens
-        return self._unpatchify(out, grid, x.shape)
-
-    def _final(self, tokens: torch.Tensor, vec: torch.Tensor, n_img: int, chunk: int | None) -> torch.Tensor:
-        """The final layer on the image tokens (per chunk when lean: its output is only [n, 64])."""
-        if chunk:
-            return torch.cat([self.final_layer(tokens[:, a:b], vec) for a, b in chunks(n_img, chunk)], 1)
-        return self.final_layer(tokens[:, :n_img], vec)
-
-    def _unpatchify(self, out: torch.Tensor, grid: tuple, shape) -> torch.Tensor:
-        batch, _, frames, height, width = shape
-        pt, ph, pw = self.cfg.patch
-        c = self.cfg.out_channels
-        out = out.reshape(batch, *grid, c, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return out.reshape(batch, c, frames, height, width)
-
-    def _first_block_modulated_input(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
-        """TeaCache's probe: the first double block's modulated image input, from `first_block_modulation`
-        (a copy of that block's img_mod the sampler keeps on the device: the block itself may stream)."""
-        probe = self.first_block_modulation
-        if probe is None:
-            raise RuntimeError("TeaCache needs its probe: use_step_cache(cache, probe_tensors)")
-        shift, scale = probe(vec)[:2]
-        return modulate(F.layer_norm(img, (img.shape[-1],), eps=1e-6), shift, scale)
+        return self.unpatchify(out, grid, x.shape)
