@@ -158,7 +158,7 @@ def fit_chunk(dit, x_shape: tuple, text: int) -> int | None:
 # -- the prompt --------------------------------------------------------------------------------------
 def encode_prompt(text_encoder, prompt: str) -> list:
     """Prompt → the family's native CONDITIONING (cached per prompt and encoder files)."""
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or (not prompt.strip() and not text_encoder.empty_prompt_ok):
         raise InputError("a non-empty prompt", repr(prompt), "describe the video you want")
     return text_encoder.conditioning(prompt)
 

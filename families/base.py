@@ -112,6 +112,8 @@ class TextStack(ABC):
     CONDITIONING out; its language model's layers stream through `streamer`."""
 
     streamer: object  # offload.streamer.BlockStreamer
+    # may a prompt be empty? (families whose references encode "" as the default negative prompt)
+    empty_prompt_ok: ClassVar[bool] = False
 
     @abstractmethod
     def conditioning(self, prompt: str) -> list:

@@ -34,7 +34,7 @@ def titles() -> str:
     return " or ".join(f.title for f in by_title())
 
 
-def _first(claims, what: str, describe: str, keys, fix: str) -> Family:
+def _first(claims, what: str, role: str, describe: str, keys, fix: str) -> Family:
     for family in FAMILIES:
         if claims(family):
             return family
@@ -42,24 +42,24 @@ def _first(claims, what: str, describe: str, keys, fix: str) -> Family:
         return FAMILIES[0]  # its own loader refuses the file with the most specific message
     from ..loaders.model_kind import describe_model
 
-    raise WrongModelError(f"{what} of {titles()}", f"{describe_model(keys)} in {describe}", fix)
+    raise WrongModelError(f"{what} ({file_examples(role)})", f"{describe_model(keys)} in {describe}", fix)
 
 
 def for_dit(source) -> Family:
     keys = set(source.keys())
-    return _first(lambda f: f.claims_dit(keys), "a diffusion transformer (DiT)", source.describe, keys,
+    return _first(lambda f: f.claims_dit(keys), "a diffusion transformer (DiT)", "dit", source.describe, keys,
                   "pick the DiT file from models/diffusion_models")
 
 
 def for_text_encoder(source) -> Family:
     keys = set(source.keys())
-    return _first(lambda f: f.claims_text_encoder(keys), "a text encoder", source.describe, keys,
+    return _first(lambda f: f.claims_text_encoder(keys), "a text encoder", "llm", source.describe, keys,
                   "pick the family's language-model file from models/text_encoders")
 
 
 def for_vae(source) -> Family:
     keys = set(source.keys())
-    return _first(lambda f: f.claims_vae(keys, lambda k: source.info(k).shape), "a video VAE", source.describe, keys,
+    return _first(lambda f: f.claims_vae(keys, lambda k: source.info(k).shape), "a video VAE", "vae", source.describe, keys,
                   "pick the VAE file from models/vae")
 
 

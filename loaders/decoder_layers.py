@@ -1,9 +1,11 @@
 """A text encoder's decoder layers (a transformers Llama-architecture LM) as a streamed model: the spec
 loaders/streamed.py loads it with, for any family whose text encoder is one.
 
-Key layouts read: Hugging Face names under any prefix (`model.`, `language_model.model.`, none), and
-llama.cpp GGUF names (`blk.N.attn_q…`, `token_embd`) with q/k's RoPE row permutation undone. Only layers
-0…N−k are read (the family says k); the embedding table stays in the file and only looked-up rows are read.
+Key layouts read: Hugging Face names under any prefix (`model.`, `language_model.model.`,
+`model.language_model.`, none), and llama.cpp GGUF names (`blk.N.attn_q…`, `token_embd`) with q/k's RoPE
+row permutation undone for Llama (llama.cpp permutes only Llama's q/k; Qwen2's rotate by halves as in
+Hugging Face, so a `qwen2vl` GGUF is read as stored). Only layers 0…N−k are read (the family says k); the
+embedding table stays in the file and only looked-up rows are read.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class DecoderLayersSpec(StreamedSpec):
     def __init__(self, facts: DecoderFacts, extras: tuple[str, ...] = ()):
         self.facts = facts
         self.extras = extras
+        self.fp16_ok = facts.fp16_ok
         self.what = f"the {facts.name} text encoder"
         self.label = f"the {facts.name} text encoder"
 
@@ -54,7 +57,8 @@ class DecoderLayersSpec(StreamedSpec):
             return self._llama_cpp(source)
         prefix = key_prefix(keys, ANCHOR)
         if prefix is None or key_prefix(keys, CLIP_ANCHOR) is not None:
-            raise WrongModelError(f"a {self.facts.name} text encoder (HF Llama-architecture names)",
+            arch = {"llama": "Llama", "qwen2": "Qwen2"}.get(self.facts.architecture, self.facts.architecture)
+            raise WrongModelError(f"a {self.facts.name} text encoder (HF {arch}-architecture names)",
                                   f"{describe_model(keys)} in {source.describe}", f"pick {self.facts.files}")
         recipes, unexpected = {}, []
         for k in keys:
@@ -67,15 +71,17 @@ class DecoderLayersSpec(StreamedSpec):
         return KeyLayout("Hugging Face names" + (f" under {prefix!r}" if prefix else ""), recipes, unexpected, prefix)
 
     def _llama_cpp(self, source: TensorSource) -> KeyLayout:
-        """blk.N.attn_q.weight → layers.N.self_attn.q_proj.weight, token_embd → embed_tokens; q and k get
-        llama.cpp's RoPE row permutation undone (heads from the rows and the family's head dim)."""
+        """blk.N.attn_q.weight → layers.N.self_attn.q_proj.weight, token_embd → embed_tokens; a Llama's q and
+        k get llama.cpp's RoPE row permutation undone (heads from the rows and the family's head dim)."""
         recipes, unexpected = {}, []
+        permuted = self.facts.architecture == "llama"
         for k in source.keys():  # noqa: SIM118 - a TensorSource: it has keys() but no __iter__
             m = re.match(r"blk\.(\d+)\.(\w+)\.(weight|bias)$", k)
             if k == "token_embd.weight":
                 recipes["embed_tokens.weight"] = Recipe((k,))
             elif m and m.group(2) in LLAMA_CPP_NAMES:
-                heads = source.info(k).shape[0] // self.facts.head_dim if m.group(2) in ("attn_q", "attn_k") else 0
+                rotated = permuted and m.group(2) in ("attn_q", "attn_k")
+                heads = source.info(k).shape[0] // self.facts.head_dim if rotated else 0
                 recipes[f"layers.{m.group(1)}.{LLAMA_CPP_NAMES[m.group(2)]}.{m.group(3)}"] = Recipe((k,), unpermute_heads=heads)
             elif k not in LLAMA_CPP_IGNORED:
                 unexpected.append(k)

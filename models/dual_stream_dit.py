@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..offload.binding import bind
 from .dit_base import StreamedDiT
 from .layers import LayerNorm, Linear, Modulation, modulate
 from .lean import chunks
@@ -53,8 +52,12 @@ class DualStreamDiT(StreamedDiT):
                        if n.startswith("img_mod.")}
             with torch.device("meta"):
                 probe = Modulation(self.cfg.hidden, 6)
-            bind(probe, tensors)
-            probe.linear.lora = self.double_blocks[0].img_mod.linear.lora  # the run's LoRAs apply here too
+            source = self.double_blocks[0].img_mod.linear
+            probe.linear.weight = nn.Parameter(tensors["linear.weight"], requires_grad=False)
+            probe.linear.bias = nn.Parameter(tensors["linear.bias"], requires_grad=False)
+            probe.linear.scale_weight = tensors.get("linear.scale_weight")  # scaled fp8: its scale too
+            probe.linear.quant = source.quant  # a GGUF block keeps its bytes: decoded the same way
+            probe.linear.lora = source.lora  # the run's LoRAs apply here too
             self.first_block_modulation = probe
 
     def first_block_modulated_input(self, img: torch.Tensor, vec) -> torch.Tensor:

@@ -4,16 +4,24 @@ import pytest
 import torch
 
 from hystream.loading import load_dit
-from tiny_dit15 import (TINY15, dequantised, diffusers_model, dit_inputs, meanflow_config, reference_forward,
-                        save_layout, tencent_state_dict)
+from tiny_dit15 import (
+    TINY15,
+    dequantised,
+    diffusers_model,
+    dit_inputs,
+    meanflow_config,
+    reference_forward,
+    save_layout,
+    tencent_state_dict,
+)
 
 LAYOUTS = {"tencent": "Tencent (split q/k/v)", "comfy": "Comfy-Org repackaged (fused q/k/v)",
            "comfy_prefixed": "Comfy-Org repackaged (fused q/k/v) under 'model.diffusion_model.'",
            "diffusers": "diffusers (transformer/ folder)", "fp8_scaled": "Comfy-Org repackaged (fused q/k/v)"}
-CASES = {"t2v, batch 1 with padding": dict(batch=1, valid=(8,), glyph_valid=(5,)),
-         "i2v, batch 1": dict(batch=1, valid=(12,), glyph_valid=(7,), image=True),
-         "no glyph text": dict(batch=1, valid=(8,), glyph_valid=(0,)),
-         "batch 2, different lengths": dict(batch=2, valid=(8, 5), glyph_valid=(5, 2), image=True)}
+CASES = {"t2v, batch 1 with padding": {"batch": 1, "valid": (8,), "glyph_valid": (5,)},
+         "i2v, batch 1": {"batch": 1, "valid": (12,), "glyph_valid": (7,), "image": True},
+         "no glyph text": {"batch": 1, "valid": (8,), "glyph_valid": (0,)},
+         "batch 2, different lengths": {"batch": 2, "valid": (8, 5), "glyph_valid": (5, 2), "image": True}}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ FAMILY_DIRS = sorted(d for d in os.listdir(os.path.join(ROOT, "families"))
                      if os.path.isdir(os.path.join(ROOT, "families", d)) and not d.startswith("__"))
 # Key fragments and file names only a family's files have (the engine must not read files by them)
 FAMILY_LITERALS = ("double_blocks", "single_blocks", "txt_in", "img_in", "vector_in", "guidance_in", "final_layer",
-                   "individual_token_refiner", "llava", "clip_l", "hunyuan_video_", "byt5", "qwen", "vision_in",
+                   "individual_token_refiner", "llava", "clip_l", "hunyuan_video_", "byt5", "qwen_2.5", "vision_in",
                    "cond_type_embedding")
 # The catalogue of what a wrong file is (foreign families included), for "you gave me the wrong file" errors
 DESCRIBES_FILES = {os.path.join("loaders", "model_kind.py")}

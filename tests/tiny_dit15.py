@@ -17,8 +17,9 @@ import re
 import torch
 from safetensors.torch import save_file
 
+from hystream.families.hunyuan_video_15 import demo_dit
 from hystream.families.hunyuan_video_15.config import DiTConfig
-from hystream.families.hunyuan_video_15.dit import HunyuanVideo15DiT
+from hystream.families.hunyuan_video_15.demo_dit import fused
 
 # diffusers hard-codes the glyph projection's width (2048); the rest is tiny (head dim 128 is the RoPE's)
 TINY15 = DiTConfig(in_channels=65, out_channels=32, hidden=256, heads=2, depth=2, depth_refiner=2, mlp_hidden=1024,
@@ -26,38 +27,8 @@ TINY15 = DiTConfig(in_channels=65, out_channels=32, hidden=256, heads=2, depth=2
 
 
 def tencent_state_dict(cfg: DiTConfig = TINY15, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights with Tencent's names (q/k/v apart): norms near 1, the rest scaled by 1/sqrt(fan-in)."""
-    with torch.device("meta"):
-        skeleton = HunyuanVideo15DiT(cfg)
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in skeleton.named_parameters():
-        if re.search(r"norm\d?\.weight$|layernorm\.weight$|proj\.[04]\.weight$|_norm\.weight$", name):
-            t = 1 + 0.1 * torch.randn(p.shape, generator=g)
-        elif p.dim() == 1:
-            t = 0.05 * torch.randn(p.shape, generator=g)
-        else:
-            t = torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5
-        m = re.match(r"(double_blocks\.\d+\.(img|txt)_attn)_qkv\.(weight|bias)$", name)
-        if m:
-            for part, chunk in zip("qkv", t.chunk(3, dim=0)):
-                sd[f"{m.group(1)}_{part}.{m.group(3)}"] = chunk.contiguous()
-        else:
-            sd[name] = t.contiguous()
-    return sd
-
-
-def fused(tencent_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The Comfy-Org repackaging: each block's q/k/v stored as one tensor, rows q | k | v."""
-    out = {}
-    for k, v in tencent_sd.items():
-        m = re.match(r"(double_blocks\.\d+\.(img|txt)_attn)_([qkv])\.(weight|bias)$", k)
-        if not m:
-            out[k] = v
-        elif m.group(3) == "q":
-            out[f"{m.group(1)}_qkv.{m.group(4)}"] = torch.cat(
-                [tencent_sd[f"{m.group(1)}_{p}.{m.group(4)}"] for p in "qkv"]).contiguous()
-    return out
+    """Random weights with Tencent's names (q/k/v apart): the demo's generator at the test's size."""
+    return demo_dit.tencent_state_dict(cfg, seed)
 
 
 def to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -190,11 +161,11 @@ def dit_inputs(batch: int = 1, cfg: DiTConfig = TINY15, frames: int = 3, height:
     for b in range(batch):
         mask[b, :valid[b]] = 1
         glyph_mask[b, :glyph_valid[b]] = 1
-    return dict(x=torch.randn(batch, cfg.in_channels, frames, height, width, generator=g),
-                timestep=torch.tensor([700.0, 250.0][:batch]),
-                txt=torch.randn(batch, text_len, cfg.text_dim, generator=g), txt_mask=mask,
-                glyph=torch.randn(batch, 7, cfg.glyph_dim, generator=g), glyph_mask=glyph_mask,
-                image=torch.randn(batch, 9, cfg.image_dim, generator=g) if image else None)
+    return {"x": torch.randn(batch, cfg.in_channels, frames, height, width, generator=g),
+                "timestep": torch.tensor([700.0, 250.0][:batch]),
+                "txt": torch.randn(batch, text_len, cfg.text_dim, generator=g), "txt_mask": mask,
+                "glyph": torch.randn(batch, 7, cfg.glyph_dim, generator=g), "glyph_mask": glyph_mask,
+                "image": torch.randn(batch, 9, cfg.image_dim, generator=g) if image else None}
 
 
 @torch.no_grad()

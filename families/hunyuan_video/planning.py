@@ -7,8 +7,8 @@ import functools
 
 import torch
 
-from ...memory_probe import LiveBytes, fake_mode, flash_attention
 from ...models.clip_encoder import ClipPooled, infer_clip_config
+from ...models.decoder_memory import decoder_layer_peak
 from ...models.llama_encoder import LlamaStates, infer_llama_config
 from .config import DiTConfig
 from .dit_spec import DIT_SPEC
@@ -60,19 +60,6 @@ def clip_l_params() -> int:
     return sum(p.numel() for p in clip.model.parameters())
 
 
-@functools.lru_cache(maxsize=8)
 def llama_activations(tokens: int) -> int:
     """One LLaVA layer's activation peak at `tokens` (layers run one after another: one has the peak)."""
-    from torch.func import functional_call
-
-    config = infer_llama_config(LLAVA_SHAPES, "LLaVA-Llama-3-8B", LLAVA)
-    config.num_hidden_layers = 1
-    with flash_attention(), fake_mode():
-        model = LlamaStates(config, torch.device("cuda"))
-        params = {n: torch.empty(p.shape, dtype=torch.float16, device="cuda") for n, p in model.named_parameters()}
-        embeds = torch.empty(1, tokens, 4096, dtype=torch.float16, device="cuda")
-        probe = LiveBytes(existing=[*params.values(), embeds])
-        with probe:
-            out = functional_call(model, params, (embeds,))
-        del out
-    return probe.peak
+    return decoder_layer_peak(infer_llama_config(LLAVA_SHAPES, "LLaVA-Llama-3-8B", LLAVA), tokens)

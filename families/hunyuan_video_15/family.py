@@ -7,6 +7,7 @@ from typing import ClassVar
 from ..base import Family, LatentFormat, SamplerDefaults
 from .caches import CACHE_CONSTANTS
 from .dit_spec import DIT_SPEC
+from .prompt import BYT5_TOKENIZER, QWEN25_TOKENIZER
 
 SCALING_FACTOR = 1.03682  # the VAE's latent scaling (no shift), a fact the weights do not tell
 DIT_MARKS = ("vision_in.proj.0.weight", "image_embedder.norm_in.weight")  # the SigLIP projection: 1.5 only
@@ -18,6 +19,7 @@ class HunyuanVideo15(Family):
     latent = LatentFormat(channels=32, space=16, time=4, scaling=SCALING_FACTOR, side_multiple=16,
                           preview="HunyuanVideo15")
     caches = CACHE_CONSTANTS
+    tokenizers = (QWEN25_TOKENIZER, BYT5_TOKENIZER)
     defaults = SamplerDefaults(steps=50, flow_shift=5.0, embedded_guidance=None, cfg=6.0)  # 480p T2V
     files: ClassVar[dict[str, str]] = {"dit": "hunyuanvideo1.5_720p_t2v_fp16.safetensors (480p/720p, t2v/i2v, cfg- or step-distilled, "
                     "fp16 or fp8_scaled, or a GGUF)",
