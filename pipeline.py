@@ -171,9 +171,10 @@ def encode_image_prompt(text_encoder, vision_path: str, image, prompt: str, inte
     return text_encoder.image_conditioning(vision_path, image, prompt, interleave)
 
 
-def with_start_image(conditioning, image_latent: torch.Tensor, frames: int, family=None) -> list:
-    """CONDITIONING with a start image attached as the host's image-to-video node does for the family."""
-    return (family or families.default()).attach_start_image(conditioning, image_latent, frames)
+def with_start_image(conditioning, image_latent: torch.Tensor, frames: int, family=None, vision_states=None) -> list:
+    """CONDITIONING with a start image attached as the host's image-to-video node does for the family
+    (`vision_states`: the start image's vision states, for a family whose DiT takes them)."""
+    return (family or families.default()).attach_start_image(conditioning, image_latent, frames, vision_states)
 
 
 def dropped_frames(dit) -> int:

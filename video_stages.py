@@ -87,7 +87,9 @@ def encode_start_image(vae, image: torch.Tensor, width: int, height: int, spec: 
     """A start IMAGE → its raw latent [1, C, 1, height/s, width/s] (posterior mean, as the reference image-to-video
     pipelines and ComfyUI's nodes encode it)."""
     latents.check_video_size(vae.latent, width, height, 1)
-    frame = check_finite(fit_image(image, width, height), "the start image", "an image that did not load correctly")
+    frame = vae.family.fit_start_image(image, width, height)
+    frame = check_finite(fit_image(image, width, height) if frame is None else frame, "the start image",
+                         "an image that did not load correctly")
     return check_finite(vae_codec.encode(vae.model, frame, spec, crop=False, hooks=hooks), "the start image's latent",
                         VAE_CAUSES)
 

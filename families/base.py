@@ -25,6 +25,7 @@ class CacheConstants:
 
     teacache_coefficients: tuple[float, ...] = ()
     mag_ratios: tuple[tuple[int, tuple[float, ...]], ...] = ()
+    family: str = "this model family"  # the family's title, for the messages
 
     def mag_ratios_for(self, height: int) -> tuple[float, ...] | None:
         """The calibration closest to `height` (ties go to the taller one), or None when none is published."""
@@ -186,9 +187,26 @@ class Family(ABC):
         """Decoded frames the family's reference drops after sampling with this DiT (0: none)."""
         return 0
 
-    def attach_start_image(self, conditioning, image_latent, frames: int):
-        """CONDITIONING with a start image attached as the host's image-to-video node does."""
+    def attach_start_image(self, conditioning, image_latent, frames: int, vision_states=None):
+        """CONDITIONING with a start image attached as the host's image-to-video node does (`vision_states`: what
+        `start_image_states` gave, for families whose DiT takes the image's vision states)."""
         raise NotImplementedError(f"{self.title} has no image-to-video")
+
+    def sampler_preset(self, dit_name: str, dit_cfg) -> tuple[str, SamplerDefaults]:
+        """(the variant's name, its sampler settings) for a DiT file: the family's defaults unless it has presets."""
+        return "", self.defaults
+
+    # the negative prompt the family's reference encodes when none is given and cfg > 1 (None: it needs one)
+    default_negative: ClassVar[str | None] = None
+
+    def fit_start_image(self, image, width: int, height: int):
+        """The start IMAGE as the family's reference gives it to the VAE: [1, height, width, 3] in [0, 1]
+        (None: the engine's centre crop and antialiased resize, video_stages.fit_image)."""
+        return
+
+    def start_image_states(self, vision_path: str, image, width: int, height: int, device="cpu"):
+        """The start image's vision states for the DiT (None: this family's DiT takes none beside the latent)."""
+        return
 
     def image_prompt(self, dit_cfg, text_encoder_path: str, vision_path: str | None, interleave: int):
         """(vision tower file, image interleave) when this DiT's prompts carry the start image's tokens (the

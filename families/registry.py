@@ -25,6 +25,20 @@ def named(name: str) -> Family:
     raise KeyError(f"no model family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")
 
 
+def lookup(text: str) -> Family:
+    """A family by its name as people type it: hunyuan_video_15, hunyuanvideo15, "HunyuanVideo 1.5", 1.5 …"""
+    def key(s: str) -> str:
+        return "".join(ch for ch in s.lower() if ch.isalnum())
+
+    wanted = key(text)
+    for family in FAMILIES:
+        version = family.title.rsplit(" ", 1)[-1]
+        if wanted in (key(family.name), key(family.title), key(version)) or \
+                (wanted == key(family.title.rsplit(" ", 1)[0]) and family is default()):
+            return family
+    raise KeyError(f"no model family {text!r}; known: {', '.join(f'{f.name} ({f.title})' for f in FAMILIES)}")
+
+
 def by_title() -> list[Family]:
     """The families in the order people read them (by title: 1.0 before 1.5)."""
     return sorted(FAMILIES, key=lambda f: f.title)
@@ -47,7 +61,7 @@ def _first(claims, what: str, role: str, describe: str, keys, fix: str) -> Famil
 
 def for_dit(source) -> Family:
     keys = set(source.keys())
-    return _first(lambda f: f.claims_dit(keys), "a diffusion transformer (DiT)", "dit", source.describe, keys,
+    return _first(lambda f: f.claims_dit(keys), "a HunyuanVideo transformer (DiT)", "dit", source.describe, keys,
                   "pick the DiT file from models/diffusion_models")
 
 

@@ -13,6 +13,7 @@ PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.model.", "trans
 SIGNATURES = [
     ("a LoRA file (low-rank adapter), not a full model", ("lora_up.", "lora_down.", "lora_A.", "lora_B.", ".lora.")),
     ("the HunyuanVideo transformer (DiT)", ("txt_in.individual_token_refiner.", "context_embedder.token_refiner.")),
+    ("a 2D image VAE (Stable Diffusion / Flux / HunyuanImage style)", ("decoder.conv_in.weight",)),
     ("a HunyuanVideo VAE (causal 3D VAE)", ("decoder.up_blocks.", "decoder.up.", "encoder.down_blocks.", "encoder.down.",
                                            "decoder.conv_in.conv.", "decoder.mid.attn_1.")),
     ("a CLIP text encoder (CLIP-L)", ("text_model.encoder.layers.", "text_model.embeddings.")),

@@ -31,11 +31,26 @@ def check_latent(fmt: LatentFormat, latent, fix: str = "use an empty latent for 
     """A LATENT of this family: [B, channels, T, H/space, W/space] whose pixel sides fit the side multiple."""
     s = fmt.space
     if not torch.is_tensor(latent) or latent.dim() != 5 or latent.shape[1] != fmt.channels:
-        raise InputError(f"a video LATENT [B, {fmt.channels}, T, H/{s}, W/{s}]",
-                         f"{getattr(latent, 'shape', type(latent).__name__)}", fix)
+        found = f"{getattr(latent, 'shape', type(latent).__name__)}"
+        wanted, other = _owners(fmt, latent)
+        if other:
+            found = f"{other}'s latent {found} ({latent.shape[1]} channels)"
+        raise InputError(f"a {wanted + ' ' if wanted else ''}video LATENT [B, {fmt.channels}, T, H/{s}, W/{s}]", found,
+                         fix if not other else f"{fix}: {other}'s latents belong with {other}'s models")
     cells = fmt.side_multiple // s  # latent cells per side multiple
     h, w = latent.shape[3], latent.shape[4]
     if h % cells or w % cells:
         m = fmt.side_multiple
         raise InputError(f"a latent whose pixel width and height are multiples of {m}", f"a latent of {w * s}×{h * s} px",
                          f"use {w // cells * m}×{h // cells * m} or {-(-w // cells) * m}×{-(-h // cells) * m}")
+
+
+def _owners(fmt: LatentFormat, latent) -> tuple[str, str]:
+    """(the title of the family whose format `fmt` is, that of the family whose latents have `latent`'s channels)
+    — so a 1.0 latent given to a 1.5 model (or the reverse) is refused naming both."""
+    from ..families import registry
+
+    wanted = next((f.title for f in registry.FAMILIES if f.latent == fmt), "")
+    channels = latent.shape[1] if torch.is_tensor(latent) and latent.dim() == 5 else None
+    other = next((f.title for f in registry.FAMILIES if f.latent.channels == channels and f.latent != fmt), "")
+    return wanted, other

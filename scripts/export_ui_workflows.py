@@ -28,16 +28,20 @@ TITLES = {"hunyuan_t2v_lowvram": "HyStream: HunyuanVideo text-to-video (low VRAM
           "hunyuan_t2v_lora_lowvram": "HyStream: HunyuanVideo text-to-video + LoRA (low VRAM)",
           "hunyuan_v2v_lowvram": "HyStream: HunyuanVideo video-to-video (low VRAM)",
           "hunyuan_t2v_stepcache_lowvram": "HyStream: HunyuanVideo text-to-video + step cache (TeaCache, low VRAM)",
-          "hunyuan_i2v_lowvram": "HyStream: HunyuanVideo image-to-video (HunyuanVideo-I2V / SkyReels-I2V, low VRAM)"}
+          "hunyuan_i2v_lowvram": "HyStream: HunyuanVideo image-to-video (HunyuanVideo-I2V / SkyReels-I2V, low VRAM)",
+          "hunyuan15_t2v_lowvram": "HyStream: HunyuanVideo 1.5 text-to-video (480p, low VRAM)",
+          "hunyuan15_i2v_lowvram": "HyStream: HunyuanVideo 1.5 image-to-video (480p, SigLIP, low VRAM)"}
 
 
 def start_host(root: str) -> ComfyHost:
     import torch
 
     from hystream.families.hunyuan_video.demo import build_models
+    from hystream.families.hunyuan_video_15.demo import build_models as build_models_15
     from hystream.video_io import write_mp4
 
     models = build_models(os.path.join(root, "models"))
+    build_models_15(os.path.join(root, "models"))
     folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras", "clip_vision")}
     host = ComfyHost(find_comfyui(), root, folders).start()
     clip = torch.linspace(0, 1, 9)[:, None, None, None].expand(9, 64, 64, 3).contiguous()

@@ -50,15 +50,17 @@ def comfy_snapshot():
 @pytest.fixture(scope="session")
 def comfy_host(comfy_snapshot, tmp_path_factory):
     """One real ComfyUI for the session, with the pack linked under another folder name and tiny random
-    models in the real layouts (tokenizers beside the text encoders) in an extra model folder."""
+    models of both families in the real layouts (tokenizers beside the text encoders) in an extra model folder."""
     from comfy_host import SWITCH_PACK, ComfyHost
     from hystream.families.hunyuan_video.demo import build_models
+    from hystream.families.hunyuan_video_15.demo import build_models as build_models_15
 
     root = tmp_path_factory.mktemp("comfy_session")
     models = build_models(str(root / "models"))
+    models15 = build_models_15(str(root / "models"))  # 1.5's files beside 1.0's, as users keep them
     folders = {k: os.path.join(models["models"], k) for k in ("diffusion_models", "text_encoders", "vae", "loras", "clip_vision")}
     host = ComfyHost(comfy_snapshot, str(root), folders, extra_nodes={"hystream_test_switch": SWITCH_PACK})
-    host.models = models
+    host.models, host.models15 = models, models15
     host.start()
     yield host
     host.stop()

@@ -26,7 +26,9 @@ NODES = {  # the node contract of the issue: class → its inputs
     "HyStreamVAEEncode": ["vae", "images", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
     "HyStreamSaveVideo": ["images", "fps", "filename_prefix", "crf"],
     "HyStreamLoadVideo": ["video", "max_frames", "frame_step"],
-    "HyStreamImageToVideo": ["positive", "vae", "start_image", "width", "height", "length", "negative"],
+    "HyStreamImageToVideo": ["positive", "vae", "start_image", "width", "height", "length", "negative", "vision_name",
+                             "clip_vision_output"],
+    "HyStreamEmptyLatentVideo": ["vae", "width", "height", "length", "batch_size"],
     "HyStreamTextEncodeImage": ["text_encoder", "vision_name", "image", "prompt", "image_interleave"],
 }
 

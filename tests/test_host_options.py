@@ -20,15 +20,18 @@ from test_host_api import workflow, write_png
 from tiny_dit import save_layout
 
 SMALL = {"EmptyHunyuanLatentVideo": {"width": 64, "height": 48, "length": 5}, "HyStreamSampler": {"steps": 2},
-         "HyStreamImageToVideo": {"width": 64, "height": 48, "length": 5}}
+         "HyStreamImageToVideo": {"width": 64, "height": 48, "length": 5},
+         "HyStreamEmptyLatentVideo": {"width": 64, "height": 48, "length": 5}}
 # Where each node lives in the example workflows (API ids)
 HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": ("hunyuan_v2v_lowvram", "10"),
         "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13"),
-        "HyStreamImageToVideo": ("hunyuan_i2v_lowvram", "12"), "HyStreamTextEncodeImage": ("hunyuan_i2v_lowvram", "4")}
+        "HyStreamImageToVideo": ("hunyuan_i2v_lowvram", "12"), "HyStreamTextEncodeImage": ("hunyuan_i2v_lowvram", "4"),
+        "HyStreamEmptyLatentVideo": ("hunyuan15_t2v_lowvram", "5")}
 T2V_IDS = {"HyStreamDiTLoader": "1", "HyStreamTextEncoderLoader": "2", "HyStreamVAELoader": "3",
            "HyStreamTextEncode": "4", "HyStreamSampler": "6", "HyStreamVAEDecode": "7", "HyStreamSaveVideo": "8"}
 # 1000 steps, 1025 frames: minutes on a CPU, and no new code path
-TOO_SLOW = {("HyStreamSampler", "steps", "max"), ("HyStreamImageToVideo", "length", "max")}
+TOO_SLOW = {("HyStreamSampler", "steps", "max"), ("HyStreamImageToVideo", "length", "max"),
+            ("HyStreamEmptyLatentVideo", "length", "max")}
 # an overlap is at most half its tile: the largest overlap is run with the largest tile
 PAIRED = {"tile_overlap": ("tile_size", 2048), "temporal_overlap": ("temporal_tile", 512)}
 
@@ -72,16 +75,20 @@ def variants(comfy_host, tmp_path_factory):
             "vae_name": {"hunyuan_video_vae_bf16.safetensors", "hunyuan_video_vae_kijai_bf16.safetensors"},
             "lora_name": {"hunyuan_video_demo_lora.safetensors", "hunyuan_lora_musubi.safetensors",
                           "hunyuan_lora_diffusers.safetensors"},
-            "video": {"input_video.mp4", "second_clip.mp4"}, "vision_name": {"llava_llama3_vision.safetensors"}}
+            "video": {"input_video.mp4", "second_clip.mp4"}, "vision_name": {"llava_llama3_vision.safetensors"},
+            # the 1.0 I2V workflow: its DiT takes no SigLIP states (1.5's do: test_host15)
+            "HyStreamImageToVideo.vision_name": {"none"}}
     return dits, good
 
 
-def expected_kind(name: str, value, good: dict) -> str:
+def expected_kind(node: str, name: str, value, good: dict) -> str:
     """'ok' where a user expects the option to work; 'any' where our refusal is right (a CLIP file picked
-    as the LLaVA; a file some other test put there to be refused)."""
+    as the LLaVA; a 1.5 file in a 1.0 workflow; a file some other test put there to be refused). `good` is
+    keyed by input name, or by node.input where one node's input differs from another's of the same name."""
     if name == "dit_name" and value.startswith("HunyuanVideo/transformer/"):
         return "ok"  # any shard of the diffusers folder opens the whole set
-    return "ok" if name not in good or value in good[name] else "any"
+    allowed = good.get(f"{node}.{name}", good.get(name))
+    return "ok" if allowed is None or value in allowed else "any"
 
 
 def options(info: dict):
@@ -130,7 +137,7 @@ def test_every_option_of_every_node(comfy_host, variants):
         result = run_prompt(comfy_host, graph_for(node, name, value, label), timeout=600)
         got = outcome(result)
         runs += 1
-        want = expected_kind(name, value, good)
+        want = expected_kind(node, name, value, good)
         if got.startswith("generic") or (want == "ok" and got != "ok"):
             bad.append(f"{node}.{name}={value!r} ({label}): {got}")
     assert runs > 60, runs

@@ -130,3 +130,77 @@ def test_video_to_video_matches_diffusers_from_the_same_sigma(world):
     start = noised(source * SCALING_FACTOR, noise(tuple(source.shape), 1), shifted_sigmas(4, 5.0)[2])
     want = reference(world, 1, 2, latents=start, sigmas=list(np.linspace(1.0, 0.0, 5)[:-1][2:]))
     assert (got * SCALING_FACTOR - want).abs().max().item() <= 1e-4
+
+
+# -- image-to-video ------------------------------------------------------------------------------------------
+SIDE = 48  # a square video: latents [1, 32, 3, 3, 3]
+def smooth_rgb(height, width, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width] / max(height, width)
+    waves = [np.sin(5 * x * (c + 1) + 4 * y + rng.uniform(0, 6)) for c in range(3)]
+    return np.clip(np.stack(waves, -1) * 110 + 128, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def i2v(world, tmp_path_factory):
+    from diffusers import HunyuanVideo15ImageToVideoPipeline
+    from transformers import SiglipImageProcessor
+
+    from hystream.families.hunyuan_video_15.demo_vision import tiny_siglip, write_comfy_siglip
+
+    # SigLIP's square input the size of the (square) video: its 8-bit resize is then a copy in PIL and in
+    # HyStream alike (elsewhere they differ by one level on a few pixels: test_vision15)
+    size = SIDE
+    siglip = tiny_siglip(seed=2, image_size=size, patch_size=16)
+    extractor = SiglipImageProcessor(size={"height": size, "width": size}, resample=3, do_rescale=True,
+                                     rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    p = world["pipe"]
+    pipe = HunyuanVideo15ImageToVideoPipeline(text_encoder=p.text_encoder, tokenizer=p.tokenizer, transformer=p.transformer,
+                                              vae=p.vae, scheduler=p.scheduler, text_encoder_2=p.text_encoder_2,
+                                              tokenizer_2=p.tokenizer_2, guider=p.guider, image_encoder=siglip,
+                                              feature_extractor=extractor)
+    pipe.target_size = SIDE  # its size buckets then hold SIDE²: the video size is the image's
+    vision = write_comfy_siglip(siglip, str(tmp_path_factory.mktemp("clip_vision")), dtype=torch.float32)
+    return {"pipe": pipe, "vision": vision}
+
+
+def test_image_to_video_matches_diffusers(world, i2v):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.guiders import ClassifierFreeGuidance
+    from PIL import Image
+
+    rgb = smooth_rgb(SIDE, SIDE, seed=11)
+    pipe = i2v["pipe"]
+    pipe.scheduler, pipe.guider = FlowMatchEulerDiscreteScheduler(shift=5.0), ClassifierFreeGuidance(guidance_scale=6.0)
+    with torch.no_grad():
+        want = pipe(image=Image.fromarray(rgb), prompt=PROMPT, num_frames=FRAMES, num_inference_steps=3,
+                    generator=torch.Generator("cpu").manual_seed(21), output_type="latent", return_dict=False)[0]
+    image = torch.from_numpy(rgb).float()[None] / 255
+    dit = load_dit(world["files"]["dit"])
+    vae = load_vae(world["files"]["vae"])
+    try:
+        with torch.inference_mode():
+            family = dit.family
+            states = family.start_image_states(i2v["vision"], image, SIDE, SIDE)
+            latent_image = pipeline.encode_start_image(vae, image, SIDE, SIDE)
+            positive = pipeline.with_start_image(pipeline.encode_prompt(world["te"], PROMPT), latent_image, FRAMES,
+                                                 family, states)
+            negative = pipeline.with_start_image(pipeline.encode_prompt(world["te"], ""), latent_image, FRAMES,
+                                                 family, states)
+            got = pipeline.sample(dit, positive, pipeline.empty_latent(SIDE, SIDE, FRAMES, family=family),
+                                  settings(21, 3), negative=negative)
+    finally:
+        dit.close()
+    assert got.shape == want.shape == (1, 32, 3, 3, 3)
+    assert (got * SCALING_FACTOR - want).abs().max().item() <= 1e-4
+    # without the SigLIP states the run differs: they reach the DiT
+    with torch.inference_mode():
+        plain = pipeline.with_start_image(pipeline.encode_prompt(world["te"], PROMPT), latent_image, FRAMES, family)
+        dit = load_dit(world["files"]["dit"])
+        try:
+            other = pipeline.sample(dit, plain, pipeline.empty_latent(SIDE, SIDE, FRAMES, family=family),
+                                    settings(21, 3), negative=pipeline.with_start_image(
+                                        pipeline.encode_prompt(world["te"], ""), latent_image, FRAMES, family))
+        finally:
+            dit.close()
+    assert (other * SCALING_FACTOR - want).abs().max().item() > 1e-2

@@ -41,8 +41,12 @@ def read_conditioning(cond, what: str = "positive") -> Cond:
         raise InputError(f"{what} text states [1, L, 4096]", f"{getattr(states, 'shape', type(states).__name__)}", fix)
     pooled = extra.get("pooled_output") if isinstance(extra, dict) else None
     if pooled is None:
-        raise InputError(f"a pooled CLIP-L vector ('pooled_output') in the {what} CONDITIONING", "none",
-                         fix + "; a conditioning from another model family has no HunyuanVideo pooled vector")
+        glyph = isinstance(extra, dict) and "conditioning_byt5small" in extra
+        found = (f"HunyuanVideo 1.5's (Qwen2.5-VL states {list(states.shape)}{' and ByT5 glyph states' if glyph else ''}, "
+                 "no pooled vector)") if states.shape[-1] != 4096 or glyph else "none"
+        raise InputError(f"a HunyuanVideo 1.0 {what} CONDITIONING with a pooled CLIP-L vector ('pooled_output')",
+                         found, fix + "; HunyuanVideo 1.5's text encoders (Qwen2.5-VL + ByT5) belong with a "
+                         "HunyuanVideo 1.5 DiT")
     mask = extra.get("attention_mask")
     if mask is not None:
         mask = mask.reshape(1, -1)

@@ -53,7 +53,9 @@ class HunyuanVideo(Family):
 
     def claims_vae(self, keys: set[str], shapes) -> bool:
         anchors = [k for k in keys if k.endswith(VAE_ANCHOR)]
-        return bool(anchors) and shapes(min(anchors, key=len))[1] == self.latent.channels
+        # a post_quant_conv is 1.0's structure whatever the channels: its loader names an unknown variant
+        return bool(anchors) and (shapes(min(anchors, key=len))[1] == self.latent.channels or
+                                  any("post_quant_conv." in k for k in keys))
 
     def load_vae(self, source, path: str, device, dtype=None):
         from .vae_loader import load_vae
@@ -69,7 +71,7 @@ class HunyuanVideo(Family):
     def dropped_frames(self, dit) -> int:
         return i2v.DROPPED_FRAMES if dit.model.cfg.image_condition == "latent_concat" else 0
 
-    def attach_start_image(self, conditioning, image_latent, frames: int):
+    def attach_start_image(self, conditioning, image_latent, frames: int, vision_states=None):
         from .conditioning import with_start_image
 
         return with_start_image(conditioning, image_latent, frames)

@@ -135,15 +135,29 @@ def _load_llama(path: str, device: torch.device, options: StreamOptions):
         raise
 
 
+def _clip_prefix(source: TensorSource) -> str:
+    keys = source.keys()
+    prefix = key_prefix(keys, CLIP_ANCHOR)
+    if prefix is None:
+        raise WrongModelError("a CLIP-L text encoder (HF CLIPTextModel names)", f"{describe_model(keys)} in {source.describe}",
+                              "pick clip_l.safetensors from models/text_encoders (or models/clip)")
+    return prefix
+
+
+def _refuse_other_clip_files(path: str) -> None:
+    """A wrong second file is named before its tokenizer is looked for (headers only)."""
+    source = open_checkpoint(path, subfolders=("text_encoder_2",))
+    try:
+        _clip_prefix(source)
+    finally:
+        source.close()
+
+
 def _load_clip(path: str, device: torch.device, tokenizer) -> tuple[ClipPooled, TensorSource]:
     source = open_checkpoint(path, subfolders=("text_encoder_2",))
     try:
         keys = source.keys()
-        prefix = key_prefix(keys, CLIP_ANCHOR)
-        if prefix is None:
-            raise WrongModelError("a CLIP-L text encoder (HF CLIPTextModel names)",
-                                  f"{describe_model(keys)} in {source.describe}",
-                                  "pick clip_l.safetensors from models/text_encoders (or models/clip)")
+        prefix = _clip_prefix(source)
         local = {k[len(prefix):]: k for k in keys if k.startswith(prefix) and not k[len(prefix):].endswith(CLIP_IGNORED)}
         scales = {n: k for n, k in local.items() if n.endswith(FP8_EXTRAS)}  # scaled fp8: read with their weights
         local = {n: k for n, k in local.items() if n not in scales}
@@ -190,6 +204,7 @@ def load_text_encoder(llm_path: str, clip_path: str, device: str | torch.device 
     """
     device = torch.device(device)
     host = host_tokenizer_dirs or {}
+    _refuse_other_clip_files(clip_path)
     llama_tok = load_fast_tokenizer(find_tokenizer(LLAMA3_TOKENIZER, llm_path, tokenizer_dir or None,
                                                     [host.get("llama")] if host.get("llama") else []), "Llama-3")
     clip_tok = load_clip_tokenizer(find_tokenizer(CLIP_TOKENIZER, clip_path, tokenizer_dir or None,

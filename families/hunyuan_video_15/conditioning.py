@@ -86,11 +86,23 @@ def read_conditioning(cond, what: str = "positive", text_dim: int | None = None,
     return Cond(states, mask, glyph, extra=extra)
 
 
-def with_start_image(conditioning, image_latent: torch.Tensor, frames: int) -> list:
+class VisionOutput:
+    """What ComfyUI's CLIPVisionEncode hands on as clip_vision_output (attributes, also readable as items):
+    here the SigLIP states [1, 729, 1152] the 1.5 DiT takes."""
+
+    def __init__(self, last_hidden_state: torch.Tensor):
+        self.last_hidden_state = last_hidden_state
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+def with_start_image(conditioning, image_latent: torch.Tensor, frames: int, vision_states=None) -> list:
     """CONDITIONING with the start image attached as ComfyUI's HunyuanVideo15ImageToVideo does:
     `concat_latent_image` [B, C, T, h, w] with the image's latent frames first and zeros after, `concat_mask`
     [1, 1, T, h, w] 0 on the image's frames and 1 after (T = the video's latent frames). Raw VAE latents in
-    float32, as the native node stores them. Entries are copied, never changed in place (ComfyUI caches node outputs)."""
+    float32, as the native node stores them; `vision_states` (SigLIP's) as `clip_vision_output`. Entries are
+    copied, never changed in place (ComfyUI caches node outputs)."""
     if not isinstance(conditioning, (list, tuple)) or not conditioning:
         raise InputError("a CONDITIONING", type(conditioning).__name__, "connect HyStreamTextEncode's output")
     if not torch.is_tensor(image_latent) or image_latent.dim() != 5:
@@ -107,5 +119,7 @@ def with_start_image(conditioning, image_latent: torch.Tensor, frames: int) -> l
     for entry in conditioning:
         extra = dict(entry[1]) if len(entry) > 1 and isinstance(entry[1], dict) else {}
         extra.update(concat_latent_image=latent, concat_mask=mask)
+        if vision_states is not None:
+            extra["clip_vision_output"] = VisionOutput(vision_states)
         out.append([entry[0], extra])
     return out

@@ -123,7 +123,7 @@ class HunyuanVideo15DiT(DualStreamDiT):
         parts, masks = [], []
         if image is not None:
             parts.append(self.vision_in(image.to(self.device, dt)) + self.cond_type_embedding(IMAGE, dt))
-            masks.append(torch.ones(batch, image.shape[1], dtype=torch.bool, device=self.device))
+            masks.append(None)  # every image token valid (no mask read back from the device for it)
         if glyph is not None:
             glyph, glyph_mask = _valid(glyph.to(self.device, dt), glyph_mask, batch, self.device)
             if glyph.shape[1]:

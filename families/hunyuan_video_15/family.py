@@ -55,16 +55,33 @@ class HunyuanVideo15(Family):
 
         return load_vae(source, path, self, device, dtype)
 
+    default_negative = ""  # the reference pipelines encode an empty negative prompt for their cfg 6
+
     # -- sampling --------------------------------------------------------------------------------------
+    def sampler_preset(self, dit_name: str, dit_cfg):
+        from .presets import preset
+
+        return preset(dit_name, bool(getattr(dit_cfg, "meanflow", False)))
+
     def denoiser(self, dit, positive, negative, latent, settings):
         from .sampler import Hunyuan15Denoiser
 
         return Hunyuan15Denoiser(dit, positive, negative, latent, settings)
 
-    def attach_start_image(self, conditioning, image_latent, frames: int):
+    def attach_start_image(self, conditioning, image_latent, frames: int, vision_states=None):
         from .conditioning import with_start_image
 
-        return with_start_image(conditioning, image_latent, frames)
+        return with_start_image(conditioning, image_latent, frames, vision_states)
+
+    def fit_start_image(self, image, width: int, height: int):
+        from .vision import fit_to_video  # diffusers' resize-and-crop (Lanczos), as the reference pipeline
+
+        return fit_to_video(image, width, height)
+
+    def start_image_states(self, vision_path: str, image, width: int, height: int, device="cpu"):
+        from .vision_loader import encode_start_image
+
+        return encode_start_image(vision_path, image, width, height, device)
 
     # -- memory, demo -------------------------------------------------------------------------------------
     def memory(self):

@@ -203,13 +203,13 @@ def load_text_encoder(qwen_path: str, byt5_path: str, device: str | torch.device
     sources, streamer = [qwen_source], None
     try:
         _refuse_other_families(qwen_source)
-        qwen_tok = load_tokenizer(QWEN25_TOKENIZER, qwen_path, tokenizer_dir or None, host.get(QWEN25_TOKENIZER.key))
-        byt5_tok = load_tokenizer(BYT5_TOKENIZER, byt5_path, tokenizer_dir or None, host.get(BYT5_TOKENIZER.key))
         options = StreamOptions(prefetch=prefetch_blocks, vram_budget_gb=vram_budget_gb, host_tier=host_tier,
                                 reserve_bytes=reserve_bytes, hand_over=hand_over)
         qwen, streamer, rows, dtype = _load_qwen(qwen_source, device, options)
-        byt5, byt5_dtype, byt5_source = _load_byt5(byt5_path, device)
+        byt5, byt5_dtype, byt5_source = _load_byt5(byt5_path, device)  # a wrong file is named before a tokenizer
         sources.append(byt5_source)
+        qwen_tok = load_tokenizer(QWEN25_TOKENIZER, qwen_path, tokenizer_dir or None, host.get(QWEN25_TOKENIZER.key))
+        byt5_tok = load_tokenizer(BYT5_TOKENIZER, byt5_path, tokenizer_dir or None, host.get(BYT5_TOKENIZER.key))
     except BaseException:
         if streamer is not None:
             streamer.detach()

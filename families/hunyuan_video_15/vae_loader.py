@@ -45,7 +45,9 @@ def claims_vae(keys, shapes) -> bool:
     """The 1.5 VAE by its keys: a causal decoder input convolution taking 32 latent channels (both layouts
     name it `decoder.conv_in.conv.weight`). `shapes(key)` reads a tensor's shape."""
     prefix = key_prefix(keys, ANCHOR)
-    return prefix is not None and tuple(shapes(prefix + ANCHOR))[1] == LATENT_CHANNELS
+    # 1.0's VAE (16 channels) has a post_quant_conv before its decoder; 1.5's decoder takes the latent directly
+    return prefix is not None and tuple(shapes(prefix + ANCHOR))[1] == LATENT_CHANNELS and \
+        not any("post_quant_conv." in k for k in keys)
 
 
 def diffusers_to_ours(name: str) -> str:
