@@ -49,7 +49,8 @@ class Report:
             if streamer is not None:
                 stats = streamer.stats
                 entry.update(streamed_gib=round(stats.bytes_copied / GIB, 3), wait_s=round(stats.wait_seconds, 2),
-                             blocks_resident=stats.blocks_resident, blocks_streamed=stats.blocks_streamed)
+                             blocks_resident=stats.blocks_resident, blocks_streamed=stats.blocks_streamed,
+                             forwards=stats.forwards)
                 if self.device.type != "cuda":
                     entry["peak_device_weights_gib"] = round(stats.peak_device_bytes / GIB, 3)
             self.stages.append(entry)
@@ -87,6 +88,7 @@ def check_generate(args, loras):
     for path in [args.dit, args.llm, args.clip, args.vae, args.input_video, args.image, args.vision, *(p for p, _ in loras)]:
         if path and not os.path.exists(path):
             raise InputError("existing files", f"no file at {path!r}", "check the paths")
+    apply_preset(args)
     if not args.input_video:  # the DiT's family (from its header) says which sizes its VAE and patches take
         pipeline.check_video_size(args.width, args.height, args.frames, read_dit_config(args.dit)[0])
     if args.tokenizer_dir and not os.path.isdir(args.tokenizer_dir):
@@ -108,7 +110,7 @@ def check_generate(args, loras):
     if bad:
         flag, value, want = bad[0]
         raise InputError(f"{flag} {want}", f"{value}", f"fix {flag} (see python -m hystream generate --help)")
-    if args.cfg > 1 and not args.negative:
+    if args.cfg > 1 and args.negative is None:
         raise InputError("--negative when --cfg > 1", "no negative prompt", "add --negative \"…\" or set --cfg 1")
     if args.input_video:
         probe_video(args.input_video)
@@ -117,6 +119,24 @@ def check_generate(args, loras):
 
         return read_image(args.image)  # a file that is not a picture fails here, before any model work
     return None
+
+
+def apply_preset(args) -> None:
+    """--steps, --flow-shift, --guidance and --cfg not given: the DiT variant's settings (its family's presets,
+    read from the file name and weights); with cfg > 1 and no --negative, the negative the family's reference uses."""
+    from .loading import read_dit_config
+
+    family, cfg = read_dit_config(args.dit)
+    label, chosen = family.sampler_preset(args.dit, cfg)
+    given = {"steps": chosen.steps, "flow_shift": chosen.flow_shift, "guidance": chosen.embedded_guidance, "cfg": chosen.cfg}
+    taken = {k: v for k, v in given.items() if getattr(args, k) is None}
+    for k, v in taken.items():
+        setattr(args, k, v)
+    if args.cfg > 1 and args.negative is None and family.default_negative is not None:
+        args.negative = family.default_negative
+    if taken and label:
+        print(f"{family.title} {label}: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in taken.items()
+                                                     if v is not None), file=sys.stderr)
 
 
 def image_prompt_plan(args) -> tuple[str | None, int]:
@@ -166,7 +186,7 @@ def cmd_generate(args) -> dict:
                 positive = pipeline.encode_image_prompt(te, vision, start_image, args.prompt, interleave)
             else:
                 positive = pipeline.encode_prompt(te, args.prompt)
-            negative = pipeline.encode_prompt(te, args.negative) if args.negative else None
+            negative = pipeline.encode_prompt(te, args.negative) if args.negative is not None and args.cfg > 1 else None
     finally:
         te.close()
         del te
@@ -187,8 +207,10 @@ def cmd_generate(args) -> dict:
         width, height, frames = latent.shape[4] * fmt.space, latent.shape[3] * fmt.space, fmt.video_frames(latent.shape[2])
         with report.stage("image encode"):
             image_latent = pipeline.encode_start_image(vae, start_image, width, height, tiles)
-        positive = pipeline.with_start_image(positive, image_latent, frames, family)
-        negative = pipeline.with_start_image(negative, image_latent, frames, family) if negative else None
+            # a family whose DiT takes the image's vision states (1.5: SigLIP) gets them from --vision
+            states = family.start_image_states(args.vision, start_image, width, height, device) if args.vision else None
+        positive = pipeline.with_start_image(positive, image_latent, frames, family, states)
+        negative = pipeline.with_start_image(negative, image_latent, frames, family, states) if negative else None
     vae.release_device()
     between_stages(device)
 
@@ -329,14 +351,19 @@ def cmd_demo(args) -> dict:
 # -- plan ------------------------------------------------------------------------------------------
 def cmd_plan(args) -> dict:
     from . import planner
+    from .families import registry
 
     capability = tuple(int(v) for v in f"{args.compute_capability:.1f}".split(".")) if args.compute_capability else \
         planner.FLASH_CAPABLE
+    try:
+        family = registry.lookup(args.family)
+    except KeyError as e:
+        raise InputError("--family naming a model family", repr(args.family), e.args[0]) from None
     plans = planner.plan_all(args.width, args.height, args.frames, args.vram, weight_dtype=args.weight_dtype,
-                             prefetch=args.prefetch, capability=capability)
-    print(planner.describe(plans, args.width, args.height, args.frames, args.vram))
+                             prefetch=args.prefetch, capability=capability, family=family)
+    print(f"{family.title}: " + planner.describe(plans, args.width, args.height, args.frames, args.vram))
     fits = None if args.vram is None else all(p.fits for p in plans)
-    return {"command": "plan", "width": args.width, "height": args.height, "frames": args.frames, "vram_gib": args.vram,
+    return {"command": "plan", "family": family.name, "width": args.width, "height": args.height, "frames": args.frames, "vram_gib": args.vram,
             "fits": fits, "stages": planner.as_dict(plans)}
 
 
@@ -403,15 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
                         ("vae", "the VAE file or folder")):
         g.add_argument(f"--{name}", required=True, help=help_)
     g.add_argument("--prompt", required=True, help="what the video shows (up to 256 tokens)")
-    g.add_argument("--negative", help="negative prompt (used when --cfg > 1)")
+    g.add_argument("--negative", help="negative prompt (used when --cfg > 1; not given: HunyuanVideo 1.5 encodes an "
+                   "empty one, as its reference pipelines do)")
     g.add_argument("--width", type=int, default=848, help="video width in pixels, a multiple of 16")
     g.add_argument("--height", type=int, default=480, help="video height in pixels, a multiple of 16")
     g.add_argument("--frames", type=int, default=61, help="4k+1 frames (video-to-video: at most this many are read)")
-    g.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
+    g.add_argument("--steps", type=int, help=f"sampling steps (default: the DiT variant's; {d.steps} for 1.0)")
     g.add_argument("--seed", type=int, default=d.seed, help="noise seed (same seed, same video as diffusers/ComfyUI)")
-    g.add_argument("--flow-shift", type=float, default=d.flow_shift, help="schedule shift (7 for 720p, 5-9 lower)")
-    g.add_argument("--guidance", type=float, default=d.embedded_guidance, help="embedded guidance")
-    g.add_argument("--cfg", type=float, default=d.cfg, help="true CFG scale (> 1 runs the negative prompt)")
+    g.add_argument("--flow-shift", type=float, help=f"schedule shift (default: the variant's; {d.flow_shift:g} for 1.0)")
+    g.add_argument("--guidance", type=float, help=f"embedded guidance (1.0; default {d.embedded_guidance:g})")
+    g.add_argument("--cfg", type=float, help="true CFG scale (> 1 runs the negative prompt; default: the variant's: "
+                   f"{d.cfg:g} for 1.0, 6 for 1.5, 1 for its distilled models)")
     g.add_argument("--lora", action="append", metavar="FILE:STRENGTH", help="a LoRA and its strength (repeatable)")
     g.add_argument("--input-video", help="video-to-video: the input video (cropped to 4k+1 frames and sides that "
                                          "are multiples of 16)")
@@ -465,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--height", type=int, default=480, help="video height in pixels")
     pl.add_argument("--frames", type=int, default=61, help="video frames (4k+1)")
     pl.add_argument("--vram", type=float, help="GPU memory to fit, in GiB")
+    pl.add_argument("--family", default="hunyuanvideo", help="the model family: hunyuanvideo (1.0) or hunyuanvideo15 (1.5)")
     pl.add_argument("--weight-dtype", default="bf16", choices=["bf16", "fp8_e4m3fn", *PLAN_TYPES],
                     help="DiT weights as stored: bf16, fp8, or a GGUF file's quantisation type (Q4_K for a Q4_K_M file)")
     pl.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute")

@@ -15,6 +15,7 @@ allocations) run on HyStream's real model classes with the real shapes, bf16.
 Prints a table per stage and a JSON line last. Sizes: the four of the brief, plus `--size F H W`.
 
     python bench/memory_estimate.py [--size 61 480 848] [--quick] [--i2v]
+    python bench/memory_estimate.py --family hunyuanvideo15      (HunyuanVideo 1.5: memory_estimate_15.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ GIB = 1024 ** 3
 SIZES = [(129, 720, 1280), (129, 544, 960), (121, 512, 768), (129, 384, 512)]
 TARGETS = {(129, 720, 1280): 6, (129, 544, 960): 4, (121, 512, 768): 3, (129, 384, 512): 2}
 DT = torch.bfloat16
+FAMILIES = {"hunyuanvideo": "hunyuan_video", "hunyuan_video": "hunyuan_video", "hunyuanvideo15": "hunyuan_video_15",
+            "hunyuan_video_15": "hunyuan_video_15"}
 
 
 def param_bytes(module, dtype=DT) -> int:
@@ -198,7 +201,16 @@ def main() -> None:
     ap.add_argument("--text", type=int, default=256, help="text tokens in the DiT (256 = the most a prompt gives)")
     ap.add_argument("--quick", action="store_true", help="DiT activations from the one-block-per-kind shortcut")
     ap.add_argument("--i2v", action="store_true", help="also the image-to-video rows (DiT variants, vision tower)")
+    ap.add_argument("--family", default="hunyuanvideo", choices=FAMILIES,
+                    help="hunyuanvideo (1.0, the default) or hunyuanvideo15 (1.5: memory_estimate_15.py)")
     args = ap.parse_args()
+    if FAMILIES[args.family] == "hunyuan_video_15":
+        import memory_estimate_15 as m15
+
+        rows15, ok15 = m15.rows(m15.SIZES + [tuple(s) for s in args.size or []])
+        print(json.dumps({"bench": "memory_estimate", "family": "hunyuan_video_15", "dtype": "bf16",
+                          "attention": "flash-style (memest stub)", "all_targets_met": ok15, "rows": rows15}))
+        return
     sizes = SIZES + [tuple(s) for s in args.size or []]
     text = text_stage()
     rows = []

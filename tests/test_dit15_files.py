@@ -74,6 +74,10 @@ def write_lora(parts, fmt, path):
         if fmt == "diffusers":
             name = "transformer." + DIFFUSERS[t]
             out[name + ".lora_A.weight"], out[name + ".lora_B.weight"] = down, up
+        elif fmt == "comfy":  # ComfyUI's own LoRA names: diffusion_model. + the model's module names
+            name = "diffusion_model." + t
+            out[name + ".lora_down.weight"], out[name + ".lora_up.weight"] = down, up
+            out[name + ".alpha"] = torch.tensor(float(down.shape[0]))
         elif fmt == "musubi":  # kohya-style names over Tencent's split q/k/v
             name = "lora_unet_" + t.replace(".", "_")
             out[name + ".lora_down.weight"], out[name + ".lora_up.weight"] = down, up
@@ -82,7 +86,7 @@ def write_lora(parts, fmt, path):
     return str(path)
 
 
-@pytest.mark.parametrize("fmt", ["diffusers", "musubi"])
+@pytest.mark.parametrize("fmt", ["diffusers", "musubi", "comfy"])
 def test_loras_equal_the_merged_model(tmp_path, sd, fmt):
     base = save_layout(sd, "comfy_prefixed", str(tmp_path / "base"))
     parts = lora_parts()

@@ -22,5 +22,5 @@ MAG_RATIOS_544P = (1.0, 1.06971, 1.29073, 1.11245, 1.09596, 1.05233, 1.01415, 1.
                    1.02162, 1.01999, 0.99063, 1.01186, 1.0217, 0.99947, 1.01711, 0.9904, 1.00258, 1.00878, 0.97039,
                    0.97686, 0.94315, 0.97728, 0.91154, 0.86139, 0.76592)
 
-CACHE_CONSTANTS = CacheConstants(teacache_coefficients=TEACACHE_COEFFICIENTS,
+CACHE_CONSTANTS = CacheConstants(family="HunyuanVideo 1.0", teacache_coefficients=TEACACHE_COEFFICIENTS,
                                  mag_ratios=((720, MAG_RATIOS_720P), (544, MAG_RATIOS_544P)))

@@ -5,4 +5,4 @@ from __future__ import annotations
 
 from ..base import CacheConstants
 
-CACHE_CONSTANTS = CacheConstants()
+CACHE_CONSTANTS = CacheConstants(family="HunyuanVideo 1.5")

@@ -39,7 +39,7 @@ class MagCache(StepCache):
         super().__init__(settings, steps, constants, height, **hooks)
         ratios = settings.mag_ratios or constants.mag_ratios_for(height)
         if not ratios:
-            raise InputError("MagCache's magnitude ratios published for this model family", "none published",
+            raise InputError(f"MagCache's magnitude ratios published for {constants.family}", "none published",
                              "use first_block (it needs no calibration)"
                              + (" or teacache" if constants.teacache_coefficients else ""), where="the step cache")
         self.ratios = nearest_interp(ratios, steps)

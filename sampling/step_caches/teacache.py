@@ -37,7 +37,7 @@ class TeaCache(StepCache):
     def __init__(self, settings, steps, constants, height, **hooks):
         super().__init__(settings, steps, constants, height, **hooks)
         if not constants.teacache_coefficients:
-            raise InputError("TeaCache's rescaling coefficients published for this model family",
+            raise InputError(f"TeaCache's rescaling coefficients published for {constants.family}",
                              "none published", "use first_block (it needs no calibration)"
                              + (" or mag_cache" if constants.mag_ratios else ""), where="the step cache")
         self.coefficients = tuple(constants.teacache_coefficients)
