@@ -131,3 +131,20 @@ def test_other_vaes_are_refused_naming_what_was_found(tmp_path):
         load_vae(truncated)
     assert "truncated.safetensors" in str(e.value) and os.path.exists(folders_path)
     assert TINY_VAE.latent_channels == 32
+
+
+@pytest.mark.parametrize("what", ["decode", "encode"])
+def test_the_tile_planner_measures_the_1_5_geometry(folders, what):
+    """The automatic tiles' memory model probes a tile of 16-pixel cells (1.0's are 8): its prediction for a
+    real tile covers that tile's measured peak without overshooting it by much."""
+    from hystream.memory_probe import fake_peak_bytes
+    from hystream.vae.planning import MARGIN, tile_peak_bytes
+
+    model = load_vae(folders["comfy"], dtype=torch.float32).model
+    spec = TileSpec(128, 0, 16, 0)  # 8 × 8 latent cells, 17 frames (5 latent frames)
+    predicted = tile_peak_bytes(model, spec, what) / MARGIN
+    if what == "decode":
+        measured = fake_peak_bytes(model.decode, ((1, 32, 5, 8, 8), torch.float32, torch.device("cpu")))
+    else:
+        measured = fake_peak_bytes(model.encode_moments, ((1, 3, 17, 128, 128), torch.float32, torch.device("cpu")))
+    assert 0.9 * measured <= predicted <= 2 * measured, (predicted, measured)

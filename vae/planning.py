@@ -38,7 +38,8 @@ def _measure_slope(vae, what: str) -> float:
         volume = frame_span(0, t)[1] * h * w * cfg.space_compression ** 2
     else:
         frames = frame_span(0, t)[1]
-        peak = fake_peak_bytes(vae.encode_moments, ((1, cfg.in_channels, frames, h * 8, w * 8), dtype, dev))
+        s = cfg.space_compression  # the probe tile in pixels: h × w latent cells
+        peak = fake_peak_bytes(vae.encode_moments, ((1, cfg.in_channels, frames, h * s, w * s), dtype, dev))
         volume = frames * h * w * cfg.space_compression ** 2
     return peak / volume
 
