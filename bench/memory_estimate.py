@@ -43,7 +43,22 @@ def param_bytes(module, dtype=DT) -> int:
     return sum(p.numel() for p in module.parameters()) * torch.empty((), dtype=dtype).element_size()
 
 
-def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_channels: int = 16) -> dict:
+def peak_breakdown(lb, top: int = 12) -> list[dict]:
+    """The tensors alive at the peak (weights excluded: inputs and intermediates), grouped by the module that
+    made them, the op and the shape, largest first."""
+    groups: dict[tuple, list[int]] = {}
+    for nbytes, op, module, shape, dtype in lb.peak_snapshot or []:
+        key = (module, op.replace("aten.", "").replace(".default", ""), shape, dtype)
+        groups.setdefault(key, []).append(nbytes)
+    rows = [{"bytes": sum(v), "count": len(v), "module": k[0], "op": k[1], "shape": list(k[2]), "dtype": k[3]}
+            for k, v in groups.items()]
+    rows.sort(key=lambda r: -r["bytes"])
+    return rows[:top] + ([{"bytes": sum(r["bytes"] for r in rows[top:]), "count": sum(r["count"] for r in rows[top:]),
+                           "module": "(the rest)", "op": "", "shape": [], "dtype": ""}] if len(rows) > top else [])
+
+
+def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_channels: int = 16,
+              breakdown: bool = False) -> dict:
     from estimate import LiveBytes  # memest
     from torch.func import functional_call
 
@@ -71,18 +86,28 @@ def dit_stage(frames: int, height: int, width: int, text: int, quick: bool, in_c
                       "txt": torch.empty(1, text, cfg.text_dim, dtype=DT, device="cuda"),
                       "pooled": torch.empty(1, cfg.pooled_dim, dtype=DT, device="cuda"),
                       "guidance": torch.empty(1, device="cuda")}
-            lb = LiveBytes(round_to=512)
-            lb.track(list(params.values()))
+            lb = LiveBytes(round_to=512, snapshot=breakdown)
+            # as a module's parameters (memest counts them, but leaves them out of the peak's snapshot)
+            lb.track(torch.nn.ParameterList(torch.nn.Parameter(p, requires_grad=False) for p in params.values()))
             lb.track(list(inputs.values()))
             base = lb.cur
-            with lb:
-                out = functional_call(model, params, (), inputs)
-            del out
+            if breakdown:
+                lb.attach(model)
+            try:
+                with lb:
+                    out = functional_call(model, params, (), inputs)
+                del out
+            finally:
+                lb.detach()
         act = lb.peak - base
     tokens = shape[2] * (shape[3] // 2) * (shape[4] // 2)
-    return {"stage": "dit", "tokens": tokens + text, "weights_gib": (fixed + ring) / GIB, "ring_gib": ring / GIB,
-            "fixed_gib": fixed / GIB, "activations_gib": act / GIB, "total_gib": (fixed + ring + act) / GIB,
-            "planner_activations_gib": shortcut / GIB}
+    result = {"stage": "dit", "tokens": tokens + text, "weights_gib": (fixed + ring) / GIB, "ring_gib": ring / GIB,
+              "fixed_gib": fixed / GIB, "activations_gib": act / GIB, "total_gib": (fixed + ring + act) / GIB,
+              "planner_activations_gib": shortcut / GIB}
+    if breakdown and not quick:
+        result["breakdown"] = peak_breakdown(lb)
+        result["peak_at"] = lb.peak_where
+    return result
 
 
 def text_stage() -> dict:
@@ -201,6 +226,8 @@ def main() -> None:
     ap.add_argument("--text", type=int, default=256, help="text tokens in the DiT (256 = the most a prompt gives)")
     ap.add_argument("--quick", action="store_true", help="DiT activations from the one-block-per-kind shortcut")
     ap.add_argument("--i2v", action="store_true", help="also the image-to-video rows (DiT variants, vision tower)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="list the tensors alive at the DiT's peak (module, op, shape; weights excluded)")
     ap.add_argument("--family", default="hunyuanvideo", choices=FAMILIES,
                     help="hunyuanvideo (1.0, the default) or hunyuanvideo15 (1.5: memory_estimate_15.py)")
     args = ap.parse_args()
@@ -216,7 +243,7 @@ def main() -> None:
     rows = []
     print(f"{'size':>16s} {'stage':>13s} {'weights':>9s} {'activ.':>9s} {'total':>9s} {'target':>7s}")
     for f, h, w in sizes:
-        dit = dit_stage(f, h, w, args.text, args.quick)
+        dit = dit_stage(f, h, w, args.text, args.quick, breakdown=args.breakdown)
         vae = vae_stage(f, h, w)
         row = {"frames": f, "height": h, "width": w, "dit": dit, "text_encoder": text, "vae_decode": vae,
                "dit_target_gib": TARGETS.get((f, h, w))}
@@ -225,6 +252,11 @@ def main() -> None:
             target = {"dit": TARGETS.get((f, h, w)), "text encoder": 2, "vae decode": 4 if (f, h, w) == SIZES[0] else None}[stage["stage"]]
             print(f"{f:>4d}×{h:>4d}×{w:<5d} {stage['stage']:>13s} {stage['weights_gib']:9.3f} "
                   f"{stage['activations_gib']:9.3f} {stage['total_gib']:9.3f} {'≤ ' + str(target) if target else '':>7s}")
+        if dit.get("breakdown"):
+            print(f"    alive at the DiT's peak ({dit['peak_at']['module']}, {dit['peak_at']['op']}):")
+            for b in dit["breakdown"]:
+                print(f"    {b['bytes'] / GIB:8.3f} GiB  {b['count']:>3d} × {b['shape']!s:<24s} {b['dtype']:<9s} "
+                      f"{b['op']:<28s} {b['module']}")
     ok = all(r["dit"]["total_gib"] <= r["dit_target_gib"] for r in rows if r["dit_target_gib"])
     ok = ok and text["total_gib"] <= 2 and rows[0]["vae_decode"]["total_gib"] <= 4
     i2v = i2v_rows(args.quick)[0] if args.i2v else None
@@ -234,7 +266,9 @@ def main() -> None:
                  ("dit_activations_gib", r["dit"]["activations_gib"]),
                  ("dit_planner_activations_gib", r["dit"]["planner_activations_gib"]),
                  ("text_encoder_gib", r["text_encoder"]["total_gib"]),
-                 ("vae_decode_gib", r["vae_decode"]["total_gib"])]} for r in rows]
+                 ("vae_decode_gib", r["vae_decode"]["total_gib"])]} | (
+                   {"dit_breakdown": r["dit"]["breakdown"], "dit_peak_at": r["dit"]["peak_at"]}
+                   if r["dit"].get("breakdown") else {}) for r in rows]
     print(json.dumps({"bench": "memory_estimate", "i2v": i2v, "dtype": "bf16", "attention": "flash-style (memest stub)",
                       "all_targets_met": ok, "rows": summary}))
 
