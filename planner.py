@@ -129,20 +129,28 @@ def vae_tile_peak(tile: tuple[int, int, int], dtype: torch.dtype = torch.bfloat1
 
 
 def plan_vae(width: int, height: int, frames: int, vram: int | None, spec: TileSpec = DEFAULT_TILES,
-             family=None) -> StagePlan:
+             family=None, cap: int | None = None) -> StagePlan:
+    """The largest tiles (from `spec` down) whose decode fits `vram` and, when given, `cap`: the bytes another
+    stage needs anyway (plan_all passes the DiT's), so the VAE never decides how large a card must be."""
     family = family or registry.default()
     fmt = family.latent
     weights = sum(p.numel() for p in family.memory().vae_decoder().parameters()) * 2
     _, t, h, w = fmt.shape(width, height, frames)[1:]
     candidates = [spec] + [TileSpec(s, max(32, s // 4), 64, 16) for s in (192, 128, 96, 64) if s < spec.size] + \
         [TileSpec(64, 16, tt, 4) for tt in (32, 16, 8)]
+    limit = min(x for x in (vram, cap) if x is not None) if (vram, cap) != (None, None) else None
     for c in candidates:
         size_l, _, temporal_l, _ = c.latent(fmt.space, fmt.time)
         tile = (min(t, temporal_l + 1), min(h, size_l), min(w, size_l))
         act = vae_tile_peak(tile, torch.bfloat16, family.name)
-        if vram is None or weights + act <= vram:
-            settings = f"tiles {c.size} px / {c.overlap}, {c.temporal} frames / {c.temporal_overlap}"
+        if limit is None or weights + act <= limit:
+            within = f" (within the DiT stage's {cap / GIB:.2f} GiB)" if cap is not None and c is not spec else ""
+            settings = f"tiles {c.size} px / {c.overlap}, {c.temporal} frames / {c.temporal_overlap}{within}"
             return StagePlan("VAE decode", weights, act, settings, None if vram is None else True)
+    settings = f"tiles {c.size} px / {c.overlap}, {c.temporal} frames / {c.temporal_overlap}"
+    if vram is None or weights + act <= vram:  # over the DiT's, under the card's: the VAE is the largest stage
+        return StagePlan("VAE decode", weights, act, settings + " (more than the DiT stage: the decoder's weights)",
+                         None if vram is None else True)
     return StagePlan("VAE decode", weights, act, "even 64 px × 8-frame tiles do not fit", False)
 
 
@@ -152,10 +160,11 @@ def plan_all(width: int, height: int, frames: int, vram_gb: float | None = None,
     family = family or registry.default()
     check_video_size(width, height, frames, family)
     vram = None if vram_gb is None else int(vram_gb * GIB) - CUDA_CONTEXT_BYTES
-    return [plan_text_encoder(vram, family=family),
-            plan_dit(width, height, frames, vram, weight_dtype=weight_dtype, prefetch=prefetch, capability=capability,
-                     family=family),
-            plan_vae(width, height, frames, vram, family=family)]
+    dit = plan_dit(width, height, frames, vram, weight_dtype=weight_dtype, prefetch=prefetch, capability=capability,
+                   family=family)
+    # the VAE's tiles chosen so that its stage needs no more than the DiT's (which sets the card's size)
+    cap = dit.total if dit.fits is not False else None
+    return [plan_text_encoder(vram, family=family), dit, plan_vae(width, height, frames, vram, family=family, cap=cap)]
 
 
 def describe(plans: list[StagePlan], width: int, height: int, frames: int, vram_gb: float | None) -> str:

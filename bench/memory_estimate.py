@@ -7,7 +7,8 @@ allocations) run on HyStream's real model classes with the real shapes, bf16.
 - Text encoder: LLaVA-Llama-3-8B's 30 used layers (ring of 2, fp16) + CLIP-L resident + activations
   of 351 tokens.
 - VAE decode with the default tiles (256 px / 64 overlap, 64 frames / 16): the decoder weights + the
-  peak of its largest tile (one tile at a time is on the device; frames go to the CPU).
+  peak of its largest tile (one tile at a time is on the device; frames go to the CPU); and "vae (auto)":
+  the tiles the planner chooses, the largest whose stage needs no more than the DiT's.
 - Image-to-video (`--i2v`), at 720×1280×129 and 544×960×129: the DiT stage of HunyuanVideo-I2V latent
   concat (33 input channels, 288 image + 256 text tokens), token replace (16 channels, 144 + 256) and
   SkyReels-I2V (32 channels, 256 text tokens) next to T2V's (256); the text stage with LLaVA's vision
@@ -220,6 +221,15 @@ def vae_stage(frames: int, height: int, width: int) -> dict:
             "activations_gib": act / GIB, "total_gib": (weights + act) / GIB}
 
 
+def auto_vae_stage(frames: int, height: int, width: int, dit_gib: float) -> dict:
+    """The VAE with the tiles the planner chooses automatically: the largest under the DiT stage's need."""
+    from hystream import planner
+
+    plan = planner.plan_vae(width, height, frames, None, cap=int(dit_gib * GIB))
+    return {"stage": "vae (auto)", "tiles": plan.settings, "weights_gib": plan.weights / GIB,
+            "activations_gib": plan.activations / GIB, "total_gib": plan.total / GIB}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, nargs=3, action="append", metavar=("FRAMES", "HEIGHT", "WIDTH"))
@@ -245,11 +255,14 @@ def main() -> None:
     for f, h, w in sizes:
         dit = dit_stage(f, h, w, args.text, args.quick, breakdown=args.breakdown)
         vae = vae_stage(f, h, w)
+        auto = auto_vae_stage(f, h, w, dit["total_gib"])
         row = {"frames": f, "height": h, "width": w, "dit": dit, "text_encoder": text, "vae_decode": vae,
                "dit_target_gib": TARGETS.get((f, h, w))}
         rows.append(row)
-        for stage in (dit, text, vae):
-            target = {"dit": TARGETS.get((f, h, w)), "text encoder": 2, "vae decode": 4 if (f, h, w) == SIZES[0] else None}[stage["stage"]]
+        row["vae_decode_auto"] = auto
+        for stage in (dit, text, vae, auto):
+            target = {"dit": TARGETS.get((f, h, w)), "text encoder": 2, "vae decode": 4 if (f, h, w) == SIZES[0] else None,
+                      "vae (auto)": None}[stage["stage"]]
             print(f"{f:>4d}×{h:>4d}×{w:<5d} {stage['stage']:>13s} {stage['weights_gib']:9.3f} "
                   f"{stage['activations_gib']:9.3f} {stage['total_gib']:9.3f} {'≤ ' + str(target) if target else '':>7s}")
         if dit.get("breakdown"):
@@ -266,7 +279,9 @@ def main() -> None:
                  ("dit_activations_gib", r["dit"]["activations_gib"]),
                  ("dit_planner_activations_gib", r["dit"]["planner_activations_gib"]),
                  ("text_encoder_gib", r["text_encoder"]["total_gib"]),
-                 ("vae_decode_gib", r["vae_decode"]["total_gib"])]} | (
+                 ("vae_decode_gib", r["vae_decode"]["total_gib"]),
+                 ("vae_decode_auto_gib", r["vae_decode_auto"]["total_gib"]),
+                 ("vae_auto_tiles", r["vae_decode_auto"]["tiles"])]} | (
                    {"dit_breakdown": r["dit"]["breakdown"], "dit_peak_at": r["dit"]["peak_at"]}
                    if r["dit"].get("breakdown") else {}) for r in rows]
     print(json.dumps({"bench": "memory_estimate", "i2v": i2v, "dtype": "bf16", "attention": "flash-style (memest stub)",

@@ -9,14 +9,17 @@ from .guard import node_errors
 
 
 def tile_inputs():
-    d = TileSpec()  # the defaults the headless pipeline uses
+    # tile sizes default to automatic: the largest tiles the memory the stage gets can hold (a fixed 256 px
+    # tile needs 3.7 GiB with HunyuanVideo 1.0's VAE at any video size); the overlaps apply to sizes set by hand
+    d = TileSpec()
     return {
-        "tile_size": ("INT", {"default": d.size, "min": 0, "max": 2048, "step": 16,
-                              "tooltip": "Spatial tile in pixels (0 = the largest that fits free memory)."}),
+        "tile_size": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16,
+                              "tooltip": "Spatial tile in pixels (0 = the largest that fits free memory; 256 is a "
+                                         "common fixed choice)."}),
         "tile_overlap": ("INT", {"default": d.overlap, "min": 0, "max": 1024, "step": 8,
                                  "tooltip": "Blended overlap between spatial tiles, in pixels."}),
-        "temporal_tile": ("INT", {"default": d.temporal, "min": 0, "max": 512, "step": 4,
-                                  "tooltip": "Temporal tile in frames (0 = automatic)."}),
+        "temporal_tile": ("INT", {"default": 0, "min": 0, "max": 512, "step": 4,
+                                  "tooltip": "Temporal tile in frames (0 = automatic; 64 is a common fixed choice)."}),
         "temporal_overlap": ("INT", {"default": d.temporal_overlap, "min": 0, "max": 256, "step": 4,
                                      "tooltip": "Blended overlap between temporal tiles, in frames."}),
     }

@@ -43,3 +43,18 @@ def test_cli_plan():
     r = subprocess.run([sys.executable, "-m", "hystream", "plan", "--width", "500"], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 2 and "width 500" in r.stderr
+
+
+def test_the_vae_never_sets_the_cards_size():
+    """plan_all picks the VAE's tiles under the DiT stage's need (issue 24): the largest candidate that fits
+    it, the next larger one would not; the settings say so. The fixed defaults alone need 3.69 GiB at any size."""
+    from hystream.vae.tiling import TileSpec
+
+    for (w, h, f), vram in (((512, 384, 129), None), ((1280, 720, 129), None), ((1280, 720, 129), 4.0)):
+        _, dit, vae = planner.plan_all(w, h, f, vram)
+        assert vae.total <= dit.total, (w, h, f, vram, vae.total / GIB, dit.total / GIB)
+    _, dit, vae = planner.plan_all(512, 384, 129, None)
+    assert "tiles 128 px" in vae.settings and "within the DiT stage" in vae.settings
+    larger = planner.plan_vae(512, 384, 129, None, spec=TileSpec(192, 48, 64, 16))
+    assert larger.total > dit.total
+    assert planner.plan_vae(512, 384, 129, None).total > dit.total  # the old answer: the default tiles
