@@ -133,10 +133,10 @@ def cached_run(dit, cache: StepCache | None):
     if cache is None:
         yield
         return
-    first = model.cache_decision_block()  # in the streamer's order
-    probe = streamer.read_block(first) if cache.needs_probe else None
+    first = model.cache_decision_block()  # in the order the blocks run
+    probe = dit.read_block(first) if cache.needs_probe else None
     if cache.pauses_after_first_block:  # the cache calls the streamer's resume / end_pass once it decides
-        streamer.pause_after(first)
+        streamer.pause_after(dit.units.last_of(first))
     model.use_step_cache(cache, probe)
     try:
         yield

@@ -9,6 +9,7 @@ family's estimator, which the samplers' automatic budget uses too).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -20,12 +21,23 @@ from .families import registry
 from .memory_probe import LiveBytes, fake_mode, flash_attention
 from .models.lean import auto_chunk
 from .offload.budget import plan_residency
+from .offload.units import StreamUnits
 from .pipeline import check_video_size
 from .quant.kinds import KINDS
-from .sizes import GIB
+from .sizes import GIB, automatic_budget, budget_margin
 from .vae.tiling import DEFAULT_TILES, TileSpec
 
-CUDA_CONTEXT_BYTES = GIB // 2  # the CUDA context and library workspaces, outside PyTorch's allocator
+# What a card holds before any stage: the CUDA context with PyTorch's kernels loaded (~0.3-0.45 GiB on CUDA 12
+# with lazy module loading) and the cuBLAS/cuBLASLt workspaces (4-32 MiB per stream); 0.5 GiB covers both
+# until a GPU run measures them (bench/gpu_check.py reports the context's size).
+CUDA_CONTEXT_BYTES = GIB // 2
+
+
+def card_budget(card_gib: float) -> tuple[int, int, int]:
+    """(the budget the loaders' automatic budget plans with, the CUDA context, the margin) on a card of
+    `card_gib` GiB with nothing else on it: its free memory after the context, less the budget margin."""
+    usable = max(0, int(card_gib * GIB) - CUDA_CONTEXT_BYTES)
+    return automatic_budget(usable), CUDA_CONTEXT_BYTES, budget_margin(usable)
 FLASH_CAPABLE = (8, 0)  # sm80+: bf16 compute and the flash kernel
 
 
@@ -51,7 +63,8 @@ def dit_weights(family, weight_dtype: str, cfg=None) -> tuple[list[int], int]:
     spec = memory.dit_spec
     model = memory.dit(cfg)
     quant = KINDS.get(weight_dtype)
-    blocks, fixed = [0] * len(model.blocks), 0
+    units = StreamUnits(model.blocks)  # as the loader streams them: blocks that run in parts, as parts
+    blocks, fixed = [0] * len(units), 0
     for name, p in model.named_parameters():
         where = spec.block_of(cfg, name)
         linear = where is not None and name.endswith(".weight") and p.dim() == 2
@@ -64,7 +77,7 @@ def dit_weights(family, weight_dtype: str, cfg=None) -> tuple[list[int], int]:
         if where is None:
             fixed += size
         else:
-            blocks[where[0]] += size
+            blocks[units.unit_of(*where)[0]] += size
     return blocks, fixed
 
 
@@ -93,15 +106,23 @@ def plan_dit(width: int, height: int, frames: int, vram: int | None, *, weight_d
              f"{str(model.compute_dtype).replace('torch.', '')} compute, {model.attention_kernel()} attention")
     if vram is None:
         return StagePlan("DiT", fixed + 2 * max(blocks), act,
-                         f"prefetch 1, every block streamed through 2 slots, {chunk}", None)
-    try:
-        plan = plan_residency(blocks, vram, fixed_bytes=fixed, activation_bytes=act, prefetch=prefetch, what="the DiT")
+                         f"prefetch 1, every block streamed (double blocks in parts) through 2 slots, {chunk}", None)
+    try:  # with the copies overlapping the compute (prefetch ≥ 1) if at all possible
+        plan = plan_residency(blocks, vram, fixed_bytes=fixed, activation_bytes=act, prefetch=prefetch, what="the DiT",
+                              min_prefetch=min(1, prefetch))
     except BudgetError:
+        plan = None
+    if plan is None and prefetch >= 1:
+        with contextlib.suppress(BudgetError):
+            plan = plan_residency(blocks, vram, fixed_bytes=fixed, activation_bytes=act, prefetch=0, what="the DiT")
+            return StagePlan("DiT", plan.total_bytes - act, act, "prefetch 0 only: every block copy stalls the "
+                             f"compute (half speed on PCIe); {chunk}", True)
+    if plan is None:
         return StagePlan("DiT", fixed + 2 * max(blocks), act, f"needs {minimum / GIB:.2f} GiB; lower the size or "
                          "frames" + (", or use weight_dtype fp8_e4m3fn" if weight_dtype == "bf16" else ""),
                          False, fixed + max(blocks) + act)
     return StagePlan("DiT", plan.total_bytes - act, act,
-                     f"prefetch {plan.prefetch}, {len(plan.resident)}/{len(blocks)} blocks resident, {chunk}", True)
+                     f"prefetch {plan.prefetch}, {len(plan.resident)}/{len(blocks)} streamed units resident, {chunk}", True)
 
 
 def plan_text_encoder(vram: int | None, *, fp8: bool = True, family=None) -> StagePlan:
@@ -156,10 +177,10 @@ def plan_vae(width: int, height: int, frames: int, vram: int | None, spec: TileS
 
 def plan_all(width: int, height: int, frames: int, vram_gb: float | None = None, *, weight_dtype: str = "bf16",
              prefetch: int = 1, capability: tuple[int, int] = FLASH_CAPABLE, family=None) -> list[StagePlan]:
-    """Each stage's plan for a GPU of `vram_gb`, of which the CUDA context takes CUDA_CONTEXT_BYTES first."""
+    """Each stage's plan for a card of `vram_gb` GiB: what the automatic budget leaves of it (card_budget)."""
     family = family or registry.default()
     check_video_size(width, height, frames, family)
-    vram = None if vram_gb is None else int(vram_gb * GIB) - CUDA_CONTEXT_BYTES
+    vram = None if vram_gb is None else card_budget(vram_gb)[0]
     dit = plan_dit(width, height, frames, vram, weight_dtype=weight_dtype, prefetch=prefetch, capability=capability,
                    family=family)
     # the VAE's tiles chosen so that its stage needs no more than the DiT's (which sets the card's size)
@@ -168,16 +189,22 @@ def plan_all(width: int, height: int, frames: int, vram_gb: float | None = None,
 
 
 def describe(plans: list[StagePlan], width: int, height: int, frames: int, vram_gb: float | None) -> str:
-    budget = (f"budget {vram_gb:g} GiB, {CUDA_CONTEXT_BYTES / GIB:g} GiB of it for the CUDA context"
-              if vram_gb is not None else "no budget given: the minimum settings")
+    if vram_gb is not None:
+        usable, context, margin = card_budget(vram_gb)
+        budget = (f"a {vram_gb:g} GiB card: {context / GIB:.2f} GiB for the CUDA context and cuBLAS workspace, "
+                  f"{margin / GIB:.2f} GiB budget margin, {usable / GIB:.2f} GiB for each stage — the automatic budget "
+                  "the loaders use")
+    else:
+        budget = "no budget given: the minimum settings"
     lines = [f"HyStream memory plan for {width}×{height}, {frames} frames ({budget})",
              f"{'stage':<14s}{'weights':>9s}{'activ.':>9s}{'total':>9s}  {'fits':<5s} settings"]
     for p in plans:
         fits = {True: "yes", False: "NO", None: "-"}[p.fits]
         lines.append(f"{p.stage:<14s}{p.weights / GIB:>9.2f}{p.activations / GIB:>9.2f}{p.total / GIB:>9.2f}  {fits:<5s} {p.settings}")
-    need = max(p.total for p in plans) + CUDA_CONTEXT_BYTES
+    largest = max(p.total for p in plans)
+    need = largest + CUDA_CONTEXT_BYTES + budget_margin(largest)
     lines.append("GiB; stages run one after another, so the largest total plus the CUDA context "
-                 f"({CUDA_CONTEXT_BYTES / GIB:g} GiB) is what the GPU needs: {need / GIB:.2f} GiB.")
+                 f"({CUDA_CONTEXT_BYTES / GIB:g} GiB) and the budget margin is the card it needs: {need / GIB:.2f} GiB.")
     return "\n".join(lines)
 
 

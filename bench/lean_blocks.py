@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hystream.families.hunyuan_video.config import DiTConfig
 from hystream.families.hunyuan_video.demo import random_dit_state_dict
 from hystream.families.hunyuan_video.dit import HunyuanVideoDiT
-from hystream.models.rope import rope_cos_sin
+from hystream.models.rope import grid_rope
 from hystream.offload.binding import bind
 from measure import median
 
@@ -39,7 +39,7 @@ def main() -> None:
     double, single = model.double_blocks[0], model.single_blocks[0]
     g = torch.Generator().manual_seed(0)
     grid = (1, 16, args.tokens // 16)
-    cos, sin = rope_cos_sin(grid, cfg.rope_axes, cfg.rope_theta)
+    cos, sin = grid_rope(grid, cfg.rope_axes, cfg.rope_theta)  # as the DiT's forward makes them
     img = torch.randn(1, args.tokens, cfg.hidden, generator=g)
     txt = torch.randn(1, args.text, cfg.hidden, generator=g)
     vec = torch.randn(1, cfg.hidden, generator=g)

@@ -3,8 +3,8 @@ memest fake-tensor estimator on HyStream's real 1.5 classes with the released sh
 
 - DiT (streamed): the whole 54-block model on fake tensors, with an image-to-video run's context (the
   prompt's 1,000-token budget + 256 glyph tokens + 729 SigLIP tokens) and the 65 input channels; on the
-  device = the non-block weights + a ring of 2 blocks + the activations (lean, token chunks as the planner sets).
-- Text: Qwen2.5-VL-7B's 26 used layers streamed through 2 slots from the bf16 file, ByT5 resident, the
+  device = the non-block weights + a ring of 2 slots (a slot: the largest part of a block) + the activations (lean, token chunks as the planner sets).
+- Text: Qwen2.5-VL-7B's 26 used layers streamed projection by projection through 2 slots from the bf16 file, ByT5 resident, the
   template's head + the prompt's budget; SigLIP (image-to-video) runs before it and is freed.
 - VAE decode: the decoder's weights + the peak of one tile (chunked in time inside the tile). At 480p the
   tiles are 192 px (256 px would take 2.25 GiB); at 720p the default 256 px.
@@ -53,8 +53,11 @@ def dit_stage(frames: int, height: int, width: int) -> dict:
 
     cfg = MEMORY.dit_config()
     model = MEMORY.dit(cfg)
-    blocks = [param_bytes(b) for b in model.blocks]
-    ring, fixed = 2 * max(blocks), param_bytes(model) - sum(blocks)
+    from hystream.families import registry
+    from hystream.planner import dit_weights
+
+    units, fixed = dit_weights(registry.lookup("hunyuanvideo15"), "bf16", cfg)  # as streamed: double blocks in parts
+    ring = 2 * max(units)
     shape = HunyuanVideo15.latent.shape(width, height, frames)
     context = TEXT_TOKENS + GLYPH_TOKENS + IMAGE_TOKENS
     model.lean, model.compute_dtype, model.device = True, DT, torch.device("cuda")

@@ -4,7 +4,7 @@ Builds the real model classes with the real shapes on the meta device (our Llama
 layers that run, transformers' CLIPTextModel) and reads the per-layer weight bytes from them; the
 activation peak of the Llama pass comes from the fake-tensor estimator (shared/tools/memest, validated
 against real allocations) run on those modules with fake CUDA tensors. Streamed stage peak =
-ring (prefetch + 1 layers) + CLIP-L (resident) + activations. JSON line last.
+ring (prefetch + 1 slots of a layer's largest projection: layers stream as their parts) + CLIP-L (resident) + activations. JSON line last.
 
     python bench/text_encoder_memory.py [--tokens 351] [--prefetch 1]
 """
@@ -92,12 +92,19 @@ def main() -> None:
     clip = clip_bytes(torch.float16)
     act = activation_peak(config, args.tokens, torch.float16)
     ring = args.prefetch + 1
+    from hystream.loaders.decoder_layers import ring_bytes
+    from hystream.models.llama_encoder import LlamaStates
+
+    layer = LlamaStates(config, torch.device("cpu")).layers[0]  # streamed projection by projection: a slot is one
+    parts = {"fp16": ring_bytes(layer, fp8=False, slots=ring), "fp8_scaled": ring_bytes(layer, fp8=True, slots=ring)}
     report = {"bench": "text_encoder_memory", "layers_run": config.num_hidden_layers, "tokens": args.tokens,
               "layer_gib_fp16": round(fp16 / GIB, 4), "layer_gib_fp8_scaled": round(fp8 / GIB, 4),
               "clip_l_gib": round(clip / GIB, 4), "activations_gib": None if act is None else round(act / GIB, 4),
-              "ring_layers": ring, "resident_all_layers_gib_fp16": round(config.num_hidden_layers * fp16 / GIB, 3)}
+              "ring_slots": ring, "resident_all_layers_gib_fp16": round(config.num_hidden_layers * fp16 / GIB, 3)}
     for name, lb in (("fp16", fp16), ("fp8_scaled", fp8)):
-        report[f"stage_peak_gib_{name}"] = round((ring * lb + clip + (act or 0)) / GIB, 3)
+        report[f"ring_gib_{name}"] = round(parts[name] / GIB, 4)
+        report[f"stage_peak_gib_{name}"] = round((parts[name] + clip + (act or 0)) / GIB, 3)
+        report[f"stage_peak_gib_{name}_whole_layers"] = round((ring * lb + clip + (act or 0)) / GIB, 3)
     for k, v in report.items():
         print(f"{k:32s} {v}")
     print(json.dumps(report))

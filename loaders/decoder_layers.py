@@ -17,6 +17,7 @@ import torch
 from ..errors import WrongModelError
 from ..families.base import StreamedSpec
 from ..models.llama_encoder import DecoderFacts, LlamaStates, infer_llama_config
+from ..offload.units import StreamUnits
 from .key_check import key_prefix
 from .model_kind import describe_model
 from .recipes import KeyLayout, Recipe
@@ -112,3 +113,10 @@ class DecoderLayersSpec(StreamedSpec):
 
     def reads_fixed(self, name: str) -> bool:
         return False  # the embedding table: only looked-up rows are read
+
+
+def ring_bytes(layer: torch.nn.Module, fp8: bool, slots: int = 2) -> int:
+    """Device bytes of a ring of `slots` holding a decoder layer's largest part (layers stream as their
+    projections, see llama_encoder.LAYER_PARTS): matrices fp8 (scaled) or 16-bit."""
+    return slots * max(sum(p.numel() * (1 if (fp8 and p.dim() == 2) else 2) for p in module.parameters())
+                       for module in StreamUnits([layer]).modules)

@@ -35,6 +35,7 @@ class LoadedDiT:
     family: object  # families.base.Family
     source: TensorSource = field(repr=False)
     fixed_host: dict = field(repr=False, default_factory=dict)  # the non-block tensors, on the host
+    units: object = field(repr=False, default=None)  # offload.units.StreamUnits: the streamer's units per block
     on_device: bool = False
 
     def __call__(self, *args, **kwargs):
@@ -73,6 +74,10 @@ class LoadedDiT:
         self.streamer.detach()
         self.source.close()
 
+    def read_block(self, block: int) -> dict:
+        """A host copy of block `block`'s tensors, whatever units it streams as (a step cache's probe)."""
+        return {n: t for u in self.units.of_block(block) for n, t in self.streamer.read_block(u).items()}
+
 
 def release_host_memory(store, source) -> None:
     store.release()
@@ -100,7 +105,7 @@ def load_dit_from(source: TensorSource, family, path: str, device: str | torch.d
         # the small non-block parts (0.18 GiB at full size) stay in ordinary memory: nothing is locked for a
         # one-off upload per stage, and nothing stays locked when the model is dropped
         fixed = {n: read_recipe(source, r, dt) for n, (r, dt) in s.fixed.items()}
-        loaded = LoadedDiT(model, s.streamer, s.cfg, s.layout, str(path), s.file_dtype, family, source, fixed)
+        loaded = LoadedDiT(model, s.streamer, s.cfg, s.layout, str(path), s.file_dtype, family, source, fixed, units=s.units)
         weakref.finalize(loaded, release_host_memory, s.streamer.store, source)
         loaded.to_device()
         return loaded

@@ -20,6 +20,7 @@ from ..offload.host_store import auto_host_tier, pinned_bytes
 from ..offload.settings import HostHandOver, StreamSettings
 from ..offload.source import PackedSource
 from ..offload.streamer import BlockStreamer
+from ..offload.units import StreamUnits
 from ..sizes import GIB
 from .dtypes import compute_dtype, dominant_float_dtype, store_dtype
 from .key_check import check_fp8_scales, check_tensors
@@ -37,6 +38,7 @@ class StreamOptions:
     vram_budget_gb: float | None = None  # None: `resident` decides; 0: automatic; else GiB for the stage
     resident: Iterable[int] | str | None = None  # None: all stream; "all"; or block indices
     host_tier: str = "auto"  # pinned | mapped | auto
+    split_blocks: bool = True  # stream blocks that can run in parts as their parts (smaller ring slots)
     ram_reserve: int = 0  # RAM the host may still page-lock for itself
     reserve_bytes: int = 0  # device memory an automatic budget leaves to other programs
     hand_over: HostHandOver | None = None  # a host sharing the device: its free memory and make_room
@@ -59,6 +61,7 @@ class Streamed:
     block_dtype: torch.dtype | str  # how the blocks' quantisable weights are stored (a GGUF type's name)
     fixed: dict[str, tuple[Recipe, torch.dtype]] = field(repr=False)  # the non-block tensors, not read yet
     metas: dict[str, Meta] = field(repr=False)
+    units: StreamUnits = field(repr=False, default=None)  # the streamer's units per block
 
 
 def read_spec(spec, source: TensorSource):
@@ -98,6 +101,12 @@ def load_streamed(source: TensorSource, spec, device: torch.device, options: Str
     def in_block(name):
         return spec.block_of(cfg, name) is not None
 
+    units = StreamUnits(model.blocks, split=options.split_blocks)
+
+    def unit_of(name):
+        where = spec.block_of(cfg, name)
+        return None if where is None else units.unit_of(*where)
+
     quantised = any(m.quant for m in metas.values())
     file_dtype = dominant_float_dtype(m.dtype for n, m in metas.items() if in_block(n))
     if quantised:
@@ -118,12 +127,12 @@ def load_streamed(source: TensorSource, spec, device: torch.device, options: Str
             return compute if compute.itemsize == 2 else torch.float32
         return store_dtype(options.weight_dtype, meta.dtype, quantisable=quantisable)
 
-    blocks, fixed = block_sources(source, recipes, metas, len(model.blocks), lambda n: spec.block_of(cfg, n), store)
-    mark_quantised(model.blocks, blocks, metas, lambda n: spec.block_of(cfg, n))
+    blocks, fixed = block_sources(source, recipes, metas, len(units), unit_of, store)
+    mark_quantised(units.modules, blocks, metas, unit_of)
     packed = PackedSource(blocks)
     tier = options.host_tier if options.host_tier != "auto" else auto_host_tier(
         pinned_bytes([packed.layout(i).nbytes for i in range(len(packed))]), reserve=options.ram_reserve)
-    resident = range(len(model.blocks)) if options.resident == "all" else (options.resident or ())
+    resident = range(len(units)) if options.resident == "all" else units.units_of_blocks(options.resident or ())
     budgeted = options.vram_budget_gb is not None and options.resident is None
     fixed_bytes = sum(Meta(dt, metas[n].shape).nbytes for n, (_, dt) in fixed.items() if spec.reads_fixed(n))
     settings = StreamSettings(
@@ -131,5 +140,5 @@ def load_streamed(source: TensorSource, spec, device: torch.device, options: Str
         fixed_bytes=fixed_bytes, what=spec.label, reserve_bytes=options.reserve_bytes, hand_over=options.hand_over,
         budget_bytes=int(options.vram_budget_gb * GIB) if budgeted else None,
         activation_estimate=activation_estimate(model) if budgeted and activation_estimate else None)
-    streamer = BlockStreamer(model, model.blocks, packed, device, settings, backend=options.backend)
-    return Streamed(model, streamer, cfg, layout.name, file_dtype, compute, block_dtype, fixed, metas)
+    streamer = BlockStreamer(model, units.modules, packed, device, settings, backend=options.backend)
+    return Streamed(model, streamer, cfg, layout.name, file_dtype, compute, block_dtype, fixed, metas, units)

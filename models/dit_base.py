@@ -17,7 +17,7 @@ from torch import nn
 from ..memory_probe import sdpa_kernel
 from .layers import Linear
 from .lean import auto_chunk
-from .rope import rope_cos_sin
+from .rope import GridRope, grid_rope
 
 MIN_CHUNK = 64  # smallest query chunk choose_chunk tries
 
@@ -62,13 +62,13 @@ class StreamedDiT(nn.Module):
         return (x_shape[2] // pt) * (x_shape[3] // ph) * (x_shape[4] // pw)
 
     # -- RoPE, cached for a run ------------------------------------------------------------------------
-    def rope(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, grid: tuple[int, int, int]) -> tuple[GridRope, GridRope]:
         """RoPE's cos/sin for a token grid, built once per size and device (float64 on the host, then one
-        upload) instead of at every forward of a sampling run."""
+        upload of the per-axis tables) instead of at every forward of a sampling run."""
         key = (tuple(grid), str(self.device))
         if key not in self._rope:
             self._rope.clear()  # one size at a time: a run's steps share it
-            self._rope[key] = rope_cos_sin(grid, self.cfg.rope_axes, self.cfg.rope_theta, self.device)
+            self._rope[key] = grid_rope(grid, self.cfg.rope_axes, self.cfg.rope_theta, self.device)
         return self._rope[key]
 
     def clear_caches(self) -> None:

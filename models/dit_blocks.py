@@ -13,6 +13,7 @@ from torch import nn
 from . import lean
 from .attention import attention
 from .layers import MLP, LayerNorm, Linear, Modulation, RMSNorm, common, gated, gelu_tanh, modulate
+from .parts import PartedBlock
 from .rope import apply_rope
 
 
@@ -22,7 +23,16 @@ def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tens
     return q, k, v
 
 
-class DoubleStreamBlock(nn.Module):
+class DoubleStreamBlock(PartedBlock):
+    """Streamed in four parts, in the order they are used: the text's keys, values and queries; the image
+    side of the attention (its keys and values, then its queries against all, projected into the residual);
+    the image MLP; the text's projection and MLP. The largest part is about a quarter of the block."""
+
+    PARTS = (("txt_mod", "txt_attn_qkv", "txt_attn_q_norm", "txt_attn_k_norm"),
+             ("img_mod", "img_attn_qkv", "img_attn_q_norm", "img_attn_k_norm", "img_attn_proj"),
+             ("img_mlp",),
+             ("txt_attn_proj", "txt_mlp"))
+
     def __init__(self, hidden: int, heads: int, mlp_hidden: int, qkv_bias: bool = True):
         super().__init__()
         self.heads = heads
@@ -42,24 +52,36 @@ class DoubleStreamBlock(nn.Module):
                               self.heads)
         return getattr(self, f"{side}_attn_q_norm")(q), getattr(self, f"{side}_attn_k_norm")(k), v
 
-    def _mlp_residual(self, side: str, x, attn, gate1, shift2, scale2, gate2):
-        x = x + gated(getattr(self, f"{side}_attn_proj")(attn), gate1)
-        return x + gated(getattr(self, f"{side}_mlp")(modulate(getattr(self, f"{side}_norm2")(x), shift2, scale2)), gate2)
+    def _text_in(self, txt, vec):
+        mods = self.txt_mod(common(vec))
+        return mods, self._qkv("txt", txt, mods[0], mods[1])
+
+    def _image_attention(self, img, vec, cos, sin, text_qkv, key_mask):
+        mods = self.img_mod(vec)
+        iq, ik, iv = self._qkv("img", img, mods[0], mods[1])
+        iq, ik = apply_rope(iq, cos, sin), apply_rope(ik, cos, sin)
+        tq, tk, tv = text_qkv
+        attn = attention(torch.cat((iq, tq), 1), torch.cat((ik, tk), 1), torch.cat((iv, tv), 1), key_mask)
+        n_img = img.shape[1]
+        return mods, img + gated(self.img_attn_proj(attn[:, :n_img]), mods[2]), attn[:, n_img:]
+
+    def _mlp(self, side: str, x, mods):
+        return x + gated(getattr(self, f"{side}_mlp")(modulate(getattr(self, f"{side}_norm2")(x), mods[3], mods[4])), mods[5])
+
+    def _text_out(self, txt, attn, mods):
+        return self._mlp("txt", txt + gated(self.txt_attn_proj(attn), mods[2]), mods)
 
     def forward(self, img, txt, vec, cos, sin, key_mask=None, chunk: int | None = None):
         """chunk: tokens per chunk for the lean path (models/lean.py); None = the plain path. vec may be
         FirstTokens (token replace): then the first image tokens get their own modulation, the text never."""
         if chunk:
             return lean.double_block(self, img, txt, vec, cos, sin, key_mask, chunk)
-        i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
-        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(common(vec))
-        iq, ik, iv = self._qkv("img", img, i_shift1, i_scale1)
-        iq, ik = apply_rope(iq, cos, sin), apply_rope(ik, cos, sin)
-        tq, tk, tv = self._qkv("txt", txt, t_shift1, t_scale1)
-        attn = attention(torch.cat((iq, tq), 1), torch.cat((ik, tk), 1), torch.cat((iv, tv), 1), key_mask)
-        n_img = img.shape[1]
-        img = self._mlp_residual("img", img, attn[:, :n_img], i_gate1, i_shift2, i_scale2, i_gate2)
-        txt = self._mlp_residual("txt", txt, attn[:, n_img:], t_gate1, t_shift2, t_scale2, t_gate2)
+        text_in, image_attention, img_mlp, text_out = self.parts
+        t_mods, text_qkv = text_in(self._text_in, txt, vec)
+        i_mods, img, t_attn = image_attention(self._image_attention, img, vec, cos, sin, text_qkv, key_mask)
+        del text_qkv
+        img = img_mlp(self._mlp, "img", img, i_mods)
+        txt = text_out(self._text_out, txt, t_attn, t_mods)
         return img, txt
 
 

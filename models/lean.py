@@ -70,43 +70,81 @@ def fill_keys_values(k, v, x, offset, norm_mod, wk, wv, k_norm, heads, cos, sin,
         del xm
 
 
+def _side(block, name, vec):
+    """One stream's modulation and its normalise-and-modulate for a chunk starting at token a."""
+    mods = getattr(block, f"{name}_mod")(vec)
+    norm1 = getattr(block, f"{name}_norm1")
+    return mods, lambda t, a: modulate(norm1(t), mods[0], mods[1], a)
+
+
+def _queries(block, name, x, norm_mod, wq, a, b, cos, sin, n_rope):
+    q_norm = getattr(block, f"{name}_attn_q_norm")
+    return rope_part(q_norm(project(norm_mod(x[:, a:b], a), wq, block.heads)), cos, sin, a, n_rope)
+
+
+def _text_in(block, txt, vec, k, v, n_img, chunk):
+    """The text's keys and values into k, v after the image's, and its queries (few: kept whole)."""
+    hidden, dt = txt.shape[-1], txt.dtype
+    mods, norm_mod = _side(block, "txt", common(vec))
+    qkv = block.txt_attn_qkv
+    fill_keys_values(k, v, txt, n_img, norm_mod, weights(qkv, dt, hidden, 2 * hidden),
+                     weights(qkv, dt, 2 * hidden, 3 * hidden), block.txt_attn_k_norm, block.heads, None, None, 0, chunk)
+    wq = weights(qkv, dt, 0, hidden)
+    q = torch.cat([_queries(block, "txt", txt, norm_mod, wq, a, b, None, None, 0) for a, b in chunks(txt.shape[1], chunk)], 1)
+    return mods, q
+
+
+def _image_attention(block, img, vec, cos, sin, k, v, text_q, key_mask, chunk):
+    """The image's keys and values, then its queries chunk by chunk against all keys, projected into the
+    residual; the text's attention output (projected later, with the text's own weights)."""
+    hidden, dt, n_img = img.shape[-1], img.dtype, img.shape[1]
+    mods, norm_mod = _side(block, "img", vec)
+    qkv = block.img_attn_qkv
+    fill_keys_values(k, v, img, 0, norm_mod, weights(qkv, dt, hidden, 2 * hidden),
+                     weights(qkv, dt, 2 * hidden, 3 * hidden), block.img_attn_k_norm, block.heads, cos, sin, n_img, chunk)
+    proj, wq = weights(block.img_attn_proj, dt), weights(qkv, dt, 0, hidden)
+    for a, b in chunks(n_img, chunk):
+        q = _queries(block, "img", img, norm_mod, wq, a, b, cos, sin, n_img)
+        img[:, a:b] += gated(F.linear(attention(q, k, v, key_mask), *proj), mods[2], a)
+        del q
+    del proj, wq
+    text_attn = torch.cat([attention(text_q[:, a:b], k, v, key_mask) for a, b in chunks(text_q.shape[1], chunk)], 1)
+    return mods, text_attn
+
+
+def _mlp(block, name, x, mods, chunk):
+    """x += gate2 · MLP(modulated norm2(x)), chunk by chunk (the 4·hidden MLP state never exists whole)."""
+    dt, (_, _, _, shift2, scale2, gate2) = x.dtype, mods
+    norm2, mlp = getattr(block, f"{name}_norm2"), getattr(block, f"{name}_mlp")
+    fc1, fc2 = weights(mlp.fc1, dt), weights(mlp.fc2, dt)
+    for a, b in chunks(x.shape[1], chunk):
+        h = gelu_(F.linear(modulate(norm2(x[:, a:b]), shift2, scale2, a), *fc1))
+        x[:, a:b] += gated(F.linear(h, *fc2), gate2, a)
+        del h
+    return x
+
+
+def _text_out(block, txt, text_attn, mods, chunk):
+    proj = weights(block.txt_attn_proj, txt.dtype)
+    for a, b in chunks(txt.shape[1], chunk):
+        txt[:, a:b] += gated(F.linear(text_attn[:, a:b], *proj), mods[2], a)
+    del proj
+    return _mlp(block, "txt", txt, mods, chunk)
+
+
 def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
-    heads, dt = block.heads, img.dtype
-    hidden = img.shape[-1]
-    n_img, n = img.shape[1], img.shape[1] + txt.shape[1]
-    sides = []
-    for name, x, offset, n_rope in (("img", img, 0, n_img), ("txt", txt, n_img, 0)):
-        mods = getattr(block, f"{name}_mod")(vec if name == "img" else common(vec))
-        qkv = getattr(block, f"{name}_attn_qkv")
-        norm1 = getattr(block, f"{name}_norm1")
-        sides.append({"name": name, "x": x, "offset": offset, "n_rope": n_rope, "mods": mods, "qkv": qkv,
-                      "norm_mod": lambda t, a, norm1=norm1, m=mods: modulate(norm1(t), m[0], m[1], a)})
-    k = torch.empty(img.shape[0], n, heads, hidden // heads, dtype=dt, device=img.device)
+    """The double block in its four streamed parts (dit_blocks.DoubleStreamBlock.PARTS): the keys and values
+    of both streams are the only [N, hidden] tensors alive beside the residual."""
+    heads, hidden = block.heads, img.shape[-1]
+    n_img = img.shape[1]
+    text_in, image_attention, img_mlp, text_out = block.parts
+    k = torch.empty(img.shape[0], n_img + txt.shape[1], heads, hidden // heads, dtype=img.dtype, device=img.device)
     v = torch.empty_like(k)
-    for s in sides:
-        fill_keys_values(k, v, s["x"], s["offset"], s["norm_mod"], weights(s["qkv"], dt, hidden, 2 * hidden),
-                         weights(s["qkv"], dt, 2 * hidden, 3 * hidden), getattr(block, f"{s['name']}_attn_k_norm"),
-                         heads, cos, sin, s["n_rope"], chunk)
-    for s in sides:
-        x, name, gate = s["x"], s["name"], s["mods"][2]
-        q_norm = getattr(block, f"{name}_attn_q_norm")
-        proj = weights(getattr(block, f"{name}_attn_proj"), dt)
-        wq = weights(s["qkv"], dt, 0, hidden)
-        for a, b in chunks(x.shape[1], chunk):
-            q = rope_part(q_norm(project(s["norm_mod"](x[:, a:b], a), wq, heads)), cos, sin, a, s["n_rope"])
-            x[:, a:b] += gated(F.linear(attention(q, k, v, key_mask), *proj), gate, a)
-            del q
-        del proj, wq
-    del k, v
-    for s in sides:
-        x, name, (_, _, _, shift2, scale2, gate2) = s["x"], s["name"], s["mods"]
-        norm2, mlp = getattr(block, f"{name}_norm2"), getattr(block, f"{name}_mlp")
-        fc1, fc2 = weights(mlp.fc1, dt), weights(mlp.fc2, dt)
-        for a, b in chunks(x.shape[1], chunk):
-            h = gelu_(F.linear(modulate(norm2(x[:, a:b]), shift2, scale2, a), *fc1))
-            x[:, a:b] += gated(F.linear(h, *fc2), gate2, a)
-            del h
-        del fc1, fc2
+    t_mods, text_q = text_in(_text_in, block, txt, vec, k, v, n_img, chunk)
+    i_mods, text_attn = image_attention(_image_attention, block, img, vec, cos, sin, k, v, text_q, key_mask, chunk)
+    del k, v, text_q
+    img_mlp(_mlp, block, "img", img, i_mods, chunk)
+    text_out(_text_out, block, txt, text_attn, t_mods, chunk)
     return img, txt
 
 

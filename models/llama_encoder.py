@@ -100,6 +100,12 @@ def _swap_modules(module: nn.Module) -> None:
             _swap_modules(child)
 
 
+# A decoder layer streams as its weight-holding submodules, in the order its forward calls them (one each),
+# so a ring slot holds one projection (the largest: an MLP matrix, ~1/4 of the layer), not the layer.
+LAYER_PARTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+               "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
 class LlamaStates(nn.Module):
     """Embeddings in, the output of layer N−2 out (no final norm). A LlamaModel, or a Qwen2Model for a
     "qwen2" config."""
@@ -114,6 +120,8 @@ class LlamaStates(nn.Module):
         with torch.device("meta"):
             self.model = (transformers.Qwen2Model if qwen2 else transformers.LlamaModel)(config)
         _swap_modules(self.model.layers)
+        for layer in self.model.layers:  # a plain attribute (a tuple), outside the module tree
+            layer.parts = tuple((path, layer.get_submodule(path)) for path in LAYER_PARTS)
         self.model.norm = nn.Identity()
         self.model.embed_tokens = None  # looked up on the host
         rotary = modeling_qwen2.Qwen2RotaryEmbedding if qwen2 else modeling_llama.LlamaRotaryEmbedding

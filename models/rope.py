@@ -24,8 +24,43 @@ def rope_cos_sin(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: f
     return cos, sin
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, L, H, D] by cos/sin [L, D]; math in fp32, result in x's dtype."""
+class GridRope:
+    """cos or sin of a token grid kept per axis ([n, dim] each) and assembled for the tokens asked: the
+    whole [t·h·w, D] fp32 table (0.11 GiB at 720p × 129 for cos and sin) never exists in the lean path,
+    which asks for one chunk of rows at a time. `table[a:b]` equals rope_cos_sin's rows a..b exactly (the
+    same float64 values per axis, gathered, not recomputed)."""
+
+    def __init__(self, axes: list[torch.Tensor], grid: tuple[int, int, int]):
+        self.axes, self.grid = axes, tuple(grid)
+        self.rows = grid[0] * grid[1] * grid[2]
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        a, b, step = rows.indices(self.rows)
+        i = torch.arange(a, b, step, device=self.axes[0].device)
+        _, h, w = self.grid
+        index = (i // (h * w), (i // w) % h, i % w)
+        return torch.cat([t[j] for t, j in zip(self.axes, index)], 1)
+
+
+def grid_rope(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: float,
+              device: torch.device | str = "cpu") -> tuple[GridRope, GridRope]:
+    """rope_cos_sin's tables as GridRope (per axis: one upload of a few KiB)."""
+    cos_axes, sin_axes = [], []
+    for n, dim in zip(grid, axes_dim):
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim))
+        angles = torch.outer(torch.arange(n, dtype=torch.float64), freqs)
+        cos_axes.append(angles.cos().repeat_interleave(2, dim=1).float().to(device))
+        sin_axes.append(angles.sin().repeat_interleave(2, dim=1).float().to(device))
+    return GridRope(cos_axes, grid), GridRope(sin_axes, grid)
+
+
+def apply_rope(x: torch.Tensor, cos, sin) -> torch.Tensor:
+    """Rotate x [B, L, H, D] by cos/sin [L, D] (tensors or GridRope); math in fp32, result in x's dtype."""
+    if isinstance(cos, GridRope):  # the plain path: the whole table
+        cos, sin = cos[:], sin[:]
     pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     cos = cos[None, :, None, :]

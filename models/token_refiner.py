@@ -13,6 +13,10 @@ from .layers import MLP, LayerNorm, Linear, TextProjection, TimestepEmbedder
 
 
 class RefinerBlock(nn.Module):
+    # streamed as its weight-holding submodules, in the order the forward calls each once (offload/units.py):
+    # a ring slot holds one matrix, not the block (kept in the file's dtype, it would be the largest unit)
+    CALL_ORDER = ("adaLN_modulation.1", "norm1", "self_attn_qkv", "self_attn_proj", "norm2", "mlp.fc1", "mlp.fc2")
+
     def __init__(self, hidden: int, heads: int, mlp_hidden: int):
         super().__init__()
         self.heads = heads
@@ -22,6 +26,7 @@ class RefinerBlock(nn.Module):
         self.norm2 = LayerNorm(hidden, affine=True)
         self.mlp = MLP(hidden, mlp_hidden, F.silu)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden, 2 * hidden))
+        self.parts = tuple((path, self.get_submodule(path)) for path in self.CALL_ORDER)  # a plain attribute
 
     def forward(self, x, c, mask):
         gate_attn, gate_mlp = (g.unsqueeze(1) for g in self.adaLN_modulation(c).chunk(2, dim=-1))

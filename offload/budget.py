@@ -29,10 +29,11 @@ class Plan:
 
 
 def plan_residency(block_bytes: Sequence[int], budget_bytes: int, *, fixed_bytes: int = 0,
-                   activation_bytes: int = 0, prefetch: int = 1, what: str = "this stage") -> Plan:
+                   activation_bytes: int = 0, prefetch: int = 1, what: str = "this stage", min_prefetch: int = 0) -> Plan:
+    """The most resident blocks at the deepest prefetch (down to `min_prefetch`) that fit the budget."""
     n = len(block_bytes)
     order = sorted(range(n), key=lambda i: -block_bytes[i])  # largest first (stable)
-    for p in range(max(0, prefetch), -1, -1):
+    for p in range(max(0, prefetch), min(min_prefetch, prefetch) - 1, -1):
         best = None
         resident_bytes = 0
         for k in range(n + 1):

@@ -16,7 +16,7 @@ def probe_and_block(path):
     try:
         model = dit.model
         first = model.cache_decision_block()
-        model.use_step_cache(object(), dit.streamer.read_block(first))
+        model.use_step_cache(object(), dit.read_block(first))
         vec = torch.randn(1, model.cfg.hidden, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             got = model.first_block_modulation(vec)[0]

@@ -227,8 +227,8 @@ def test_rope_is_built_once_per_size_and_dropped_after_the_stage(tiny_dit_sd, mo
     from tiny_dit import dit_inputs, save_layout
 
     calls = []
-    real = dit_module.rope_cos_sin
-    monkeypatch.setattr(dit_module, "rope_cos_sin", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = dit_module.grid_rope
+    monkeypatch.setattr(dit_module, "grid_rope", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     dit = load_dit(save_layout(tiny_dit_sd, "comfy", str(tmp_path))[0], "cpu")
     args = dit_inputs()
     with torch.no_grad():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hystream.loading import load_dit
+from hystream.models.token_refiner import RefinerBlock
 from tiny_dit15 import (
     TINY15,
     dequantised,
@@ -94,7 +95,9 @@ def test_streamed_equals_resident(saved):
     streamed, _ = run(saved["comfy_prefixed"], inputs, prefetch_blocks=2)
     resident, dit = run(saved["comfy_prefixed"], inputs, resident_blocks="all")
     assert torch.equal(streamed, resident)
-    assert dit.streamer.block_count() == TINY15.streamed_blocks == 4
+    assert dit.units.blocks() == TINY15.streamed_blocks == 4
+    # the refiner's blocks stream matrix by matrix, the double blocks as their four parts (offload/units.py)
+    assert dit.streamer.block_count() == TINY15.depth_refiner * len(RefinerBlock.CALL_ORDER) + 4 * TINY15.depth
 
 
 def test_config_is_read_from_the_file(saved):

@@ -91,8 +91,8 @@ def test_config_read_from_shapes(saved):
 def test_fp8_stays_fp8_in_the_stream(saved):
     dit = load_dit(saved["fp8_scaled"][0])
     try:
-        layout = dit.streamer.layout(TINY.depth_refiner)  # the first double block
-        dtypes = {s.name: s.dtype for s in layout.slots}
+        units = dit.units.of_block(TINY.depth_refiner)  # the first double block, streamed as its parts
+        dtypes = {s.name: s.dtype for u in units for s in dit.streamer.layout(u).slots}
         assert dtypes["img_attn_qkv.weight"] == torch.float8_e4m3fn
         assert dtypes["img_attn_qkv.scale_weight"] == torch.float32
         assert dtypes["img_attn_q_norm.weight"] == torch.float32

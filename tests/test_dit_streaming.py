@@ -8,11 +8,14 @@ import torch
 
 from hystream.errors import BudgetError
 from hystream.loading import load_dit
+from hystream.models.token_refiner import RefinerBlock
 from tiny_dit import TINY, dit_inputs, save_layout, tencent_state_dict
 
 GIB = 1024 ** 3
 DEEPER = dataclasses.replace(TINY, depth_single=6)  # room for "some resident" at prefetch 2
-N_BLOCKS = 10  # + the token refiner's 2, streamed too
+# what the streamer streams (offload/units.py): the refiner's 2 blocks matrix by matrix, 2 double blocks as their 4
+# parts each (models/parts.py), 6 single blocks whole
+N_UNITS = 2 * len(RefinerBlock.CALL_ORDER) + 2 * 4 + 6
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +55,17 @@ def budget_for(path, inputs, resident_blocks, prefetch, weight_dtype):
 
 @pytest.mark.parametrize("weights,weight_dtype", [("bf16", "auto"), ("bf16", "fp8_e4m3fn"), ("fp8_scaled", "auto")])
 @pytest.mark.parametrize("prefetch", [1, 2])
-@pytest.mark.parametrize("resident_count", [0, 2, N_BLOCKS])
+@pytest.mark.parametrize("resident_count", [0, 2, N_UNITS])
 def test_streamed_bit_identical_to_resident(files, weights, weight_dtype, prefetch, resident_count):
     path = files[weights]
     inputs = dit_inputs(1, valid=(8,))
     want, _, _ = run(path, inputs, weight_dtype=weight_dtype, resident_blocks="all")
     budget = budget_for(path, inputs, resident_count, prefetch, weight_dtype)
     got, resident, stats = run(path, inputs, weight_dtype=weight_dtype, prefetch_blocks=prefetch, vram_budget_gb=budget)
-    assert len(resident) == resident_count
-    assert stats["copies"] == N_BLOCKS - resident_count
+    # at least those; more where keeping the largest units resident shrinks the ring enough to pay for them
+    # (the fp8 file's fp32 refiner blocks are larger than the double blocks' fp8 parts)
+    assert resident_count <= len(resident) <= resident_count + 4
+    assert stats["copies"] == N_UNITS - len(resident)
     assert torch.equal(got, want)
 
 
@@ -68,7 +73,7 @@ def test_streamed_batch2_bit_identical(files):
     inputs = dit_inputs(2, valid=(8, 5))
     want, _, _ = run(files["bf16"], inputs, resident_blocks="all")
     got, _, stats = run(files["bf16"], inputs, prefetch_blocks=2)
-    assert torch.equal(got, want) and stats["copies"] == N_BLOCKS
+    assert torch.equal(got, want) and stats["copies"] == N_UNITS
 
 
 def test_sampling_session_keeps_ring_across_steps(files):
@@ -84,7 +89,7 @@ def test_sampling_session_keeps_ring_across_steps(files):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
         # and at most the first two blocks of a fourth step, prefetched (the ones not yet started when the
         # session closes are cancelled)
-        assert 3 * N_BLOCKS <= dit.stats.copies <= 3 * N_BLOCKS + 2
+        assert 3 * N_UNITS <= dit.stats.copies <= 3 * N_UNITS + 2
         assert dit.streamer.live_buffers() == []
     finally:
         dit.close()
@@ -123,7 +128,7 @@ def test_a_converting_mapped_tier_converts_each_block_once(files, monkeypatch):
         with torch.no_grad():
             want = ref(**inputs)
         assert all(torch.equal(o, want) for o in outs)
-        assert dit.stats.copies >= 3 * N_BLOCKS
+        assert dit.stats.copies >= 3 * N_UNITS
         assert first > 0 and len(calls) == first  # steps 2 and 3 converted nothing again
     finally:
         dit.close()

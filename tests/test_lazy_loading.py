@@ -72,7 +72,8 @@ def test_peak_rss_is_a_few_blocks(tmp_path):
     m = json.loads(result.stdout.strip().splitlines()[-1])
     block = m["block"]
     assert file_size > 15 * block  # the file is much larger than one block
-    # Loading holds the small non-block parts only; running streams through a ring of two blocks.
+    # Loading holds the small non-block parts only; running streams through a ring of two units (the largest
+    # is a single block: double blocks stream as parts) and one read buffer, + the forward's own few MiB
     assert m["load"] < m["fixed"] + 0.5 * block, m
-    assert m["forward"] < m["fixed"] + 3 * block, m
+    assert m["forward"] < m["fixed"] + 3 * block + 8 * 2 ** 20, m
     assert m["forward"] < file_size / 3, m

@@ -79,3 +79,15 @@ def test_lean_needs_a_fraction_of_the_plain_memory():
     plain = forward_peak_bytes(DiTConfig(), shape, 256, torch.bfloat16, False, None)
     lean = forward_peak_bytes(DiTConfig(), shape, 256, torch.bfloat16, True, None)
     assert lean < 0.2 * plain
+
+
+def test_grid_rope_rows_equal_the_whole_table():
+    """The lean path's per-axis RoPE (rows assembled per chunk) is the whole table's rows, bit for bit."""
+    from hystream.models.rope import grid_rope, rope_cos_sin
+
+    grid, axes = (3, 5, 7), (4, 6, 6)
+    cos, sin = rope_cos_sin(grid, axes, 256.0)
+    gcos, gsin = grid_rope(grid, axes, 256.0)
+    assert len(gcos) == 105
+    for a, b in ((0, 105), (0, 1), (13, 51), (100, 105), (34, 35)):
+        assert torch.equal(gcos[a:b], cos[a:b]) and torch.equal(gsin[a:b], sin[a:b]), (a, b)

@@ -22,7 +22,7 @@ def test_brief_targets_at_real_sizes():
 
 def test_budgets():
     fits = planner.plan_dit(848, 480, 61, 8 * GIB)
-    assert fits.fits and "blocks resident" in fits.settings and fits.total <= 8 * GIB
+    assert fits.fits and "units resident" in fits.settings and fits.total <= 8 * GIB
     more = planner.plan_dit(848, 480, 61, 24 * GIB)
     assert int(more.settings.split("prefetch 1, ")[1].split("/")[0]) > int(fits.settings.split("prefetch 1, ")[1].split("/")[0])
     tight = planner.plan_dit(1280, 720, 129, 2 * GIB)
@@ -58,3 +58,31 @@ def test_the_vae_never_sets_the_cards_size():
     larger = planner.plan_vae(512, 384, 129, None, spec=TileSpec(192, 48, 64, 16))
     assert larger.total > dit.total
     assert planner.plan_vae(512, 384, 129, None).total > dit.total  # the old answer: the default tiles
+
+
+def test_a_4_gib_card_runs_720p_with_the_copies_overlapping():
+    """issue 24: `plan --vram 4` at 720 × 1280 × 129 counts the CUDA context and the budget margin, fits every
+    stage with prefetch ≥ 1, and plans what the loaders' automatic budget then plans on that card."""
+    from hystream.families import registry
+    from hystream.offload.budget import Budget
+    from hystream.offload.settings import StreamSettings
+
+    budget, context, margin = planner.card_budget(4)
+    assert context > 0 and margin > 0 and budget == 4 * GIB - context - margin
+    text, dit, vae = planner.plan_all(1280, 720, 129, 4)
+    assert all(p.fits for p in (text, dit, vae)) and max(p.total for p in (text, dit, vae)) <= budget
+    assert dit.settings.startswith("prefetch 1,"), dit.settings
+    # the streamer's automatic budget on a card whose free memory is what the CUDA context leaves
+    units, fixed = planner.dit_weights(registry.default(), "bf16")
+
+    class Card:
+        def free_bytes(self, reserve):
+            return 4 * GIB - context - reserve
+
+    auto = Budget(StreamSettings(prefetch=1, budget_bytes=0, fixed_bytes=fixed, what="the DiT"), Card(), units)
+    plan = auto.plan(dit.activations, 0)
+    assert plan.prefetch == 1 and plan.total_bytes == dit.total
+    assert f"prefetch {plan.prefetch}, {len(plan.resident)}/{len(units)} streamed units resident" in dit.settings
+    # a card that only fits without overlap says so instead of promising full speed
+    tight = planner.plan_dit(1280, 720, 129, dit.total - 2 * max(units) + max(units) + 1)
+    assert tight.fits and tight.settings.startswith("prefetch 0 only"), tight.settings

@@ -212,7 +212,7 @@ def test_a_skipped_step_moves_no_weights(world, method):
     dit = load_dit(world["files"]["dit"])
     block = max(dit.streamer.block_bytes(i) for i in range(dit.streamer.block_count()))
     all_blocks = sum(dit.streamer.block_bytes(i) for i in range(dit.streamer.block_count()))
-    head = sum(dit.streamer.block_bytes(i) for i in range(dit.model.cfg.depth_refiner + 1))
+    head = sum(dit.streamer.block_bytes(i) for i in range(dit.units.last_of(dit.model.cfg.depth_refiner) + 1))
     dit.close()
     _, report = ours(world, StepCacheSettings(method, threshold, mag_ratios=RATIOS))
     decisions, per_step = report["decisions"]["positive"], report["bytes_per_step"]

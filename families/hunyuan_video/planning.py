@@ -7,6 +7,7 @@ import functools
 
 import torch
 
+from ...loaders.decoder_layers import ring_bytes
 from ...models.clip_encoder import ClipPooled, infer_clip_config
 from ...models.decoder_memory import decoder_layer_peak
 from ...models.llama_encoder import LlamaStates, infer_llama_config
@@ -35,14 +36,13 @@ class HunyuanVideoMemory:
         return DIT_SPEC.build(cfg, "meta")
 
     def text_stage(self, fp8: bool = True) -> tuple[int, int, str]:
-        """(weights on the device, activations, settings) of the prompt stage: a ring of two LLaVA layers
+        """(weights on the device, activations, settings) of the prompt stage: a ring of two slots of a LLaVA layer's largest projection (layers stream as their parts)
         (fp8 scaled or fp16), CLIP-L resident, the template's token count."""
         config = infer_llama_config(LLAVA_SHAPES, "LLaVA-Llama-3-8B", LLAVA)
         layer = LlamaStates(config, torch.device("cpu")).layers[0]
-        per_layer = sum(p.numel() * (1 if (fp8 and p.dim() == 2) else 2) for p in layer.parameters())
         name = "llava_llama3_fp8_scaled" if fp8 else "llava_llama3_fp16"
-        return (2 * per_layer + clip_l_params() * 2, llama_activations(TEMPLATE_TOKENS),
-                f"{config.num_hidden_layers} layers of {name} streamed through 2 slots, CLIP-L resident")
+        return (ring_bytes(layer, fp8) + clip_l_params() * 2, llama_activations(TEMPLATE_TOKENS),
+                f"{config.num_hidden_layers} layers of {name} streamed projection by projection through 2 slots, CLIP-L resident")
 
     def vae_decoder(self):
         """The decoder skeleton (meta) and its latent channels: what a tile's peak is measured on."""

@@ -7,6 +7,7 @@ import functools
 
 import torch
 
+from ...loaders.decoder_layers import ring_bytes
 from ...models.decoder_memory import decoder_layer_peak
 from ...models.llama_encoder import LlamaStates, infer_llama_config
 from .config import DiTConfig
@@ -43,16 +44,15 @@ class Hunyuan15Memory:
         return DIT_SPEC.build(cfg, "meta")
 
     def text_stage(self, fp8: bool = True) -> tuple[int, int, str]:
-        """(weights on the device, activations, settings) of the prompt stage: a ring of two Qwen2.5-VL layers
+        """(weights on the device, activations, settings) of the prompt stage: a ring of two slots of a Qwen2.5-VL layer's largest projection
         (fp8 scaled or bf16), ByT5 resident in fp16, the template's head + the whole prompt budget."""
         config = qwen_config()
         layer = LlamaStates(config, torch.device("cpu")).layers[0]
-        per_layer = sum(p.numel() * (1 if (fp8 and p.dim() == 2) else 2) for p in layer.parameters())
         act = max(decoder_layer_peak(config, TEMPLATE_HEAD + TEXT_TOKENS, torch.bfloat16), byt5_peak())
         name = "qwen_2.5_vl_7b_fp8_scaled" if fp8 else "qwen_2.5_vl_7b"
         used = QWEN_LAYERS - QWEN25.skip_last_layers
-        return (2 * per_layer + byt5_params() * 2, act,
-                f"{used} of {QWEN_LAYERS} layers of {name} streamed through 2 slots, ByT5 resident")
+        return (ring_bytes(layer, fp8) + byt5_params() * 2, act,
+                f"{used} of {QWEN_LAYERS} layers of {name} streamed projection by projection through 2 slots, ByT5 resident")
 
     def vae_decoder(self):
         """The decoder skeleton (meta): what a tile's peak is measured on."""
