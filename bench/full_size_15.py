@@ -88,6 +88,12 @@ def qwen_specs() -> list:
                                                              "mrope_section": [16, 24, 24]})
     with torch.device("meta"):
         model = transformers.Qwen2_5_VLTextModel(cfg)
+    return scaled_fp8_specs(model, (152064, 3584))
+
+
+def scaled_fp8_specs(model, lm_head: tuple[int, int]) -> list:
+    """A transformers decoder in Comfy-Org's scaled_fp8 layout: its layers' projections fp8 with an fp32 scale
+    each, the rest fp16, under `model.`, and the LM head."""
     specs = [("scaled_fp8", torch.float8_e4m3fn, (0,))]
     for n, p in model.named_parameters():
         if n.startswith("layers.") and n.endswith("_proj.weight"):
@@ -95,7 +101,7 @@ def qwen_specs() -> list:
                       ("model." + n[: -len("weight")] + "scale_weight", torch.float32, ())]
         else:
             specs.append(("model." + n, torch.float16, tuple(p.shape)))
-    return specs + [("lm_head.weight", torch.float16, (152064, 3584))]
+    return specs + [("lm_head.weight", torch.float16, lm_head)]
 
 
 def byt5_specs() -> list:

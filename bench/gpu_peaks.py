@@ -116,11 +116,12 @@ def llava_stage(ctx) -> dict:
         tokens = len(template_tokens(prompt, te.encoder.llama_tokenizer, te.encoder.max_user_tokens).ids)
         with torch.no_grad(), StagePeak(ctx.device) as peak:
             te.encode(prompt, use_cache=False)
-        ring = 2 * te.streamer.block_bytes(0)
-        streamed = te.streamer.block_count() - len(te.streamer.resident_blocks())
+        s = te.streamer  # layers stream as their projections: the ring is two slots of the largest
+        ring = 2 * max(s.block_bytes(i) for i in range(s.block_count()))
+        streamed = s.block_count() - len(s.resident_blocks())
     finally:
         te.close()
-    return {"layers_streamed": streamed, "tokens": tokens, "real_template_tokens": TEMPLATE_TOKENS,
+    return {"units_streamed": streamed, "tokens": tokens, "real_template_tokens": TEMPLATE_TOKENS,
             **figures(ring + _llama_activations(tokens), peak)}
 
 

@@ -38,7 +38,6 @@ class StreamOptions:
     vram_budget_gb: float | None = None  # None: `resident` decides; 0: automatic; else GiB for the stage
     resident: Iterable[int] | str | None = None  # None: all stream; "all"; or block indices
     host_tier: str = "auto"  # pinned | mapped | auto
-    split_blocks: bool = True  # stream blocks that can run in parts as their parts (smaller ring slots)
     ram_reserve: int = 0  # RAM the host may still page-lock for itself
     reserve_bytes: int = 0  # device memory an automatic budget leaves to other programs
     hand_over: HostHandOver | None = None  # a host sharing the device: its free memory and make_room
@@ -101,7 +100,7 @@ def load_streamed(source: TensorSource, spec, device: torch.device, options: Str
     def in_block(name):
         return spec.block_of(cfg, name) is not None
 
-    units = StreamUnits(model.blocks, split=options.split_blocks)
+    units = StreamUnits(model.blocks)  # blocks that can run in parts stream as their parts
 
     def unit_of(name):
         where = spec.block_of(cfg, name)

@@ -205,3 +205,34 @@ def test_generate_image_to_video(models, tmp_path):
     bad.write_bytes(b"nope")
     r = hystream(*args, "--image", str(bad), "--vision", models["vision"], "--out", str(tmp_path / "y.mp4"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "still image" in r.stderr
+
+
+HEAP_CHILD = """
+import sys, torch
+from hystream.cli import return_freed_memory_to_the_os
+if sys.argv[1] == "on":
+    return_freed_memory_to_the_os()
+def rss():
+    return int(dict(l.split(":", 1) for l in open("/proc/self/status"))["VmRSS"].split()[0]) * 1024
+t = torch.ones(24 * 2**18)  # 24 MiB, freed: glibc raises its mmap threshold to it
+del t
+base = rss()
+stage = [torch.ones(16 * 2**18) for _ in range(40)]  # a stage's 640 MiB of 16 MiB tensors
+keep = torch.ones(16 * 2**18)  # the next stage's first tensor, allocated after them, still alive
+del stage
+print(rss() - base - keep.numel() * 4)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+def test_the_cli_gives_a_stages_freed_memory_back_to_the_os():
+    """Between stages the freed tensors must leave the process, or the next stage's peak sits on top of them
+    (the full-size run's peak RSS). With glibc's default dynamic threshold they stay in the heap ("off")."""
+    import ctypes.util
+
+    if "libc.so.6" not in str(ctypes.util.find_library("c")):
+        pytest.skip("glibc only")
+    left = {mode: int(subprocess.run([sys.executable, "-c", HEAP_CHILD, mode], capture_output=True, text=True,
+                                     timeout=120, check=True).stdout.split()[-1]) for mode in ("on", "off")}
+    assert left["on"] < 64 * 2**20, left
+    assert left["off"] > 400 * 2**20, left  # the mechanism this guards against, on this libc
