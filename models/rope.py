@@ -9,26 +9,11 @@ from __future__ import annotations
 import torch
 
 
-def rope_cos_sin(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: float,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [t·h·w, sum(axes_dim)] in fp32, tokens in (t, h, w) row-major order."""
-    coords = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in grid], indexing="ij")
-    cos_parts, sin_parts = [], []
-    for pos, dim in zip(coords, axes_dim):
-        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim))
-        angles = torch.outer(pos.reshape(-1), freqs)
-        cos_parts.append(angles.cos().repeat_interleave(2, dim=1))
-        sin_parts.append(angles.sin().repeat_interleave(2, dim=1))
-    cos = torch.cat(cos_parts, dim=1).float().to(device)
-    sin = torch.cat(sin_parts, dim=1).float().to(device)
-    return cos, sin
-
-
 class GridRope:
     """cos or sin of a token grid kept per axis ([n, dim] each) and assembled for the tokens asked: the
     whole [t·h·w, D] fp32 table (0.11 GiB at 720p × 129 for cos and sin) never exists in the lean path,
-    which asks for one chunk of rows at a time. `table[a:b]` equals rope_cos_sin's rows a..b exactly (the
-    same float64 values per axis, gathered, not recomputed)."""
+    which asks for one chunk of rows at a time. `table[a:b]` equals rows a..b of the whole table the reference builds
+    over all tokens (the same float64 values per axis, gathered, not recomputed)."""
 
     def __init__(self, axes: list[torch.Tensor], grid: tuple[int, int, int]):
         self.axes, self.grid = axes, tuple(grid)
@@ -47,7 +32,8 @@ class GridRope:
 
 def grid_rope(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: float,
               device: torch.device | str = "cpu") -> tuple[GridRope, GridRope]:
-    """rope_cos_sin's tables as GridRope (per axis: one upload of a few KiB)."""
+    """cos, sin [t·h·w, sum(axes_dim)] in fp32, tokens in (t, h, w) row-major order, as GridRope (per axis:
+    one upload of a few KiB)."""
     cos_axes, sin_axes = [], []
     for n, dim in zip(grid, axes_dim):
         freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim))

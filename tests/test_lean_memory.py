@@ -81,12 +81,24 @@ def test_lean_needs_a_fraction_of_the_plain_memory():
     assert lean < 0.2 * plain
 
 
+def whole_rope_table(grid, axes_dim, theta):
+    """The reference's cos/sin [t·h·w, D]: angles of every token's coordinates in float64, then fp32."""
+    coords = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in grid], indexing="ij")
+    cos_parts, sin_parts = [], []
+    for pos, dim in zip(coords, axes_dim):
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim))
+        angles = torch.outer(pos.reshape(-1), freqs)
+        cos_parts.append(angles.cos().repeat_interleave(2, dim=1))
+        sin_parts.append(angles.sin().repeat_interleave(2, dim=1))
+    return torch.cat(cos_parts, dim=1).float(), torch.cat(sin_parts, dim=1).float()
+
+
 def test_grid_rope_rows_equal_the_whole_table():
     """The lean path's per-axis RoPE (rows assembled per chunk) is the whole table's rows, bit for bit."""
-    from hystream.models.rope import grid_rope, rope_cos_sin
+    from hystream.models.rope import grid_rope
 
     grid, axes = (3, 5, 7), (4, 6, 6)
-    cos, sin = rope_cos_sin(grid, axes, 256.0)
+    cos, sin = whole_rope_table(grid, axes, 256.0)
     gcos, gsin = grid_rope(grid, axes, 256.0)
     assert len(gcos) == 105
     for a, b in ((0, 105), (0, 1), (13, 51), (100, 105), (34, 35)):
