@@ -19,6 +19,7 @@ from torch import nn
 from ..quant.dequant import dequantize
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+NORM_SLICE_VALUES = 1 << 21  # RMSNorm's fp32 temporaries: 8 MB per copy at most
 
 
 def meta_param(*shape: int) -> nn.Parameter:
@@ -42,19 +43,28 @@ class Linear(nn.Module):
         self.quant = None  # a GGUF quantisation type (quant/kinds.py) when the weight is stored as its bytes
         self.lora: list = []  # LoRA adapters, merged into the weight at use (see loaders/lora.py)
 
-    def compute_weight(self, dtype: torch.dtype, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """The weight as used (output rows [a, b) only, if given): upcast (× scale) on the compute
-        device, LoRA deltas added to that copy only, so the stored weight — resident or streamed, bf16
-        or fp8 — is never modified. Taking rows lets a caller hold part of a fused weight upcast."""
+    def compute_weight(self, dtype: torch.dtype, rows: tuple[int, int] | None = None,
+                       cols: tuple[int, int] | None = None) -> torch.Tensor:
+        """The weight as used (output rows [a, b) and input columns [c, d) only, if given): upcast (× scale)
+        on the compute device, LoRA deltas added to that copy only, so the stored weight — resident or
+        streamed, bf16 or fp8 — is never modified. Taking a part lets a caller hold a fused or wide weight
+        upcast a piece at a time (GGUF: the whole blocks that hold the columns are decoded)."""
         a, b = rows or (0, self.out_features)
+        c, d = cols or (0, self.in_features)
         if self.quant is not None:  # GGUF bytes [rows, row_bytes]: decoded here, on the compute device
-            w = dequantize(self.weight[a:b], self.quant, self.in_features, dtype)
+            size = self.quant.block_size  # whole blocks decoded, the columns asked for kept
+            lo, hi = c // size * size, -(-d // size) * size
+            data = self.weight[a:b, self.quant.row_bytes(lo):self.quant.row_bytes(hi)] if cols else self.weight[a:b]
+            w = dequantize(data, self.quant, hi - lo, dtype)
+            if (lo, hi) != (c, d):
+                w = w[:, c - lo:d - lo]
         else:
-            w = self.weight[a:b].to(dtype)
-        if self.scale_weight is not None:
-            w = w * self.scale_weight.to(dtype)
+            stored = self.weight[a:b, c:d] if cols else self.weight[a:b]
+            w = stored.to(dtype)
+        if self.scale_weight is not None:  # in place on the upcast copy: one copy alive, not two
+            w = w * self.scale_weight.to(dtype) if self.quant is None and w is stored else w.mul_(self.scale_weight.to(dtype))
         for adapter in self.lora:
-            w = adapter.merge(w, a)
+            w = adapter.merge(w, a, (c, d) if cols else None)
         return w
 
     def compute_bias(self, dtype: torch.dtype, rows: tuple[int, int] | None = None) -> torch.Tensor | None:
@@ -65,6 +75,12 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.compute_weight(x.dtype), self.compute_bias(x.dtype))
+
+    def in_row_pieces(self, x: torch.Tensor, rows: int) -> list[torch.Tensor]:
+        """The output as pieces of `rows` outputs each, the weight upcast one piece at a time (a wide
+        projection of a short input, e.g. the modulation: its weight, not its output, is what is large)."""
+        return [F.linear(x, self.compute_weight(x.dtype, (a, a + rows)), self.compute_bias(x.dtype, (a, a + rows)))
+                for a in range(0, self.out_features, rows)]
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
@@ -82,14 +98,16 @@ class LowRankAdapter:
         self.factor = factor
         self.rows = rows
 
-    def merge(self, w: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def merge(self, w: torch.Tensor, offset: int = 0, cols: tuple[int, int] | None = None) -> torch.Tensor:
         """w + the low-rank delta, as a new tensor (w may be the stored weight itself). w holds rows
-        [offset, offset + len(w)) of the full weight: only the delta's rows that fall there are added."""
+        [offset, offset + len(w)) of the full weight (and its input columns `cols`, if given): only the
+        delta's rows and columns that fall there are added."""
         first = self.rows[0] if self.rows else 0  # full-weight row of self.up's row 0
         lo, hi = max(first, offset), min(first + self.up.shape[0], offset + w.shape[0])
         if lo >= hi:
             return w
-        delta = (self.up[lo - first:hi - first].to(w.dtype) @ self.down.to(w.dtype)) * self.factor
+        down = self.down if cols is None else self.down[:, cols[0]:cols[1]]
+        delta = (self.up[lo - first:hi - first].to(w.dtype) @ down.to(w.dtype)) * self.factor
         a, b = lo - offset, hi - offset
         if a == 0 and b == w.shape[0]:
             return w + delta
@@ -105,9 +123,15 @@ class RMSNorm(nn.Module):
         self.weight = meta_param(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.to(x.dtype) * self.weight.to(x.dtype)
+        # a slice of rows at a time: the fp32 temporaries of a slice, not of the whole input (the DiT's
+        # q/k norms run on chunks of hundreds of thousands of values)
+        out = torch.empty_like(x)
+        rows_in, rows_out = x.reshape(-1, x.shape[-1]), out.view(-1, x.shape[-1])
+        weight, step = self.weight.to(x.dtype), max(1, NORM_SLICE_VALUES // x.shape[-1])
+        for a in range(0, rows_in.shape[0], step):
+            xf = rows_in[a:a + step].float()
+            rows_out[a:a + step] = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * weight
+        return out
 
 
 class LayerNorm(nn.Module):
@@ -211,7 +235,8 @@ class Modulation(nn.Module):
     def forward(self, vec) -> list:
         if isinstance(vec, FirstTokens):  # token replace: the first tokens get their own values
             return [FirstTokens(f, r, vec.n) for f, r in zip(self(vec.first), self(vec.rest))]
-        return [c.unsqueeze(1) for c in self.linear(F.silu(vec)).chunk(self.count, dim=-1)]
+        hidden = self.linear.out_features // self.count
+        return [c.unsqueeze(1) for c in self.linear.in_row_pieces(F.silu(vec), hidden)]
 
 
 class FirstTokens(NamedTuple):

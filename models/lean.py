@@ -7,10 +7,13 @@ values — and everything else exists one chunk of tokens at a time:
   applied per chunk, in fp32 for that chunk only), never as a fused [N, 3·hidden] qkv;
 - queries are computed per chunk (norm and modulation recomputed for the chunk: cheap), attended against
   the full keys/values, projected and added into the residual stream in place;
-- the MLP runs per chunk, so the [N, 4·hidden] hidden never exists whole; the single block's output
-  projection is split over its attention and MLP parts instead of materialising cat([attn, mlp]).
+- the MLP runs per chunk and, within a chunk, a piece of its hidden units at a time (`mlp_into`), so
+  neither the [N, 4·hidden] hidden nor its upcast weights exist whole; the single block's output
+  projection is split over its attention and MLP parts instead of materialising cat([attn, mlp]);
+- RoPE rotates ROPE_ROWS tokens at a time, in place.
 Weights are taken right where they are used and dropped after (`compute_weight`: upcast, fp8 scale, LoRA),
-fused ones by row range (q, k, v, MLP parts), so at most a few of a block's matrices exist upcast at once.
+fused ones by row range (q, k, v, MLP parts) and wide ones by column range (the output projections), so
+at most a few pieces of a block's matrices exist upcast at once.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from .attention import attention
 from .layers import Linear, common, gated, modulate
 from .rope import apply_rope
 
-AUTO_PARTS = 32  # auto chunking: a sequence in this many parts (chunk temporaries ≈ 1/3 of a hidden-wide tensor)…
+AUTO_PARTS = 64  # auto chunking: a sequence in this many parts (chunk temporaries ≈ 1/6 of a hidden-wide tensor)…
 MIN_CHUNK = 1024  # …but never chunks smaller than this (matmuls stay efficient; tiny inputs run unchunked)
+MLP_PIECE = 3072  # MLP hidden units per piece (a multiple of every GGUF block size): 1/4 of HunyuanVideo's
 
 
 def auto_chunk(tokens: int) -> int:
@@ -51,22 +55,26 @@ def project(x: torch.Tensor, wb, heads: int) -> torch.Tensor:
     return F.linear(x, *wb).unflatten(-1, (heads, -1))
 
 
+ROPE_ROWS = 1024  # RoPE runs on this many tokens at a time: its fp32 temporaries stay ~1/4 of a chunk's
+
+
 def rope_part(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, a: int, n_rope: int) -> torch.Tensor:
-    """RoPE on the rows of chunk [a, a+c) that are image tokens (indices < n_rope)."""
-    end = min(a + t.shape[1], n_rope)
-    if end <= a:
-        return t
-    if end == a + t.shape[1]:
-        return apply_rope(t, cos[a:end], sin[a:end])
-    return torch.cat((apply_rope(t[:, : end - a], cos[a:end], sin[a:end]), t[:, end - a:]), 1)
+    """RoPE, in place, on the rows of chunk [a, a+c) that are image tokens (indices < n_rope); t is the
+    chunk's own fresh tensor. Row slices at a time: the same values, a quarter of the fp32 temporaries."""
+    for s in range(0, max(0, min(t.shape[1], n_rope - a)), ROPE_ROWS):
+        e = min(s + ROPE_ROWS, t.shape[1], n_rope - a)
+        t[:, s:e] = apply_rope(t[:, s:e], cos[a + s:a + e], sin[a + s:a + e])
+    return t
 
 
-def fill_keys_values(k, v, x, offset, norm_mod, wk, wv, k_norm, heads, cos, sin, n_rope, chunk):
-    """Write the keys and values of stream `x` into k, v at `offset` (RoPE on its first n_rope tokens)."""
+def fill_keys_values(k, v, x, offset, norm_mod, qkv: Linear, hidden, k_norm, heads, cos, sin, n_rope, chunk):
+    """Write the keys and values of stream `x` into k, v at `offset` (RoPE on its first n_rope tokens); the
+    keys' and values' rows of the fused `qkv` taken chunk by chunk (a stored bf16 weight: views, no copy)."""
     for a, b in chunks(x.shape[1], chunk):
         xm = norm_mod(x[:, a:b], a)
-        k[:, offset + a:offset + b] = rope_part(k_norm(project(xm, wk, heads)), cos, sin, a, n_rope)
-        v[:, offset + a:offset + b] = project(xm, wv, heads)
+        k[:, offset + a:offset + b] = rope_part(k_norm(project(xm, weights(qkv, xm.dtype, hidden, 2 * hidden), heads)),
+                                                cos, sin, a, n_rope)
+        v[:, offset + a:offset + b] = project(xm, weights(qkv, xm.dtype, 2 * hidden, 3 * hidden), heads)
         del xm
 
 
@@ -87,8 +95,7 @@ def _text_in(block, txt, vec, k, v, n_img, chunk):
     hidden, dt = txt.shape[-1], txt.dtype
     mods, norm_mod = _side(block, "txt", common(vec))
     qkv = block.txt_attn_qkv
-    fill_keys_values(k, v, txt, n_img, norm_mod, weights(qkv, dt, hidden, 2 * hidden),
-                     weights(qkv, dt, 2 * hidden, 3 * hidden), block.txt_attn_k_norm, block.heads, None, None, 0, chunk)
+    fill_keys_values(k, v, txt, n_img, norm_mod, qkv, hidden, block.txt_attn_k_norm, block.heads, None, None, 0, chunk)
     wq = weights(qkv, dt, 0, hidden)
     q = torch.cat([_queries(block, "txt", txt, norm_mod, wq, a, b, None, None, 0) for a, b in chunks(txt.shape[1], chunk)], 1)
     return mods, q
@@ -100,27 +107,35 @@ def _image_attention(block, img, vec, cos, sin, k, v, text_q, key_mask, chunk):
     hidden, dt, n_img = img.shape[-1], img.dtype, img.shape[1]
     mods, norm_mod = _side(block, "img", vec)
     qkv = block.img_attn_qkv
-    fill_keys_values(k, v, img, 0, norm_mod, weights(qkv, dt, hidden, 2 * hidden),
-                     weights(qkv, dt, 2 * hidden, 3 * hidden), block.img_attn_k_norm, block.heads, cos, sin, n_img, chunk)
-    proj, wq = weights(block.img_attn_proj, dt), weights(qkv, dt, 0, hidden)
-    for a, b in chunks(n_img, chunk):
-        q = _queries(block, "img", img, norm_mod, wq, a, b, cos, sin, n_img)
-        img[:, a:b] += gated(F.linear(attention(q, k, v, key_mask), *proj), mods[2], a)
+    fill_keys_values(k, v, img, 0, norm_mod, qkv, hidden, block.img_attn_k_norm, block.heads, cos, sin, n_img, chunk)
+    for a, b in chunks(n_img, chunk):  # weights taken per chunk: stored bf16 ones are views, others upcast here
+        q = _queries(block, "img", img, norm_mod, weights(qkv, dt, 0, hidden), a, b, cos, sin, n_img)
+        img[:, a:b] += gated(F.linear(attention(q, k, v, key_mask), *weights(block.img_attn_proj, dt)), mods[2], a)
         del q
-    del proj, wq
     text_attn = torch.cat([attention(text_q[:, a:b], k, v, key_mask) for a, b in chunks(text_q.shape[1], chunk)], 1)
     return mods, text_attn
+
+
+def mlp_into(out, xm, up: Linear, up_first: int, down: Linear, down_first: int, width: int, dt) -> None:
+    """out += down(gelu(up(xm))) over an MLP hidden of `width` (rows up_first… of `up`, input columns
+    down_first… of `down`, its bias not added), MLP_PIECE hidden units at a time: the hidden state and the
+    upcast weights exist a piece at a time, never whole."""
+    for a, b in chunks(width, MLP_PIECE):
+        h = gelu_(F.linear(xm, *weights(up, dt, up_first + a, up_first + b)))
+        out += F.linear(h, down.compute_weight(dt, cols=(down_first + a, down_first + b)))
+        del h
 
 
 def _mlp(block, name, x, mods, chunk):
     """x += gate2 · MLP(modulated norm2(x)), chunk by chunk (the 4·hidden MLP state never exists whole)."""
     dt, (_, _, _, shift2, scale2, gate2) = x.dtype, mods
     norm2, mlp = getattr(block, f"{name}_norm2"), getattr(block, f"{name}_mlp")
-    fc1, fc2 = weights(mlp.fc1, dt), weights(mlp.fc2, dt)
     for a, b in chunks(x.shape[1], chunk):
-        h = gelu_(F.linear(modulate(norm2(x[:, a:b]), shift2, scale2, a), *fc1))
-        x[:, a:b] += gated(F.linear(h, *fc2), gate2, a)
-        del h
+        xm = modulate(norm2(x[:, a:b]), shift2, scale2, a)
+        out = torch.zeros_like(xm) if mlp.fc2.bias is None else mlp.fc2.compute_bias(dt).expand_as(xm).clone()
+        mlp_into(out, xm, mlp.fc1, 0, mlp.fc2, 0, mlp.fc1.out_features, dt)
+        x[:, a:b] += gated(out, gate2, a)
+        del xm, out
     return x
 
 
@@ -157,18 +172,15 @@ def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
 
     k = torch.empty(x.shape[0], x.shape[1], heads, hidden // heads, dtype=dt, device=x.device)
     v = torch.empty_like(k)
-    fill_keys_values(k, v, x, 0, norm_mod, weights(block.linear1, dt, hidden, 2 * hidden),
-                     weights(block.linear1, dt, 2 * hidden, 3 * hidden), block.k_norm, heads, cos, sin, n_img, chunk)
-    wq = weights(block.linear1, dt, 0, hidden)
-    wm = weights(block.linear1, dt, 3 * hidden, block.linear1.out_features)
-    w2, b2 = weights(block.linear2, dt)
-    w2_attn, w2_mlp = w2[:, :hidden], w2[:, hidden:]
+    fill_keys_values(k, v, x, 0, norm_mod, block.linear1, hidden, block.k_norm, heads, cos, sin, n_img, chunk)
+    width = block.linear1.out_features - 3 * hidden  # the MLP's hidden units
     for a, b in chunks(x.shape[1], chunk):
         xm = norm_mod(x[:, a:b], a)
-        q = rope_part(block.q_norm(project(xm, wq, heads)), cos, sin, a, n_img)
-        out = F.linear(attention(q, k, v, key_mask), w2_attn)
+        q = rope_part(block.q_norm(project(xm, weights(block.linear1, dt, 0, hidden), heads)), cos, sin, a, n_img)
+        out = F.linear(attention(q, k, v, key_mask), block.linear2.compute_weight(dt, cols=(0, hidden)),
+                       block.linear2.compute_bias(dt))
         del q
-        out += F.linear(gelu_(F.linear(xm, *wm)), w2_mlp, b2)
+        mlp_into(out, xm, block.linear1, 3 * hidden, block.linear2, hidden, width, dt)
         x[:, a:b] += gated(out, gate, a)
         del xm, out
     return x

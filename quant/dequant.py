@@ -31,7 +31,7 @@ def _bits(b: torch.Tensor, count: int) -> torch.Tensor:
 
 def q8_0(blocks):
     d = _f16(blocks, 0)
-    return d * blocks[:, 2:34].contiguous().view(torch.int8).float()
+    return blocks[:, 2:34].contiguous().view(torch.int8).float().mul_(d)  # in place: one float32 copy of the slab
 
 
 def q4_0(blocks):
@@ -159,6 +159,7 @@ def dequantize(data: torch.Tensor, kind: QuantKind, cols: int, dtype: torch.dtyp
     step = max(1, slab_values(data.device) // max(cols, 1))
     if rows <= step:
         return decode(data.reshape(-1, kind.type_size)).reshape(rows, cols).to(dtype)
+    step = -(-rows // -(-rows // step))  # as many slabs, of equal size: the temporaries of the smallest slab size
     out = torch.empty(rows, cols, dtype=dtype, device=data.device)
     for a in range(0, rows, step):
         part = data[a:a + step]

@@ -21,7 +21,15 @@ def path(tmp_path_factory, tiny_dit_sd):
 
 
 @pytest.mark.parametrize("batch,valid", [(1, (8,)), (2, (8, 5))])
-def test_lean_equals_plain_for_any_chunking(path, batch, valid):
+@pytest.mark.parametrize("mlp_piece,rope_rows", [(None, None), (256, 5), (384, 1)])
+def test_lean_equals_plain_for_any_chunking(path, batch, valid, mlp_piece, rope_rows, monkeypatch):
+    """Any token chunking, any MLP piece (1024 hidden units: one piece, four, or 384 + 384 + 256) and any
+    RoPE slice: the plain blocks' output."""
+    from hystream.models import lean
+
+    if mlp_piece:
+        monkeypatch.setattr(lean, "MLP_PIECE", mlp_piece)
+        monkeypatch.setattr(lean, "ROPE_ROWS", rope_rows)
     inputs = dit_inputs(batch, valid=valid)
     dit = load_dit(path)
     try:
@@ -79,6 +87,20 @@ def test_lean_needs_a_fraction_of_the_plain_memory():
     plain = forward_peak_bytes(DiTConfig(), shape, 256, torch.bfloat16, False, None)
     lean = forward_peak_bytes(DiTConfig(), shape, 256, torch.bfloat16, True, None)
     assert lean < 0.2 * plain
+
+
+@pytest.mark.parametrize("weights,extra_gib", [(torch.float8_e4m3fn, 0.1), ("Q8_0", 0.1), ("Q4_K", 0.125)])
+def test_at_720p_only_the_residual_keys_and_values_are_whole(weights, extra_gib):
+    """720p × 129 with an fp8 or a GGUF file: the activation peak is the residual stream, the keys and the
+    values (3 × [N, hidden] bf16) plus chunk temporaries and a few pieces of upcast or decoded weights —
+    not a whole upcast matrix, an MLP hidden, a fused qkv or a whole-length fp32 copy (holding the single
+    block's upcast MLP weight through the token loop alone adds 0.07 GiB; K-quants decode with ~5 float32
+    copies of a slab, hence their larger allowance)."""
+    cfg, shape = DiTConfig(), (1, 16, 33, 90, 160)
+    tokens = 33 * 45 * 80 + 256
+    floor = 3 * tokens * cfg.hidden * 2
+    peak = forward_peak_bytes(cfg, shape, 256, torch.bfloat16, True, None, "cuda", "flash", weights)
+    assert floor < peak <= floor + extra_gib * 2 ** 30, (weights, (peak - floor) / 2 ** 30)
 
 
 def whole_rope_table(grid, axes_dim, theta):
