@@ -3,6 +3,7 @@ the demo through the real ComfyUI, and the streaming smoke check."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -23,14 +24,19 @@ def models(tmp_path_factory):
     return build_models(str(tmp_path_factory.mktemp("cli_models")))
 
 
+def generate_fox(models, out, *flags):
+    return hystream("generate", "--dit", models["dit"], "--llm", models["llm"], "--clip", models["clip"],
+                    "--vae", models["vae"], "--prompt", "a fox in the snow", "--width", "64", "--height", "48",
+                    "--frames", "9", "--steps", "3", *flags, "--out", str(out))
+
+
 def test_generate_text_to_video_with_lora(models, tmp_path):
     out = tmp_path / "fox.mp4"
-    r = hystream("generate", "--dit", models["dit"], "--llm", models["llm"], "--clip", models["clip"],
-                 "--vae", models["vae"], "--prompt", "a fox in the snow", "--width", "64", "--height", "48",
-                 "--frames", "9", "--steps", "3", "--lora", f"{models['lora']}:0.8", "--out", str(out))
+    r = generate_fox(models, out, "--lora", f"{models['lora']}:0.8")
     assert r.returncode == 0, r.stderr[-3000:]
     frames, fps = read_video(str(out))
     assert frames.shape == (9, 48, 64, 3) and fps == 24.0
+    assert torch.isfinite(frames).all() and frames.std() > 0.01  # a picture, not a flat or broken one
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert [s["stage"] for s in report["stages"]] == ["text encode", "sample", "decode"]
     sample = report["stages"][1]
@@ -38,6 +44,14 @@ def test_generate_text_to_video_with_lora(models, tmp_path):
     assert sample["blocks_streamed"] == 7 + 2 * 4 + 4 and sample["streamed_gib"] > 0
     assert json.loads((tmp_path / "fox.report.json").read_text())["frames"] == 9
     assert "sampling: 100%" in r.stderr  # tqdm progress
+    # the LoRA changed the video; at strength 0 it is the same video as without it, bit for bit
+    others = {}
+    for name, flags in (("plain", ()), ("zero", ("--lora", f"{models['lora']}:0"))):
+        r = generate_fox(models, tmp_path / f"{name}.mp4", *flags)
+        assert r.returncode == 0, r.stderr[-3000:]
+        others[name] = read_video(str(tmp_path / f"{name}.mp4"))[0]
+    assert not torch.equal(frames, others["plain"])
+    assert torch.equal(others["zero"], others["plain"])
 
 
 def test_generate_video_to_video(models, tmp_path):
@@ -73,10 +87,23 @@ def test_demo_through_the_real_comfyui(comfy_snapshot, tmp_path):
     assert os.path.exists(tmp_path / "demo" / "hystream_demo.mp4")
 
 
-def test_smoke():
-    r = hystream("smoke")
+def test_smoke_compares_a_streamed_run_with_a_resident_one(tmp_path):
+    """`smoke` exits non-zero when the two outputs differ; here, that the two runs it compares really are a
+    streamed and a resident one, of a DiT it wrote where asked, at the size asked."""
+    from safetensors import safe_open
+
+    r = hystream("smoke", "--out", str(tmp_path), "--width", "64", "--height", "48")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1])["identical"] is True
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert os.path.dirname(report["file"]) == str(tmp_path)
+    with safe_open(report["file"], "pt") as f:
+        names = list(f.keys())
+    assert any(".single_blocks." in k for k in names)  # a DiT checkpoint
+    assert report["shape"] == [1, 16, 2, 48 // 8, 64 // 8]  # the latent of the requested size
+    assert report["streamed_blocks_streamed"] == report["streamed_blocks_total"] > 0 and report["streamed_bytes_copied"] > 0
+    resident = re.search(r"^resident .*?(\d+)/(\d+) blocks resident, 0 streamed", r.stdout, re.MULTILINE)
+    assert resident and resident.group(1) == resident.group(2) == str(report["streamed_blocks_total"]), r.stdout
+    assert report["identical"] is True
 
 
 def test_every_subcommand_help_renders_with_a_line_per_flag():

@@ -194,18 +194,41 @@ def test_interrupt_during_sampling_then_next_run(comfy_host, tmp_path):
     assert frames.shape[0] == 9
 
 
+def mag_cache_skips(steps: int, threshold: float, start: float, end: float, max_skips: int, height: int) -> int:
+    """How many steps MagCache skips with these settings: its decisions follow the published ratios and the
+    settings only, never the model's values, so a host run must report exactly this many."""
+    from hystream.families.hunyuan_video.caches import CACHE_CONSTANTS
+    from hystream.sampling.step_cache import StepCacheSettings
+    from hystream.sampling.step_caches import make_step_cache
+
+    cache = make_step_cache(StepCacheSettings("mag_cache", threshold, start, end, max_skips), steps, height, CACHE_CONSTANTS)
+    cache.begin_pass("positive")
+    x = torch.zeros(1)
+    for _ in range(steps):
+        if cache.before_blocks(x) is None:
+            cache.after_blocks(x, x + 1)
+    return cache.summary()["skipped"]
+
+
 def test_step_cache_workflow(comfy_host, tmp_path):
-    """The step-cache example through the host: it runs, skips steps, and the sampler's log says how many
-    and how much was not streamed."""
-    log_before = len(comfy_host.log())
-    wf = workflow("hunyuan_t2v_stepcache_lowvram", **{"6.steps": 10, "13.method": "mag_cache", "13.threshold": 0.5})
-    result = run_prompt(comfy_host, wf)
-    assert result["status"] == "success", result.get("error")
-    frames, _ = video_of(comfy_host, result, tmp_path)
-    assert frames.shape[0] == 9
-    line = re.search(r"step cache mag_cache \(threshold 0\.5\): (\d+) of (\d+) passes skipped, ([\d.]+) GiB not streamed",
-                     comfy_host.log()[log_before:])
-    assert line and int(line.group(1)) > 0 and int(line.group(2)) == 10 and float(line.group(3)) >= 0, comfy_host.log()[-2000:]
+    """The step-cache example through the host skips as many steps as its settings call for (0.05 skips 5 of
+    10; the 0.12 default would skip 6), the sampler's log says so, and the video differs from the same
+    workflow with the cache at threshold 0 (off: no step-cache line at all)."""
+    expected = mag_cache_skips(10, 0.05, 0.1, 1.0, 3, 64)
+    assert expected == 5 != mag_cache_skips(10, 0.12, 0.1, 1.0, 3, 64)  # the count tells the threshold apart
+    runs = {}
+    for threshold in (0.05, 0.0):
+        log_before = len(comfy_host.log())
+        wf = workflow("hunyuan_t2v_stepcache_lowvram", **{"6.steps": 10, "13.method": "mag_cache", "13.threshold": threshold,
+                                                          "13.start": 0.1, "13.end": 1.0, "13.max_skips": 3})
+        result = run_prompt(comfy_host, wf)
+        assert result["status"] == "success", result.get("error")
+        runs[threshold] = video_of(comfy_host, result, tmp_path)[0], comfy_host.log()[log_before:]
+        assert runs[threshold][0].shape[0] == 9 and "HyStream sampler: 10 steps" in runs[threshold][1]  # it ran
+    line = re.search(r"step cache mag_cache \(threshold 0\.05\): (\d+) of (\d+) passes skipped", runs[0.05][1])
+    assert line and (int(line.group(1)), int(line.group(2))) == (expected, 10), runs[0.05][1][-2000:]
+    assert "step cache" not in runs[0.0][1], runs[0.0][1][-2000:]
+    assert not torch.equal(runs[0.05][0], runs[0.0][0])  # the skipped steps changed the video
 
 
 def test_image_to_video_over_http(comfy_host, tmp_path):

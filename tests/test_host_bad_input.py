@@ -3,6 +3,7 @@ case must end in a refusal at queue time or an error of HyStream's family (what 
 found, what to do) — never a generic traceback and never a silent success — and the server keeps serving:
 a good run works right after each one."""
 
+import glob
 import json
 import os
 import pickle
@@ -161,7 +162,38 @@ def test_image_latent_and_other_foreign_inputs(comfy_host):
     assert got.startswith("ours") and "16" in got, got
 
 
+ESCAPE = "save:prefix leaving the output folder"
+
+
+def files_under(*roots: str) -> set[str]:
+    return {os.path.join(d, f) for root in roots for d, _, names in os.walk(root) for f in names}
+
+
+def escape_target(host) -> str:
+    """Where the escaping prefix points from the host's output folder: four folders up from output/ is
+    inside pytest's temp tree (not /tmp), so that is where an escaped video would land."""
+    return os.path.normpath(os.path.join(host.root, "output", CASES[ESCAPE][1]["8.filename_prefix"]))
+
+
+def test_a_prefix_leaving_the_output_folder_writes_nothing_outside_it(comfy_host):
+    output = os.path.join(comfy_host.root, "output") + os.sep
+    target = escape_target(comfy_host)
+    watched = (os.path.dirname(comfy_host.root), os.path.dirname(target))  # the host's temp root, the target's folder
+    before = files_under(*watched)
+    got = outcome(run_prompt(comfy_host, graph(ESCAPE)))
+    new = files_under(*watched) - before
+    assert not [p for p in new if not p.startswith(output)], sorted(new)
+    assert not glob.glob(glob.escape(target) + "*"), glob.glob(glob.escape(target) + "*")
+    assert got.startswith("ours") and "outside" in got, got
+
+
 def test_a_good_run_after_all_of_them(comfy_host, bad_files):
-    assert outcome(run_prompt(comfy_host, small(workflow(T2V)))) == "ok"
+    before = files_under(comfy_host.root)
+    result = run_prompt(comfy_host, small(workflow(T2V)))
+    assert outcome(result) == "ok"
+    saved = result["history"]["outputs"]["8"]["images"][0]
+    # the video lands in the output folder the escape check computes its target from
+    assert os.path.join(comfy_host.root, "output", saved["subfolder"], saved["filename"]) in files_under(comfy_host.root) - before
     assert "pwned" not in comfy_host.log()
-    assert not os.path.exists("/tmp/escape_00001_.mp4")
+    # the parametrized escape case (run earlier in this module) wrote nothing where its prefix points
+    assert not glob.glob(glob.escape(escape_target(comfy_host)) + "*")

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -51,21 +52,60 @@ def copy_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("file, line, code", CALLS, ids=[f"{f}:{n + 1}" for f, n, _ in CALLS])
-def test_removing_an_ordering_call_is_caught(copy_root, file, line, code):
+VIOLATION = re.compile(r'(failed on \w+ with ")?stream_check\.Violation\b')
+PARITY_FAILURES = ("assert ", "AssertionError", "Failed: ")  # a failed assert or pytest.fail
+
+
+def verdict(returncode: int, junit: Path) -> str:
+    """What a protocol-test run on a mutant says: "caught" when its first failure is the checker's own
+    report (stream_check.Violation) or a failed parity check (the failing line compares with torch.equal);
+    "unnoticed" when it passed; else "invalid mutant: …" (the mutant crashed: an ImportError, SyntaxError or
+    TypeError, a setup error) — that says nothing about the protocol and must not count as caught."""
+    if returncode == 0:
+        return "unnoticed"
+    if not junit.exists():
+        return f"invalid mutant: pytest exited {returncode} without a report"
+    for case in ET.parse(junit).iter("testcase"):
+        for result in case:
+            if result.tag not in ("failure", "error"):
+                continue
+            message, text = result.get("message") or "", result.text or ""
+            failing = [ln for ln in text.splitlines() if ln.startswith(">")][-1:]  # the statement that failed
+            if VIOLATION.match(message):  # in a test, or in its setup/teardown
+                return "caught"
+            if result.tag == "failure" and message.startswith(PARITY_FAILURES) and "torch.equal(" in "".join(failing):
+                return "caught"
+            return f"invalid mutant: {result.tag} in {case.get('name')}: {message[:300]}"
+    return f"invalid mutant: pytest exited {returncode} with no failing test"
+
+
+def run_mutant(copy_root, file: str, line: int, replacement: str, junit: Path) -> str:
+    """The protocol tests on the copy with `file`'s line `line` replaced (indentation kept); the verdict."""
     path = copy_root / "hystream" / "offload" / file
     original = path.read_text()
     lines = original.splitlines()
     indent = lines[line][: len(lines[line]) - len(lines[line].lstrip())]
-    lines[line] = indent + "pass  # mutant: " + code
+    lines[line] = indent + replacement
     path.write_text("\n".join(lines) + "\n")
     try:
         env = dict(os.environ, PYTHONPATH=str(copy_root))
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "stream_protocol",
-                            *PROTOCOL_TESTS], cwd=copy_root / "hystream", env=env,
+                            f"--junitxml={junit}", *PROTOCOL_TESTS], cwd=copy_root / "hystream", env=env,
                            capture_output=True, text=True, timeout=900, check=False)
     finally:
         path.write_text(original)
-    assert r.returncode != 0, f"removing `{code}` ({file}:{line + 1}) went unnoticed:\n{r.stdout[-1500:]}"
-    # caught by the checker (stream_check.Violation), not by some other failure
-    assert "stream_check.Violation" in r.stdout, f"removing `{code}` failed, but not by an ordering violation:\n{r.stdout[-2500:]}"
+    return verdict(r.returncode, junit) + "\n" + r.stdout[-1500:]
+
+
+@pytest.mark.parametrize("file, line, code", CALLS, ids=[f"{f}:{n + 1}" for f, n, _ in CALLS])
+def test_removing_an_ordering_call_is_caught(copy_root, tmp_path, file, line, code):
+    got = run_mutant(copy_root, file, line, "pass  # mutant: " + code, tmp_path / "junit.xml")
+    assert got.startswith("caught"), f"removing `{code}` ({file}:{line + 1}): {got}"
+
+
+def test_a_mutant_that_only_crashes_is_not_counted_as_caught(copy_root, tmp_path):
+    """The verdict itself: a mutant that raises instead of leaving a call out fails the tests too, with an
+    "Error" in the output, but the checker saw no ordering violation."""
+    file, line, code = CALLS[0]
+    got = run_mutant(copy_root, file, line, 'raise RuntimeError("Error")  # mutant: ' + code, tmp_path / "junit.xml")
+    assert got.startswith("invalid mutant") and "RuntimeError" in got, got
