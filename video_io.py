@@ -98,7 +98,7 @@ def write_mp4(frames: torch.Tensor, path: str, fps: float = 24.0, crf: int = 19)
             raise
     if code != 0 or pipe_error is not None or os.path.getsize(partial) == 0:
         _remove(partial)
-        why = stderr.splitlines()[-1] if stderr else (f"ffmpeg exited with status {code}" if code else str(pipe_error))
+        why = ffmpeg_cause(stderr) or (f"ffmpeg exited with status {code}" if code else str(pipe_error))
         raise OutputError(f"the mp4 written to {out!r}", f"ffmpeg failed: {why}",
                           "check free disk space and write permission there, or choose another output folder")
     try:
@@ -108,6 +108,17 @@ def write_mp4(frames: torch.Tensor, path: str, fps: float = 24.0, crf: int = 19)
         raise OutputError(f"the mp4 at {out!r}", f"renaming the finished file failed: {e.strerror or e}",
                           "check the folder's permissions, or choose another output path") from None
     return out
+
+
+OS_ERRORS = ("No space left on device", "Disk quota exceeded", "File too large", "Permission denied",
+             "Read-only file system")
+
+
+def ffmpeg_cause(stderr: str) -> str:
+    """The line of ffmpeg's log that names the cause: an OS error where there is one (a full disk shows
+    as "No space left on device" early, then as a vaguer last line), else the last line."""
+    lines = stderr.splitlines()
+    return next((line for line in lines if any(e in line for e in OS_ERRORS)), lines[-1] if lines else "")
 
 
 def _remove(path: str) -> None:
