@@ -62,10 +62,20 @@ class HyStreamSampler:
                                   interrupt=host.interrupt_check, step_cache=dit.step_cache)
             plan = loaded.streamer.describe_plan() or "all blocks streamed"
             act = loaded.model.activation_bytes(tuple(samples.shape), positive[0][0].shape[1]) / GIB
-            log.info("HyStream sampler: %d steps on %s; plan: %s; activations %.2f GiB (lean blocks); %s%s", total,
-                     loaded.model.device, plan, act, loaded.stats.summary(), report_line(loaded.step_cache_report))
+            log.info("HyStream sampler: %d steps on %s; plan: %s; block weights %s; activations %.2f GiB (lean blocks); "
+                     "%s%s", total, loaded.model.device, plan, block_weights_dtype(loaded.streamer), act,
+                     loaded.stats.summary(), report_line(loaded.step_cache_report))
         finally:
             loaded.release_device()
             host.empty_cache()
         drop = pipeline.dropped_frames(loaded)  # e.g. HunyuanVideo-I2V latent concat: its reference drops 4 frames
         return (pipeline.latent_output(out, drop),)
+
+
+def block_weights_dtype(streamer) -> str:
+    """The dtype holding most of the streamed blocks' bytes (what weight_dtype chose), for the report."""
+    size: dict = {}
+    for index in range(streamer.block_count()):
+        for slot in streamer.layout(index).slots:
+            size[slot.dtype] = size.get(slot.dtype, 0) + slot.nbytes
+    return str(max(size, key=size.get)).removeprefix("torch.") if size else "none"

@@ -34,6 +34,24 @@ def tiny_dit_reference(tiny_dit_sd):
 
 
 @pytest.fixture(scope="session")
+def _text_models_once(tmp_path_factory):
+    from tiny_text import text_models
+
+    models = text_models(str(tmp_path_factory.mktemp("tiny_text") / "tok"))
+    return models, torch.get_rng_state()
+
+
+@pytest.fixture(scope="module")
+def text_models(_text_models_once):
+    """The tiny tokenizers (in `tok_dir`) and reference Llama and CLIP, built once per session: tests only read
+    them (they deepcopy before changing one). Each module gets the torch RNG as it was right after building them,
+    so the module's later random draws (lm_head rows, VAE init…) are the ones it drew when it built its own."""
+    models, rng = _text_models_once
+    torch.set_rng_state(rng)
+    return models
+
+
+@pytest.fixture(scope="session")
 def comfy_snapshot():
     """The pinned ComfyUI. CI sets HYSTREAM_REQUIRE_HOST=1, so a missing host fails there instead of skipping."""
     from comfy_host import find_comfyui

@@ -13,17 +13,15 @@ from hystream.loading import load_text_encoder
 from hystream.models.llama_encoder import LAYER_PARTS
 from test_text_encoder import LONG, SHORT
 from tiny_gguf import LLAMA_CPP, llama_cpp_permute, llama_cpp_tensors, twin, write_gguf
-from tiny_text import reference_encode, reference_models, save_clip, tokenizers
+from tiny_text import reference_encode, save_clip
 
 HEADS, KV_HEADS = 4, 2
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, text_models):
     root = tmp_path_factory.mktemp("gguf_text")
-    tok_dir = str(root / "tok")
-    llama_tok, clip_tok = tokenizers(tok_dir)
-    llama, clip = reference_models(llama_tok, clip_tok)
+    tok_dir, llama_tok, clip_tok, llama, clip = text_models
     hf = {k: v.detach().clone() for k, v in llama.state_dict().items()}
     files = {}
     for qtype in ("Q8_0", "Q4_K", "Q6_K"):

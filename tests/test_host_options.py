@@ -2,20 +2,24 @@
 each combo input (weight dtypes, every model file in the lists — every DiT layout and precision, both
 LLaVA files, both VAE layouts, LoRAs in every key format, the input videos), and every number input at
 its minimum, its default and its maximum (0 = auto included). Each run must succeed, or end in a queue-time
-refusal or an error of HyStream's family; the ones a user expects to work must succeed.
+refusal or an error of HyStream's family; the ones a user expects to work must succeed, and the options
+below must take effect, as the nodes report it: the sampler's log line (dtype of the streamed block weights,
+ring slots = prefetch + 1, steps, step cache method), the VAE nodes' progress (one step per tile) and the
+saved video (its frame count).
 
 ComfyUI runs the nodes under torch.inference_mode(), which is what found that three of the four
 weight_dtype options crashed: options are tested here, in the host, not only in the library."""
 
 import os
+import re
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from comfy_host import outcome, run_prompt, upload
+from comfy_host import fetch_output, outcome, run_prompt, upload
 from hystream.families.hunyuan_video.demo import TINY_DIT, random_dit_state_dict, write_comfy_llava, write_comfy_vae
-from hystream.video_io import write_mp4
+from hystream.video_io import read_video, write_mp4
 from test_host_api import workflow, write_png
 from tiny_dit import save_layout
 
@@ -29,11 +33,19 @@ HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": 
         "HyStreamEmptyLatentVideo": ("hunyuan15_t2v_lowvram", "5")}
 T2V_IDS = {"HyStreamDiTLoader": "1", "HyStreamTextEncoderLoader": "2", "HyStreamVAELoader": "3",
            "HyStreamTextEncode": "4", "HyStreamSampler": "6", "HyStreamVAEDecode": "7", "HyStreamSaveVideo": "8"}
-# 1000 steps, 1025 frames: minutes on a CPU, and no new code path
-TOO_SLOW = {("HyStreamSampler", "steps", "max"), ("HyStreamImageToVideo", "length", "max"),
-            ("HyStreamEmptyLatentVideo", "length", "max")}
 # an overlap is at most half its tile: the largest overlap is run with the largest tile
 PAIRED = {"tile_overlap": ("tile_size", 2048), "temporal_overlap": ("temporal_tile", 512)}
+# min, default and max tiles all cover the tiny video in one tile: a small tile (with an overlap it allows)
+# is run too, so that a tile size that is ignored shows; the temporal one on 9 frames (3 latent frames)
+SMALL_TILES = {"tile_size": (32, "tile_overlap", 16), "temporal_tile": (8, "temporal_overlap", 4)}
+# 1000 steps take minutes on a CPU: the maximum runs with denoise 0.002, the last round(1000 × 0.002) = 2
+# steps of the 1000-step schedule (2 only when steps = 1000 reached the sampler; the default would run 0)
+MAX_STEPS_DENOISE = 0.002
+# 1025 frames: the tiny VAE decodes them for over 10 minutes on a CPU. At the maximum length the graph ends in
+# ComfyUI's SaveLatent right after the node: the host accepts 1025 and the node makes its 257-frame latent
+# (test_a_number_beyond_its_maximum_is_refused_at_queue_time: 1029 is refused with a clear message)
+LATENT_ONLY = {("HyStreamImageToVideo", "length", "max"): 2, ("HyStreamEmptyLatentVideo", "length", "max"): 0}
+WEIGHTS = {"auto": "bfloat16", "bf16": "bfloat16", "fp16": "float16", "fp8_e4m3fn": "float8_e4m3fn"}  # the demo DiT is bf16
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +116,10 @@ def options(info: dict):
                     yield node, name, value, f"{value}"
             elif kind in ("INT", "FLOAT"):
                 for label in ("min", "default", "max"):
-                    if label in extra and (node, name, label) not in TOO_SLOW:
+                    if label in extra:
                         yield node, name, extra[label], label
+                if name in SMALL_TILES:
+                    yield node, name, SMALL_TILES[name][0], "small"
 
 
 def graph_for(node: str, name: str, value, label: str):
@@ -122,24 +136,97 @@ def graph_for(node: str, name: str, value, label: str):
     if name in PAIRED and label == "max":
         tile, largest = PAIRED[name]
         wf[node_id]["inputs"][tile] = largest
+    if label == "small":
+        wf[node_id]["inputs"][SMALL_TILES[name][1]] = SMALL_TILES[name][2]
+        if "5" in wf and wf["5"]["class_type"] == "EmptyHunyuanLatentVideo":
+            wf["5"]["inputs"]["length"] = 9
+    if (node, name, label) == ("HyStreamSampler", "steps", "max"):
+        wf["6"]["inputs"]["denoise"] = MAX_STEPS_DENOISE
+    if (node, name, label) in LATENT_ONLY:
+        del wf["6"], wf["7"], wf["19"]
+        wf["8"] = {"class_type": "SaveLatent", "inputs": {"samples": [node_id, LATENT_ONLY[node, name, label]],
+                                                           "filename_prefix": "options/latent"}}
     if node == "HyStreamSaveVideo" and name == "filename_prefix":
         wf[node_id]["inputs"][name] = "options/run"
     return wf
 
 
-def test_every_option_of_every_node(comfy_host, variants):
+def progress_max(result: dict, node_id: str) -> int | None:
+    steps = [m["data"]["max"] for m in result["messages"] if m["type"] == "progress" and m["data"]["node"] == node_id]
+    return max(steps) if steps else None
+
+
+def saved_frames(host, result: dict, tmp_path) -> int:
+    """Frames of the saved video, or latent frames of the saved latent (LATENT_ONLY)."""
+    outputs = result["history"]["outputs"]["8"]
+    item = (outputs.get("images") or outputs["latents"])[0]
+    path = fetch_output(host, item, str(tmp_path / item["filename"]))
+    return load_file(path)["latent_tensor"].shape[2] if path.endswith(".latent") else read_video(path)[0].shape[0]
+
+
+def effect_problem(host, node: str, name: str, value, label: str, result: dict, log: str, tmp_path) -> str | None:
+    """Why the option did not take effect (None: it did, or it is not one checked here)."""
+    line = re.search(r"HyStream sampler: .*", log)
+    line = line.group(0) if line else ""
+    if node == "HyStreamDiTLoader" and name == "weight_dtype":
+        want = f"block weights {WEIGHTS[value]};"
+    elif node == "HyStreamDiTLoader" and name == "prefetch_blocks":
+        want = f"through {value + 1} slots;"
+    elif node == "HyStreamSampler" and name == "steps":
+        want = f"HyStream sampler: {2 if label == 'max' else value} steps on"
+    elif node == "HyStreamStepCache" and name == "method":
+        want = f"step cache {value} (threshold"
+    elif node.startswith("HyStreamVAE") and name in SMALL_TILES and label in ("max", "small"):
+        tiles = progress_max(result, "7" if node == "HyStreamVAEDecode" else "11")
+        ok = tiles == 1 if label == "max" else (tiles or 0) > 1
+        return None if ok else f"{tiles} tiles"
+    elif name == "length":
+        frames = saved_frames(host, result, tmp_path)
+        drop = 4 if node == "HyStreamImageToVideo" else 0  # HunyuanVideo-I2V's reference drops 4 frames
+        want = (value - 1) // 4 + 1 if (node, name, label) in LATENT_ONLY else max(value - drop, 1)
+        return None if frames == want else f"{frames} frames saved, {want} expected"
+    else:
+        return None
+    return None if want in line else f"no {want!r} in the sampler's log line {line!r}"
+
+
+def test_every_option_of_every_node(comfy_host, variants, tmp_path):
     dits, good = variants
     info = comfy_host.get("/object_info")
     listed = info["HyStreamDiTLoader"]["input"]["required"]["dit_name"][0]
     assert set(dits) <= set(listed) and any(n.startswith("HunyuanVideo") for n in listed), listed
     runs, bad = 0, []
+    only = os.environ.get("HYSTREAM_OPTIONS")  # a regex on node.input: run just those (for break checks)
     for node, name, value, label in options(info):
-        result = run_prompt(comfy_host, graph_for(node, name, value, label), timeout=600)
+        if only and not re.search(only, f"{node}.{name}"):
+            continue
+        wf = graph_for(node, name, value, label)
+        if "6" in wf and (node != "HyStreamSampler" or name != "seed"):
+            wf["6"]["inputs"]["seed"] = 1000 + runs  # a new seed: ComfyUI's cache never skips the sampler
+        log_before = len(comfy_host.log())
+        result = run_prompt(comfy_host, wf, timeout=600)
         got = outcome(result)
         runs += 1
         want = expected_kind(node, name, value, good)
         if got.startswith("generic") or (want == "ok" and got != "ok"):
             bad.append(f"{node}.{name}={value!r} ({label}): {got}")
-    assert runs > 60, runs
+        elif got == "ok" and (problem := effect_problem(comfy_host, node, name, value, label, result,
+                                                        comfy_host.log()[log_before:], tmp_path)):
+            bad.append(f"{node}.{name}={value!r} ({label}) ran but did not take effect: {problem}")
     assert not bad, "\n".join(bad)
+    assert only or runs > 60, runs
     assert comfy_host.get("/system_stats")
+
+
+@pytest.mark.parametrize(("node", "name", "beyond"), [("HyStreamSampler", "steps", 1001),
+                                                    ("HyStreamImageToVideo", "length", 1029),
+                                                    ("HyStreamEmptyLatentVideo", "length", 1029)])
+def test_a_number_beyond_its_maximum_is_refused_at_queue_time(comfy_host, node, name, beyond):
+    """The maxima run above (1000 steps, 1025 frames) are the real limits: one more is a clear refusal."""
+    info = comfy_host.get("/object_info")[node]["input"]["required"][name][1]
+    assert beyond > info["max"], info
+    result = run_prompt(comfy_host, graph_for(node, name, beyond, "beyond"))
+    assert result["status"] == "rejected", outcome(result)
+    errors = [e for n in result["answer"]["node_errors"].values() for e in n["errors"]]
+    assert any(e["type"] == "value_bigger_than_max" and e["message"] == f"Value {beyond} bigger than max of {info['max']}"
+               and e["details"] == name for e in errors), errors

@@ -1,139 +1,276 @@
-"""nodes/host.py against stand-ins of the host's modules, for what the pinned ComfyUI (0.3.64) cannot show:
-0.38's memory manager (evictable Dynamic VRAM weights, its own pinned-memory budget), a GPU device, the
-user's --reserve-vram, TAESD previews configured, ComfyUI Desktop's split code / user-data folders, and an
-import that fails inside ComfyUI. Each case runs in a fresh interpreter with the stand-ins in sys.modules."""
+"""nodes/host.py against stand-ins of the host's modules, for what the pinned ComfyUI (0.3.64) cannot show: 0.38's
+memory manager (its pinned-memory budget), a GPU device, the user's --reserve-vram, TAESD previews configured,
+ComfyUI Desktop's split code / user-data folders, and an import that fails inside ComfyUI.
 
+The memory manager stand-in behaves as comfy/model_management.py does (0.3.64: ../shared/comfyui; 0.38: Comfy-Org/
+ComfyUI): `get_free_memory` is the device's free memory (loaded weights count as used); `free_memory(required, dev)`
+walks that device's loaded models, most-offloaded first, and unloads each only by what `required -
+get_free_memory(dev)` still lacks (LoadedModel.model_unload: a partial unload keeps the model, a full one detaches
+it, and detaching unpins its pinned copies: ModelPatcher.unpatch_model -> unpin_all_weights); `pins_required`
+makes 0.38 evict pins (ensure_pin_budget); `extra_reserved_memory()` is EXTRA_RESERVED_VRAM (--reserve-vram);
+`load_models_gpu` frees size * 1.1 + max(minimum_inference_memory(), reserve) first; `unload_all_models` is
+free_memory(1e30) on every device; 0.38's `pin_memory` evicts other pins past MAX_PINNED_MEMORY (-1: pinning off).
+The tests assert what a wrong hand-over breaks on that host, not numbers computed from the stand-in's inputs."""
+
+import functools
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-STANDIN = textwrap.dedent('''
-    import enum, json, sys, types
-    import torch
+STANDIN = r'''
+import enum, json, sys, types
+import torch
 
-    VERSION = {version!r}
-    GIB = 1 << 30
-    calls = []
+VERSION, BROKEN, GIB = sys.argv[1], sys.argv[2] == "True", 1 << 30
+cuda0, cuda1 = torch.device("cuda", 0), torch.device("cuda", 1)
+TOTAL, OTHER, calls = {cuda0: 16 * GIB, cuda1: 16 * GIB}, {}, []
 
-    def module(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        sys.modules[name] = m
-        return m
+def module(name, **attrs):
+    sys.modules[name] = m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    return m
 
-    class Loaded:
-        def __init__(self, size, device):
-            self.size, self.device = size, device
-        def is_dead(self):
+class Patcher:  # a ModelPatcher as the memory manager sees it
+    def __init__(self, size, device, loaded, pinned=0):
+        self.size, self.load_device, self.loaded, self.pinned = size, device, loaded, pinned
+
+class LoadedModel:
+    def __init__(self, patcher):
+        self.model, self.device = patcher, patcher.load_device
+    def is_dead(self): return False
+    def model_memory(self): return self.model.size
+    def model_loaded_memory(self): return self.model.loaded
+    def model_offloaded_memory(self): return self.model.size - self.model.loaded
+    def model_unload(self, memory_to_free=None):
+        p = self.model
+        if memory_to_free is not None and memory_to_free < p.loaded:  # partially_unload pins what it offloads
+            p.loaded -= memory_to_free
+            p.pinned += memory_to_free if pin(memory_to_free) else 0
             return False
-        def model_loaded_memory(self):
-            return self.size
+        if hasattr(mm, "TOTAL_PINNED_MEMORY"):
+            mm.TOTAL_PINNED_MEMORY -= p.pinned
+        p.loaded = p.pinned = 0  # detach -> unpin_all_weights
+        return True
 
-    cuda0, cuda1 = torch.device("cuda", 0), torch.device("cuda", 1)
-    mm = dict(
-        current_loaded_models=[Loaded(3 * GIB, cuda0), Loaded(5 * GIB, cuda1)],
-        get_free_memory=lambda dev=None, torch_free_too=False: 2 * GIB,
-        extra_reserved_memory=lambda: GIB // 2,
-        free_memory=lambda need, dev, keep_loaded=[]: calls.append(["free_memory", need, str(dev)]),
-        soft_empty_cache=lambda force=False: calls.append(["soft_empty_cache"]),
-        unload_all_models=lambda: calls.append(["unload_all_models"]),
-        get_torch_device=lambda: cuda0,
-        InterruptProcessingException=type("InterruptProcessingException", (Exception,), {{}}),
-        throw_exception_if_processing_interrupted=lambda: None,
-    )
+def get_free_memory(dev=None, torch_free_too=False):
+    dev = dev or cuda0
+    free = TOTAL[dev] - OTHER[dev] - sum(m.model.loaded for m in mm.current_loaded_models if m.device == dev)
+    return (free, 0) if torch_free_too else free
+
+def free_memory(memory_required, device, keep_loaded=[], for_dynamic=False, pins_required=0, ram_required=0):
+    calls.append(["free_memory", memory_required, str(device), pins_required])
+    models, unloaded = mm.current_loaded_models, []
+    for *_, i in sorted((-m.model_offloaded_memory(), m.model_memory(), i) for i, m in enumerate(models)
+                        if m.device == device and m not in keep_loaded and not m.is_dead()):
+        lacking = memory_required - get_free_memory(device)
+        if lacking > 0 and models[i].model_unload(lacking):
+            unloaded.append(i)
+    if pins_required > 0 and not for_dynamic:  # ensure_pin_budget
+        evict_pins(pins_required)
+    return [models.pop(i) for i in sorted(unloaded, reverse=True)]
+
+def evict_pins(n):
+    calls.append(["pins evicted", n])
+    for p in PATCHERS:
+        take = min(p.pinned, n)
+        p.pinned, n, mm.TOTAL_PINNED_MEMORY = p.pinned - take, n - take, mm.TOTAL_PINNED_MEMORY - take
+
+def pin(n):  # pin_memory -> ensure_pin_registerable
+    if getattr(mm, "MAX_PINNED_MEMORY", -1) <= 0:
+        return False
+    if mm.TOTAL_PINNED_MEMORY + n > mm.MAX_PINNED_MEMORY:
+        evict_pins(mm.TOTAL_PINNED_MEMORY + n - mm.MAX_PINNED_MEMORY)
+    mm.TOTAL_PINNED_MEMORY += n
+    return True
+
+def load_models_gpu(models, memory_required=0, **kw):
+    for p in models:
+        extra = max(mm.minimum_inference_memory(), memory_required + mm.EXTRA_RESERVED_VRAM)
+        free_memory(p.size * 1.1 + extra, p.load_device)
+        p.loaded = p.size
+        PATCHERS.append(p)
+        mm.current_loaded_models.insert(0, LoadedModel(p))
+
+def unload_all_models():
+    calls.append(["unload_all_models"])
+    for dev in TOTAL:
+        free_memory(1e30, dev)
+
+mm = module("comfy.model_management", get_free_memory=get_free_memory, free_memory=free_memory,
+            load_models_gpu=load_models_gpu, unload_all_models=unload_all_models, get_torch_device=lambda: cuda0,
+            get_total_memory=lambda dev=None, torch_total_too=False: TOTAL[dev or cuda0],
+            extra_reserved_memory=lambda: mm.EXTRA_RESERVED_VRAM,
+            minimum_inference_memory=lambda: GIB * 0.8 + mm.EXTRA_RESERVED_VRAM,
+            soft_empty_cache=lambda force=False: calls.append(["soft_empty_cache"]),
+            InterruptProcessingException=type("InterruptProcessingException", (Exception,), {}),
+            throw_exception_if_processing_interrupted=lambda: None)
+if VERSION != "0.38":  # 0.3.64's signature: no for_dynamic, pins_required, ram_required
+    mm.free_memory = lambda memory_required, device, keep_loaded=[]: free_memory(memory_required, device, keep_loaded)
+
+def host_state():  # a text encoder partly offloaded (its offloaded part pinned) and a VAE here, a model on cuda:1
+    global PATCHERS
+    OTHER.update({cuda0: 4 * GIB, cuda1: 0})  # held outside models: activations, caches, other programs
+    PATCHERS = [Patcher(8 * GIB, cuda0, 6 * GIB, pinned=2 * GIB), Patcher(3 * GIB, cuda0, 3 * GIB),
+                Patcher(5 * GIB, cuda1, 5 * GIB, pinned=GIB)]
+    mm.current_loaded_models, mm.EXTRA_RESERVED_VRAM = [LoadedModel(p) for p in PATCHERS], GIB // 2
     if VERSION == "0.38":
-        mm.update(MAX_PINNED_MEMORY=20 * GIB, TOTAL_PINNED_MEMORY=6 * GIB)
-    comfy = module("comfy")
-    comfy.model_management = module("comfy.model_management", **mm)
+        mm.MAX_PINNED_MEMORY, mm.TOTAL_PINNED_MEMORY = 20 * GIB, sum(p.pinned for p in PATCHERS)
 
-    class ProgressBar:
-        def __init__(self, total):
-            self.total = total
-        def update_absolute(self, value, total=None, preview=None):
-            calls.append(["progress", value, preview is not None])
-    comfy.utils = module("comfy.utils", ProgressBar=ProgressBar)
+def state():
+    return dict(free={str(d): get_free_memory(d) for d in TOTAL}, pinned=[p.pinned for p in PATCHERS],
+                loaded=[p.loaded for p in PATCHERS])
 
-    class HunyuanVideo:
-        latent_rgb_factors = [[0.1, 0.2, 0.3]] * 16
-        latent_rgb_factors_bias = [0.0, 0.0, 0.0]
-        taesd_decoder_name = "taehv"
-    comfy.latent_formats = module("comfy.latent_formats", HunyuanVideo=HunyuanVideo)
-    Method = enum.Enum("LatentPreviewMethod", "NoPreviews Auto Latent2RGB TAESD")
-    comfy.cli_args = module("comfy.cli_args", LatentPreviewMethod=Method,
-                            args=types.SimpleNamespace(preview_method=getattr(Method, {preview!r})))
+comfy = module("comfy")
+comfy.model_management = mm
+comfy.utils = module("comfy.utils", ProgressBar=type("ProgressBar", (), dict(
+    __init__=lambda self, total: None,
+    update_absolute=lambda self, value, total=None, preview=None: calls.append(["progress", value, bool(preview)]))))
+comfy.latent_formats = module("comfy.latent_formats", HunyuanVideo=type("HunyuanVideo", (), dict(
+    latent_rgb_factors=[[0.1, 0.2, 0.3]] * 16, latent_rgb_factors_bias=[0.0] * 3, taesd_decoder_name="taehv")))
+Method = enum.Enum("LatentPreviewMethod", "NoPreviews Auto Latent2RGB TAESD")
+comfy.cli_args = module("comfy.cli_args", LatentPreviewMethod=Method, args=types.SimpleNamespace(preview_method=None))
+if not BROKEN:
+    module("latent_preview", get_previewer=lambda *a: calls.append(["get_previewer (would load TAESD)"]),
+           Latent2RGBPreviewer=type("Latent2RGBPreviewer", (), dict(
+               __init__=lambda self, factors, bias=None: None,
+               decode_latent_to_preview_image=lambda self, fmt, x0: ("JPEG", None, 0))))
+data, unet = "/home/user/ComfyUI-data/models/diffusion_models", "/home/user/ComfyUI-data/models/unet"
+module("folder_paths", __file__="/opt/ComfyUI/folder_paths.py", base_path="/home/user/ComfyUI-data",
+       models_dir="/home/user/ComfyUI-data/models", get_folder_paths=lambda f: [unet, data],
+       folder_names_and_paths={"diffusion_models": ([unet, data], set())})
 
-    class Latent2RGBPreviewer:
-        def __init__(self, factors, bias=None):
-            self.factors = factors
-        def decode_latent_to_preview_image(self, fmt, x0):
-            return ("JPEG", None, 0)
-    if not {broken!r}:
-        module("latent_preview", Latent2RGBPreviewer=Latent2RGBPreviewer,
-               get_previewer=lambda *a: calls.append(["get_previewer (would load TAESD)"]))
-    module("folder_paths", __file__="/opt/ComfyUI/folder_paths.py", base_path="/home/user/ComfyUI-data",
-           models_dir="/home/user/ComfyUI-data/models",
-           folder_names_and_paths={{"diffusion_models": (["/home/user/ComfyUI-data/models/unet",
-                                                        "/home/user/ComfyUI-data/models/diffusion_models"], set())}},
-           get_folder_paths=lambda f: ["/home/user/ComfyUI-data/models/unet", "/home/user/ComfyUI-data/models/diffusion_models"])
+from hystream.nodes import host
+out = dict(reserve=GIB // 2, tokenizers=host.host_tokenizer_dirs(), folder=host.models_dir("diffusion_models"))
+host_state()
+out.update(budget=host.available_vram(cuda0), streamer_free=host.share_device().free_bytes(),
+           allowance=host.host_pinned_allowance())
+free_memory(1e30, cuda0)  # everything the host can give back on this GPU
+out["most_freeable"] = get_free_memory(cuda0)
+host_state()
+host.share_device().make_room(out["budget"])
+out["free_after_make_room"] = get_free_memory(cuda0)
 
-    from hystream.nodes import host
-    out = dict(available=host.available_vram(cuda0), allowance=host.host_pinned_allowance(),
-               tokenizers=host.host_tokenizer_dirs(), folder=host.models_dir("diffusion_models"))
-    host.make_room(GIB, cuda0)
+for need in (5 * GIB, GIB):  # more than is free: a partial unload covers it; less: nothing to unload
+    host_state()
+    before, start = state(), len(calls)
+    host.make_room(need, cuda0)
+    out[f"make_room {need // GIB}"] = dict(need=need, before=before, after=state(), calls=calls[start:])
+
+budgets = {}
+for change, delta, dev in [("base", 0, None), ("more held outside its models", 2 * GIB, None),
+                           ("larger --reserve-vram", GIB, None), ("another model loaded here", 2 * GIB, cuda0),
+                           ("a model on the other GPU", 2 * GIB, cuda1)]:
+    host_state()
+    if change == "more held outside its models":
+        OTHER[cuda0] += delta
+    elif change == "larger --reserve-vram":
+        mm.EXTRA_RESERVED_VRAM += delta
+    elif dev is not None:  # through the host's own loader, which makes room for it first
+        load_models_gpu([Patcher(delta, dev, 0)])
+    budgets[change] = [host.available_vram(cuda0), delta]
+out["budgets"] = budgets
+
+if VERSION == "0.38":
+    host_state()
+    out["pins"] = dict(allowance=host.host_pinned_allowance(), host_pinned=GIB)
+    pin(GIB)  # the host pins 1 GiB more
+    out["pins"]["allowance_after"] = host.host_pinned_allowance()
+    start = len(calls)
+    pin(out["pins"]["allowance_after"])  # the host takes all it was left...
+    out["pins"]["evicted_within"], start = calls[start:], len(calls)
+    pin(1 << 20)  # ...and a MiB more
+    out["pins"]["evicted_past"] = calls[start:]
+    mm.MAX_PINNED_MEMORY = -1  # --disable-pinned-memory, or a GPU ComfyUI does not pin for
+    out["pins"]["allowance_pinning_off"] = host.host_pinned_allowance()
+
+for method in ("TAESD", "NoPreviews"):
+    comfy.cli_args.args.preview_method, start = getattr(Method, method), len(calls)
     progress = host.Progress(4, preview_format="HunyuanVideo")
     progress.update(1, 4, x0=torch.zeros(1, 16, 2, 4, 4))
-    out["previewer"] = type(progress.previewer).__name__ if progress.previewer else None
+    out[method] = dict(previewer=type(progress.previewer).__name__ if progress.previewer else None, calls=calls[start:])
+print("RESULT " + json.dumps(out))
+'''
+GIB = 1 << 30
+VERSIONS = ["0.38", "0.3.64"]
 
-    out["streamer_free"] = host.share_device().free_bytes()
-    out["calls"] = calls
-    print("RESULT " + json.dumps(out))
-''')
 
-
-def run(version="0.38", preview="TAESD", broken=False):
-    code = STANDIN.format(version=version, preview=preview, broken=broken)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), check=False)
+@functools.cache
+def run(version="0.38", broken=False):
+    """All of a host version's scenarios in one fresh interpreter (each costs a torch + pack import)."""
+    r = subprocess.run([sys.executable, "-c", STANDIN, version, str(broken)], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), check=False)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
     return (json.loads(line[7:]) if line else None), r
 
 
-GIB = 1 << 30
+def result(version):
+    out, r = run(version)
+    assert out, r.stderr[-3000:]
+    return out
 
 
-def test_the_0_38_memory_manager():
-    out, r = run("0.38")
-    assert out, r.stderr[-2000:]
-    # free (2) + what the host can evict on this GPU (3; the 5 on cuda:1 do not count) − the reserve (0.5)
-    assert out["available"] == int(4.5 * GIB) and out["streamer_free"] == out["available"]
-    assert out["allowance"] == 14 * GIB  # the host may still lock 20 − 6 GiB for its own models
-    calls = out["calls"]
-    assert ["free_memory", GIB + GIB // 2, "cuda:0"] in calls  # what the stage needs, plus the reserve
-    assert ["unload_all_models"] not in calls  # never everything (0.38 would drop its pinned copies too)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_make_room_frees_what_the_stage_needs_and_no_more(version):
+    case = result(version)["make_room 5"]
+    need, reserve, before, after = case["need"], result(version)["reserve"], case["before"], case["after"]
+    assert after["free"]["cuda:0"] >= need + reserve  # the stage fits and the user's --reserve-vram stays free
+    assert after["free"]["cuda:0"] <= max(before["free"]["cuda:0"], need + reserve), "unloaded more than needed"
+    assert after["free"]["cuda:1"] == before["free"]["cuda:1"]  # another GPU's models are not in the way
+    assert all(a >= b for a, b in zip(after["pinned"], before["pinned"])), "dropped the host's pinned copies"
+    asks = [c for c in case["calls"] if c[0] == "free_memory"]
+    assert asks and all(c[1] <= need + reserve and c[3] == 0 for c in asks), case["calls"]  # never pins_required
+    assert ["unload_all_models"] not in case["calls"]
+    fits = result(version)["make_room 1"]
+    assert fits["after"] == fits["before"]  # a stage that fits in what is free unloads nothing
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_budget_is_what_the_host_can_hand_over(version):
+    out = result(version)
+    # all the host's free_memory can free on this GPU (free + its models here), less the user's reserve
+    assert out["budget"] + out["reserve"] == out["most_freeable"]
+    assert out["free_after_make_room"] >= out["budget"] + out["reserve"]  # a plan of the whole budget fits
+    assert out["streamer_free"] == out["budget"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_budget_shrinks_by_what_the_host_holds_not_by_what_it_can_evict(version):
+    budgets = result(version)["budgets"]
+    base = budgets.pop("base")[0]
+    shrink = {change: base - budget for change, (budget, _) in budgets.items()}
+    deltas = {change: delta for change, (_, delta) in budgets.items()}
+    assert shrink["more held outside its models"] == deltas["more held outside its models"]
+    assert shrink["larger --reserve-vram"] == deltas["larger --reserve-vram"]
+    assert shrink["another model loaded here"] == 0, shrink  # evictable: free_memory gives it back
+    assert shrink["a model on the other GPU"] == 0, shrink
+
+
+def test_our_pinned_ram_leaves_what_the_0_38_host_may_still_pin():
+    pins = result("0.38")["pins"]
+    assert pins["allowance"] - pins["allowance_after"] == pins["host_pinned"]  # it shrinks as the host pins
+    assert not any(c[0] == "pins evicted" for c in pins["evicted_within"])  # the host can pin all it was left...
+    assert any(c[0] == "pins evicted" for c in pins["evicted_past"])  # ...and not a MiB more without evicting
+    assert pins["allowance_pinning_off"] == 0
+
+
+def test_the_0_3_64_host_has_no_pinned_budget():
+    assert result("0.3.64")["allowance"] == 0
 
 
 def test_previews_use_latent2rgb_even_when_taesd_is_configured():
-    out, r = run("0.38", preview="TAESD")
-    assert out["previewer"] == "Latent2RGBPreviewer", r.stderr[-2000:]
-    assert not any("get_previewer" in c[0] for c in out["calls"])  # no preview VAE loaded in our budget
-    assert ["progress", 1, True] in out["calls"]
-    off, _ = run("0.38", preview="NoPreviews")
-    assert off["previewer"] is None and ["progress", 1, False] in off["calls"]
-
-
-def test_the_0_3_64_host_without_a_pinned_budget():
-    out, r = run("0.3.64")
-    assert out, r.stderr[-2000:]
-    assert out["allowance"] == 0 and out["available"] == int(4.5 * GIB)
+    out = result("0.38")
+    assert out["TAESD"]["previewer"] == "Latent2RGBPreviewer"
+    assert ["progress", 1, True] in out["TAESD"]["calls"]
+    assert not any("get_previewer" in c[0] for c in out["TAESD"]["calls"])  # no preview VAE in our budget
+    assert out["NoPreviews"]["previewer"] is None and ["progress", 1, False] in out["NoPreviews"]["calls"]
 
 
 def test_tokenizers_and_folders_on_comfyui_desktop():
     """Desktop points base_path at the user-data folder: the bundled tokenizers are beside the code."""
-    out, _ = run("0.38")
+    out = result("0.38")
     assert out["tokenizers"]["llama"] == "/opt/ComfyUI/comfy/text_encoders/llama_tokenizer"
     assert out["tokenizers"]["clip"] == "/opt/ComfyUI/comfy/sd1_tokenizer"
     assert out["folder"].endswith("models/diffusion_models")  # not the legacy unet folder ComfyUI lists first

@@ -1,7 +1,7 @@
 """Image-to-video end to end against diffusers: HunyuanVideo-I2V (latent concat and token replace, with
-the same prompt embeds given to both) and SkyReels-I2V (prompt encoded by each side) — latents ≤ 1e-4 and
-frames ≤ 1e-3 (fp32); streamed == resident; an I2V DiT without a start image, a start image of the wrong
-size and a foreign start-image latent are clear errors."""
+the same prompt embeds given to both; also with true CFG and a negative prompt) and SkyReels-I2V (prompt
+encoded by each side) — latents ≤ 1e-4 and frames ≤ 1e-3 (fp32); streamed == resident; an I2V DiT without
+a start image, a start image of the wrong size and a foreign start-image latent are clear errors."""
 
 import dataclasses
 
@@ -16,7 +16,7 @@ from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from hystream.loading import load_dit, load_text_encoder, load_vae
 from hystream.pipeline import SampleSettings
 from tiny_dit import TINY, diffusers_model, save_layout, tencent_state_dict
-from tiny_text import reference_models, save_clip, save_llama, tokenizers, user_start
+from tiny_text import save_clip, save_llama, user_start
 from tiny_vae import reference_vae, save_vae
 
 PROMPT = "A cat walks on the grass, realistic style."
@@ -26,11 +26,9 @@ VARIANTS = {"latent_concat": 33, "token_replace": 16, "skyreels": 32}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, text_models):
     root = tmp_path_factory.mktemp("i2v")
-    tok = str(root / "tok")
-    llama_tok, clip_tok = tokenizers(tok)
-    llama, clip = reference_models(llama_tok, clip_tok)
+    tok, llama_tok, clip_tok, llama, clip = text_models
     vae_ref = reference_vae()
     vae_ref.use_framewise_decoding = False
     files = {"llm": save_llama(llama, "comfy_fp16", str(root / "llm"), tok)[0],
@@ -137,11 +135,29 @@ def test_streamed_and_resident_are_bit_identical(world, name):
     assert torch.equal(streamed, resident)
 
 
-def test_true_cfg_uses_the_start_image_on_both_passes(world):
-    negative = pipeline.encode_prompt(world["te"], "blurry")
-    a, _ = ours(world, "latent_concat", 1, 2, cfg=4.0, negative=negative)
-    b, _ = ours(world, "latent_concat", 1, 2)
-    assert torch.isfinite(a).all() and (a - b).abs().max() > 1e-3
+@pytest.mark.parametrize("name", ["latent_concat", "token_replace"])
+def test_true_cfg_uses_the_start_image_on_both_passes(world, name):
+    """True CFG (cfg 4, a negative prompt) against diffusers' true_cfg_scale: its negative pass sees the
+    same start image (concat channels / clean frame-0 tokens) as the positive one, and so must ours."""
+    from PIL import Image
+
+    positive = pipeline.encode_prompt(world["te"], PROMPT)
+    negative = pipeline.encode_prompt(world["te"], "blurry, static")
+    (states, extra), (neg_states, neg_extra) = positive[0], negative[0]
+    with torch.no_grad():
+        want = i2v_pipe(world, name)(
+            image=Image.fromarray(world["rgb"]), prompt_embeds=states, pooled_prompt_embeds=extra["pooled_output"],
+            prompt_attention_mask=extra["attention_mask"], negative_prompt_embeds=neg_states,
+            negative_pooled_prompt_embeds=neg_extra["pooled_output"],
+            negative_prompt_attention_mask=neg_extra["attention_mask"], true_cfg_scale=4.0, height=HEIGHT,
+            width=WIDTH, num_frames=FRAMES, num_inference_steps=2, guidance_scale=6.0,
+            generator=torch.Generator().manual_seed(1), output_type="latent", return_dict=False)[0]
+    got, _ = ours(world, name, 1, 2, positive=positive, cfg=4.0, negative=negative)
+    got_model = got * SCALING_FACTOR
+    if name == "latent_concat":  # the reference returns the frames after the image's
+        got_model = got_model[:, :, 1:]
+    assert got_model.shape == want.shape and want.abs().max() > 0.5
+    assert (got_model - want).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["latent_concat", "skyreels"])

@@ -17,7 +17,7 @@ from hystream.families.hunyuan_video.prompt import I2V_TEMPLATE, image_template_
 from hystream.families.hunyuan_video.vision import CLIP_MEAN, CLIP_STD, clip_pixels
 from hystream.families.hunyuan_video.vision_loader import load_vision
 from hystream.loading import load_text_encoder
-from tiny_text import reference_models, save_clip, save_llama, tokenizers
+from tiny_text import save_clip, save_llama
 
 PROMPT = "A cat walks on the grass, realistic style."
 SIZE, PATCH = 32, 8
@@ -25,15 +25,13 @@ IMAGE_TOKENS = (SIZE // PATCH) ** 2
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, text_models):
     import copy
 
     import transformers
 
     root = tmp_path_factory.mktemp("i2v_prompt")
-    tok = str(root / "tok")
-    llama_tok, clip_tok = tokenizers(tok)
-    llama, clip = reference_models(llama_tok, clip_tok)
+    tok, llama_tok, clip_tok, llama, clip = text_models
     ref_tok = copy.deepcopy(llama_tok)  # diffusers' side needs <image> as a token; ours splits the template there
     ref_tok.add_tokens(["<image>"], special_tokens=True)
     vcfg = transformers.CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=2,

@@ -14,7 +14,7 @@ from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from hystream.loading import load_dit, load_text_encoder, load_vae
 from hystream.pipeline import SampleSettings
 from tiny_dit import TINY, diffusers_model, save_layout, tencent_state_dict
-from tiny_text import reference_models, save_clip, save_llama, tokenizers, user_start
+from tiny_text import save_clip, save_llama, user_start
 from tiny_vae import reference_vae, save_vae
 
 PROMPT = "A cat walks on the grass, realistic style."
@@ -24,13 +24,11 @@ HEIGHT, WIDTH, FRAMES = 32, 48, 9
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, text_models):
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
 
     root = tmp_path_factory.mktemp("e2e")
-    tok = str(root / "tok")
-    llama_tok, clip_tok = tokenizers(tok)
-    llama, clip = reference_models(llama_tok, clip_tok)
+    tok, llama_tok, clip_tok, llama, clip = text_models
     dit_sd = tencent_state_dict(CFG, seed=5)
     vae_ref = reference_vae()
     files = {

@@ -12,7 +12,7 @@ from hystream.errors import NotFoundError, UnsupportedVariantError, WrongModelEr
 from hystream.families.hunyuan_video.text import clear_prompt_cache
 from hystream.loading import load_text_encoder
 from hystream.models.llama_encoder import LAYER_PARTS
-from tiny_text import reference_encode, reference_models, save_clip, save_llama, tokenizers
+from tiny_text import reference_encode, save_clip, save_llama
 
 SHORT = "A cat walks on the grass, realistic style."
 LONG = ("A slow cinematic shot follows an old fisherman as he pulls a small wooden boat onto a pebble beach at dawn, "
@@ -22,11 +22,9 @@ LAYOUTS = ["comfy_fp16", "comfy_fp8_scaled", "xtuner_llava", "diffusers"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, text_models):
     root = tmp_path_factory.mktemp("text")
-    tok_dir = str(root / "tok")
-    llama_tok, clip_tok = tokenizers(tok_dir)
-    llama, clip = reference_models(llama_tok, clip_tok)
+    tok_dir, llama_tok, clip_tok, llama, clip = text_models
     files = {layout: save_llama(llama, layout, str(root / layout), tok_dir) for layout in LAYOUTS}
     clip_files = {layout: save_clip(clip, layout, str(root / ("clip_" + layout))) for layout in ("clip_l", "hf_folder")}
     return {"tok_dir": tok_dir, "llama_tok": llama_tok, "clip_tok": clip_tok, "llama": llama, "clip": clip,

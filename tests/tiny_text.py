@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import re
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import save_file
@@ -152,3 +153,18 @@ def reference_encode(llama, clip, llama_tok, clip_tok, prompt: str):
                                                   device=torch.device("cpu"), dtype=torch.float32,
                                                   max_sequence_length=256)
     return embeds, pooled, mask
+
+
+class TextModels(NamedTuple):
+    """The tiny tokenizers (written to `tok_dir`) and the reference Llama and CLIP built from them."""
+
+    tok_dir: str
+    llama_tok: object
+    clip_tok: object
+    llama: torch.nn.Module
+    clip: torch.nn.Module
+
+
+def text_models(tok_dir: str) -> TextModels:
+    llama_tok, clip_tok = tokenizers(tok_dir)
+    return TextModels(tok_dir, llama_tok, clip_tok, *reference_models(llama_tok, clip_tok))
