@@ -219,22 +219,3 @@ def test_lora_and_video_to_video_on_an_i2v_dit(world, tmp_path):
     assert v2v.shape == source.shape and torch.isfinite(with_lora).all()
     assert (with_lora - v2v).abs().max() > 1e-3
     assert (v2v - source).abs().mean() < (full - source).abs().mean()  # it kept much of the input video
-
-
-@pytest.mark.parametrize("method", ["teacache", "first_block", "mag_cache"])
-def test_step_cache_on_token_replace(world, method):
-    """The step caches' probes see the token-replace modulation too: a cache that skips runs, finite."""
-    from hystream.sampling.step_cache import StepCacheSettings
-
-    positive = pipeline.encode_prompt(world["te"], PROMPT)
-    latent_image = pipeline.encode_start_image(world["vae"], world["image"], WIDTH, HEIGHT)
-    pos = pipeline.with_start_image(positive, latent_image, FRAMES)
-    dit = load_dit(world["files"]["token_replace"])
-    try:
-        out = pipeline.sample(dit, pos, pipeline.empty_latent(WIDTH, HEIGHT, FRAMES), SampleSettings(seed=4, steps=8),
-                              step_cache=StepCacheSettings(method, 5.0, 0.1, 1.0, 2))
-        report = dit.step_cache_report
-    finally:
-        dit.close()
-    assert torch.isfinite(out).all() and report["skipped"] > 0
-    assert (out[:, :, :1] - latent_image).abs().max() < 1e-6  # frame 0 stayed the clean start image

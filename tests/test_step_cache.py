@@ -7,18 +7,18 @@ registry, the family's constants and the one table of defaults the node and the 
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
 import test_pipeline
 from hystream import pipeline
-from hystream.families.hunyuan_video.caches import TEACACHE_COEFFICIENTS
 from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from hystream.loading import load_dit
 from hystream.pipeline import SampleSettings
 from hystream.sampling.step_cache import StepCacheSettings
-from hystream.sampling.step_caches.teacache import rescale
 from test_pipeline import FRAMES, HEIGHT, NEGATIVE, PROMPT, WIDTH, reference
+from test_step_cache_reference import PUBLISHED_TEACACHE
 
 world = test_pipeline.world  # the pipeline test's fixture, its tiny models (pytest finds it by this name)
 
@@ -26,8 +26,7 @@ STEPS = 12
 RATIOS = (1.0, 1.02, 1.05, 0.99, 1.01, 1.03, 0.98, 1.04, 1.01, 0.99, 1.02, 0.5)  # a jump at the end: computed
 
 
-def teacache_rescale(x: float) -> float:
-    return rescale(TEACACHE_COEFFICIENTS, x)  # TeaCache4HunyuanVideo's polynomial
+teacache_rescale = np.poly1d(PUBLISHED_TEACACHE)  # TeaCache4HunyuanVideo's polynomial, as it evaluates it
 
 
 def ours(world, cache: StepCacheSettings | None, *, seed=4, steps=STEPS, resident=None, negative=None, cfg=1.0,
@@ -55,28 +54,35 @@ def relative(a, b) -> float:
 
 
 # -- diffusers' hooks, with their decisions recorded ---------------------------------------------------
-def diffusers_run(world, config, record, seed=4, steps=STEPS):
+def diffusers_run(world, config, record, seed=4, steps=STEPS, negative=None, cfg=1.0):
     """`pipe` with diffusers' cache `config` enabled; `record(decisions)` patches the hook to log them."""
     transformer = world["pipe"].transformer
     decisions: list[bool] = []
     undo = record(decisions)
     transformer.enable_cache(config)
     try:
-        latents = reference(world, seed, steps)
+        latents = reference(world, seed, steps, negative=negative, cfg=cfg)
     finally:
         transformer.disable_cache()
         undo()
     return latents, decisions
 
 
-def record_fbc(decisions):
+def record_fbc(decisions, last_step=None, passes=1, raw=None):
+    """With `last_step`, that step is forced computed: HyStream's documented rule for every method (README,
+    the node's tooltip, sampling/step_cache.py: the first and last steps are always computed, as published
+    TeaCache does), which diffusers' hook, knowing no steps, does not apply. `raw` gets the hook's own
+    decisions; `passes`: hook calls per step (2 with true CFG, cond then uncond)."""
     from diffusers.hooks.first_block_cache import FBCHeadBlockHook
 
     original = FBCHeadBlockHook._should_compute_remaining_blocks
 
     def patched(self, residual):
-        result = original(self, residual)
-        decisions.append(bool(result))
+        result = bool(original(self, residual))
+        if raw is not None:
+            raw.append(result)
+        result = result or len(decisions) // passes == last_step
+        decisions.append(result)
         return result
     FBCHeadBlockHook._should_compute_remaining_blocks = patched
     return lambda: setattr(FBCHeadBlockHook, "_should_compute_remaining_blocks", original)
@@ -109,16 +115,17 @@ def test_threshold_zero_is_bit_identical_streamed_and_resident(world):
 def test_first_block_cache_matches_diffusers(world):
     from diffusers.hooks import FirstBlockCacheConfig
 
-    matched = []
+    skipping, last_forced = [], []
     for threshold in (0.3, 0.5, 0.6, 0.7, 0.8, 1.2):
-        want, theirs = diffusers_run(world, FirstBlockCacheConfig(threshold=threshold), record_fbc)
-        if theirs.count(False) == 0 or not theirs[-1]:
-            continue  # nothing skipped, or diffusers skipped the last step (HyStream always computes it)
+        raw: list[bool] = []
+        want, theirs = diffusers_run(world, FirstBlockCacheConfig(threshold=threshold),
+                                     lambda d, raw=raw: record_fbc(d, last_step=STEPS - 1, raw=raw))
         got, report = ours(world, StepCacheSettings("first_block", threshold))
         assert report["decisions"]["positive"] == theirs, (threshold, report["decisions"], theirs)
         assert relative(got * SCALING_FACTOR, want) <= 1e-4, threshold
-        matched.append(threshold)
-    assert len(matched) >= 2, matched
+        skipping += [threshold] if theirs.count(False) else []
+        last_forced += [threshold] if not raw[-1] else []
+    assert len(skipping) >= 4 and last_forced, (skipping, last_forced)  # the rule mattered (0.7, 1.2 here)
 
 
 def test_mag_cache_matches_diffusers(world):
@@ -224,22 +231,34 @@ def test_a_skipped_step_moves_no_weights(world, method):
     assert sum(per_step) <= uncached - decisions.count(False) * (all_blocks - head) + 2 * block
 
 
-def test_cfg_keeps_separate_caches_and_lora_v2v_work(world, tmp_path):
+def test_cfg_keeps_separate_caches_as_diffusers_cache_contexts(world):
+    """With true CFG, diffusers keeps one First-Block Cache state per branch (cache_context "cond" and
+    "uncond"); so does HyStream: the same decisions per branch and the same latents. One shared cache would
+    compare (and reuse) the uncond pass's residual against the cond pass's of the same step."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    threshold = 0.8
+    want, theirs = diffusers_run(world, FirstBlockCacheConfig(threshold=threshold),
+                                 lambda d: record_fbc(d, last_step=STEPS - 1, passes=2), negative=NEGATIVE, cfg=4.0)
+    got, report = ours(world, StepCacheSettings("first_block", threshold), negative=NEGATIVE, cfg=4.0)
+    assert theirs[0::2].count(False) > 0, theirs
+    assert relative(got * SCALING_FACTOR, want) <= 1e-4
+    assert report["decisions"] == {"positive": theirs[0::2], "negative": theirs[1::2]}, (report["decisions"], theirs)
+
+
+def test_lora_and_v2v_under_a_step_cache(world, tmp_path):
     from hystream.families.hunyuan_video.demo import write_comfy_lora
     from tiny_dit import TINY
 
-    cache = StepCacheSettings("mag_cache", 0.3, mag_ratios=RATIOS)
-    got, report = ours(world, cache, negative=NEGATIVE, cfg=4.0)
-    assert set(report["decisions"]) == {"positive", "negative"}
-    assert all(len(d) == STEPS for d in report["decisions"].values())
-    assert torch.isfinite(got).all()
     lora = write_comfy_lora(str(tmp_path), cfg=__import__("dataclasses").replace(TINY, text_dim=512, pooled_dim=128))
     with_lora, report = ours(world, StepCacheSettings("teacache", 0.6), loras=((lora, 0.8),))
     without, _ = ours(world, StepCacheSettings("teacache", 0.6))
     assert report["skipped"] > 0 and not torch.equal(with_lora, without)
     start = torch.randn(1, 16, 3, HEIGHT // 8, WIDTH // 8)
     v2v, report = ours(world, StepCacheSettings("first_block", 0.9), latent=start, denoise=0.6)
-    assert torch.isfinite(v2v).all() and len(report["decisions"]["positive"]) == round(STEPS * 0.6)
+    plain, _ = ours(world, None, latent=start, denoise=0.6)
+    assert len(report["decisions"]["positive"]) == round(STEPS * 0.6) and report["skipped"] > 0, report
+    assert 1e-4 < relative(v2v, plain) < 0.5  # the skips changed the V2V result, boundedly
 
 
 # -- the registry, the family's constants, the defaults ------------------------------------------------
