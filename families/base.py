@@ -142,7 +142,7 @@ class TextStack(ABC):
 
 
 class Family(ABC):
-    """One model family: its files, its maths, its sampler, its memory model. See README "Adding a family"."""
+    """One model family: its files, its maths, its sampler, its memory model. See docs/DESIGN.md, "Adding a model family"."""
 
     name: str  # registry key, e.g. "hunyuan_video"
     title: str  # for people, e.g. "HunyuanVideo 1.0"

@@ -66,11 +66,45 @@ def open_frontend(playwright, url: str):
 LOAD_AND_EXPORT = """async ([api, name]) => {
     await window.app.loadApiJson(api, name);
     window.app.graph.arrange?.();
+    // the start image's preview grows its node once the picture has loaded: lay out with the sizes users see
+    await new Promise(r => setTimeout(r, 2000));
+    window.app.graph.setDirtyCanvas(true, true);
+    await new Promise(r => setTimeout(r, 500));
+    const graph = window.app.graph, nodes = graph._nodes, TITLE = LiteGraph.NODE_TITLE_HEIGHT;
+    const X0 = 100, Y0 = 130, GAP_X = 60, GAP_Y = 40, ROW_GAP = 90;
+    const level = new Map();
+    const feeders = (n) => (n.inputs ?? []).map((_, i) => n.getInputNode(i)).filter(Boolean);
+    const levelOf = (n) => {
+        if (!level.has(n.id)) { const f = feeders(n); level.set(n.id, f.length ? 1 + Math.max(...f.map(levelOf)) : 0); }
+        return level.get(n.id);
+    };
+    nodes.forEach(levelOf);
+    const byOrder = (a, b) => a.order - b.order || a.id - b.id;
+    // row 1: the nodes nothing feeds (loaders, inputs), side by side
+    let x = X0, top = 0;
+    for (const n of nodes.filter(n => level.get(n.id) === 0).sort(byOrder)) {
+        n.pos = [x, Y0]; x += n.size[0] + GAP_X; top = Math.max(top, n.size[1]);
+    }
+    // row 2: the rest, one column per depth, left to right
+    const y2 = Y0 + top + ROW_GAP + TITLE, depths = [...new Set([...level.values()])].filter(d => d > 0).sort((a, b) => a - b);
+    x = X0;
+    for (const d of depths) {
+        let y = y2, width = 0;
+        for (const n of nodes.filter(n => level.get(n.id) === d).sort(byOrder)) {
+            n.pos = [x, y]; y += n.size[1] + TITLE + GAP_Y; width = Math.max(width, n.size[0]);
+        }
+        x += width + GAP_X;
+    }
     for (const node of window.app.graph._nodes) {  // an example should reproduce: keep its seed
         for (const w of node.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
     }
-    window.app.canvas.ds.scale = 0.6;
-    window.app.canvas.ds.offset = [20, 40];
+    {
+        const c = window.app.canvas, w = c.canvas.width / devicePixelRatio, h = c.canvas.height / devicePixelRatio;
+        const right = Math.max(...window.app.graph._nodes.map(n => n.pos[0] + n.size[0]));
+        const bottom = Math.max(...window.app.graph._nodes.map(n => n.pos[1] + n.size[1]));
+        c.ds.offset = [20, 40];
+        c.ds.scale = Math.min(1, Math.floor(20 * Math.min((w - 20) / (right + 20), (h - 20) / (bottom + 40))) / 20);
+    }
     window.app.graph.setDirtyCanvas(true, true);
     const p = await window.app.graphToPrompt();
     // JSON.stringify drops keys whose value is undefined; Playwright's own serialisation would turn them
@@ -87,8 +121,9 @@ def main() -> None:
     host = start_host(root)
     try:
         with sync_playwright() as p:
-            browser, page = open_frontend(p, host.url)
             for file in sorted(os.listdir(api_dir)):
+                # a fresh page each: the frontend keeps the last workflow's previews by node id
+                browser, page = open_frontend(p, host.url)
                 name = file[: -len(".api.json")]
                 with open(os.path.join(api_dir, file)) as f:
                     api = json.load(f)
@@ -102,7 +137,7 @@ def main() -> None:
                 page.locator("#graph-canvas").screenshot(path=os.path.join(REPO, "example_workflows", f"{name}.jpg"),
                                                          type="jpeg", quality=70)
                 print("exported", name, len(workflow["nodes"]), "nodes")
-            browser.close()
+                browser.close()
     finally:
         host.stop()
 

@@ -9,7 +9,7 @@ import hystream
 
 ROOT = os.path.dirname(hystream.__file__)
 HOST_MODULES = {"comfy", "folder_paths", "latent_preview", "server", "comfy_execution", "node_helpers", "comfy_api"}
-# Each floor may import only what stands below it (README "Layout"). Model families sit above the engine's
+# Each floor may import only what stands below it (docs/DESIGN.md, "Layout"). Model families sit above the engine's
 # building blocks and below the stages that use them through the registry.
 FAMILY_PACKAGES = {f"families.{d}" for d in os.listdir(os.path.join(ROOT, "families"))
                    if os.path.isdir(os.path.join(ROOT, "families", d)) and not d.startswith("__")}

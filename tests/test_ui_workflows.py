@@ -1,8 +1,10 @@
 """The check a workflow sharer needs: each UI workflow dropped on the real ComfyUI frontend (headless
 Chromium, loaded through the same `handleFile` a drop uses) loads with no toast, alert or dialog of any
 kind, no console error, no missing node type, no broken link, every widget value fitting its widget, and
-queues as exactly the API workflow it was exported from. A control case proves the checker sees the
-frontend's schema alert; a run from the editor shows the LoRA node's report on the node."""
+queues as exactly the API workflow it was exported from, and opens readable: in a 1600 × 1000 window at 60 %
+zoom or more (below that the frontend draws nodes as blank boxes), both in its saved view and after the
+frontend's "fit view". A control case proves the checker sees the frontend's schema alert; a run from the
+editor shows the LoRA node's report on the node."""
 
 import json
 import os
@@ -15,6 +17,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "..", "example_workflows")
 UI = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".json"))
 CHROMIUM = "/usr/bin/chromium"
+VIEWPORT = {"width": 1600, "height": 1000}
+CANVAS = (1536, 922)  # what the pinned frontend leaves of that window to the canvas (side bar, top bar)
+MIN_ZOOM = 0.6
+# the frontend's fit view (fitToBounds) fills 75 % of the canvas with the nodes' bounds padded by 10 units;
+# a node's rectangle starts a title bar (LiteGraph.NODE_TITLE_HEIGHT) above its pos
+FIT_FILL, FIT_PADDING, TITLE = 0.75, 10, 30
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -59,6 +67,50 @@ CHECK = """async () => {
 }"""
 
 
+VIEW = """async () => {
+    const c = window.app.canvas, ds = c.ds, graph = window.app.graph;
+    const w = c.canvas.width / devicePixelRatio, h = c.canvas.height / devicePixelRatio;
+    const outside = graph._nodes.filter(n => {
+        const [x, y, bw, bh] = n.boundingRect;
+        const [sx, sy] = ds.convertOffsetToCanvas([x, y]), [ex, ey] = ds.convertOffsetToCanvas([x + bw, y + bh]);
+        return sx < 0 || sy < 0 || ex > w || ey > h;
+    }).map(n => n.type);
+    const saved = ds.scale;
+    c.deselectAll?.();
+    await window.app.extensionManager.command.execute("Comfy.Canvas.FitView");  // the "." key
+    await new Promise(r => setTimeout(r, 1000));  // it animates for 350 ms
+    return {canvas: [w, h], saved, outside, fitted: ds.scale};
+}"""
+
+
+def node_rects(workflow: dict) -> list[tuple[float, float, float, float]]:
+    """Each node's (left, top, right, bottom) in canvas units, title bar included."""
+    return [(n["pos"][0], n["pos"][1] - TITLE, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+            for n in workflow["nodes"]]
+
+
+def fit_zoom(workflow: dict) -> float:
+    """The zoom the frontend's fit view gives this workflow in VIEWPORT's canvas (its fitToBounds formula)."""
+    rects = node_rects(workflow)
+    width = max(r[2] for r in rects) - min(r[0] for r in rects) + 2 * FIT_PADDING
+    height = max(r[3] for r in rects) - min(r[1] for r in rects) + 2 * FIT_PADDING
+    return FIT_FILL * min(CANVAS[0] / max(width, 300), CANVAS[1] / max(height, 300))
+
+
+@pytest.mark.parametrize("name", UI)
+def test_ui_workflow_is_laid_out_to_open_at_60_percent_or_more(name):
+    """From the file alone (no browser needed): all nodes fit the canvas of a 1600 × 1000 window divided by
+    0.6, less the fit view's margins; none overlaps another; the saved view opens at 60 % or more."""
+    with open(os.path.join(EXAMPLES, name)) as f:
+        workflow = json.load(f)
+    assert fit_zoom(workflow) >= MIN_ZOOM, f"{name}: fit view at {fit_zoom(workflow):.2f}; lay it out in two rows"
+    rects = node_rects(workflow)
+    overlaps = [(a, b) for i, a in enumerate(rects) for b in rects[i + 1:]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    assert overlaps == []
+    assert workflow["extra"]["ds"]["scale"] >= MIN_ZOOM
+
+
 @pytest.fixture(scope="module")
 def page(comfy_host, tmp_path_factory):
     if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
@@ -79,7 +131,7 @@ def page(comfy_host, tmp_path_factory):
     upload(comfy_host, write_png(str(tmp / "start.png"), 64, 64), "start_image.png")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        page = browser.new_page(viewport=VIEWPORT)
         page.errors, page.alerts = [], []
         page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.errors.append(str(e)))
@@ -136,6 +188,11 @@ def test_ui_workflow_loads_cleanly_in_the_frontend(page, name):
               for k, v in result["prompt"].items()}
     assert queued == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
     assert os.path.exists(os.path.join(EXAMPLES, name.replace(".json", ".jpg")))  # the template thumbnail
+    view = page.evaluate(VIEW)  # last: fitting the view changes it
+    assert view["canvas"] == list(CANVAS), view  # the window the file check assumes
+    assert view["saved"] >= MIN_ZOOM and view["outside"] == [], view  # the saved view shows every node
+    assert view["fitted"] >= MIN_ZOOM, view  # and so does the frontend's own fit view
+    assert view["fitted"] == pytest.approx(fit_zoom(workflow), abs=0.01), view  # the file check's formula
 
 
 QUEUE_SMALL = """async () => {
