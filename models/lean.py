@@ -116,14 +116,16 @@ def _image_attention(block, img, vec, cos, sin, k, v, text_q, key_mask, chunk):
     return mods, text_attn
 
 
-def mlp_into(out, xm, up: Linear, up_first: int, down: Linear, down_first: int, width: int, dt) -> None:
-    """out += down(gelu(up(xm))) over an MLP hidden of `width` (rows up_first… of `up`, input columns
-    down_first… of `down`, its bias not added), MLP_PIECE hidden units at a time: the hidden state and the
-    upcast weights exist a piece at a time, never whole."""
+def mlp_into(out, xm, up: Linear, up_first: int, down: Linear, down_first: int, width: int, dt, bias=None):
+    """out + down(gelu(up(xm))) + bias over an MLP hidden of `width` (rows up_first… of `up`, input columns
+    down_first… of `down`), MLP_PIECE hidden units at a time: the hidden state and the upcast weights exist a
+    piece at a time, never whole. out None: the first piece makes it (one piece = F.linear(h, w, bias))."""
     for a, b in chunks(width, MLP_PIECE):
         h = gelu_(F.linear(xm, *weights(up, dt, up_first + a, up_first + b)))
-        out += F.linear(h, down.compute_weight(dt, cols=(down_first + a, down_first + b)))
-        del h
+        part = F.linear(h, down.compute_weight(dt, cols=(down_first + a, down_first + b)), bias if a == 0 else None)
+        out = part if out is None else out.add_(part)
+        del h, part
+    return out
 
 
 def _mlp(block, name, x, mods, chunk):
@@ -132,8 +134,7 @@ def _mlp(block, name, x, mods, chunk):
     norm2, mlp = getattr(block, f"{name}_norm2"), getattr(block, f"{name}_mlp")
     for a, b in chunks(x.shape[1], chunk):
         xm = modulate(norm2(x[:, a:b]), shift2, scale2, a)
-        out = torch.zeros_like(xm) if mlp.fc2.bias is None else mlp.fc2.compute_bias(dt).expand_as(xm).clone()
-        mlp_into(out, xm, mlp.fc1, 0, mlp.fc2, 0, mlp.fc1.out_features, dt)
+        out = mlp_into(None, xm, mlp.fc1, 0, mlp.fc2, 0, mlp.fc1.out_features, dt, mlp.fc2.compute_bias(dt))
         x[:, a:b] += gated(out, gate2, a)
         del xm, out
     return x
@@ -177,10 +178,10 @@ def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
     for a, b in chunks(x.shape[1], chunk):
         xm = norm_mod(x[:, a:b], a)
         q = rope_part(block.q_norm(project(xm, weights(block.linear1, dt, 0, hidden), heads)), cos, sin, a, n_img)
-        out = F.linear(attention(q, k, v, key_mask), block.linear2.compute_weight(dt, cols=(0, hidden)),
-                       block.linear2.compute_bias(dt))
+        out = F.linear(attention(q, k, v, key_mask), block.linear2.compute_weight(dt, cols=(0, hidden)))
         del q
-        mlp_into(out, xm, block.linear1, 3 * hidden, block.linear2, hidden, width, dt)
+        out += mlp_into(None, xm, block.linear1, 3 * hidden, block.linear2, hidden, width, dt,
+                        block.linear2.compute_bias(dt))
         x[:, a:b] += gated(out, gate, a)
         del xm, out
     return x
