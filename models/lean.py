@@ -7,7 +7,7 @@ values — and everything else exists one chunk of tokens at a time:
   applied per chunk, in fp32 for that chunk only), never as a fused [N, 3·hidden] qkv;
 - queries are computed per chunk (norm and modulation recomputed for the chunk: cheap), attended against
   the full keys/values, projected and added into the residual stream in place;
-- the MLP runs per chunk and, within a chunk, a piece of its hidden units at a time (`mlp_into`), so
+- the MLP runs per chunk and, within a chunk, a piece of its hidden units at a time (`mlp_pieces`), so
   neither the [N, 4·hidden] hidden nor its upcast weights exist whole; the single block's output
   projection is split over its attention and MLP parts instead of materialising cat([attn, mlp]);
 - RoPE rotates ROPE_ROWS tokens at a time, in place.
@@ -116,10 +116,11 @@ def _image_attention(block, img, vec, cos, sin, k, v, text_q, key_mask, chunk):
     return mods, text_attn
 
 
-def mlp_into(out, xm, up: Linear, up_first: int, down: Linear, down_first: int, width: int, dt, bias=None):
-    """out + down(gelu(up(xm))) + bias over an MLP hidden of `width` (rows up_first… of `up`, input columns
+def mlp_pieces(xm, up: Linear, up_first: int, down: Linear, down_first: int, width: int, dt, bias=None):
+    """down(gelu(up(xm))) + bias over an MLP hidden of `width` (rows up_first… of `up`, input columns
     down_first… of `down`), MLP_PIECE hidden units at a time: the hidden state and the upcast weights exist a
-    piece at a time, never whole. out None: the first piece makes it (one piece = F.linear(h, w, bias))."""
+    piece at a time, never whole. The first piece carries the bias (one piece = F.linear(h, w, bias))."""
+    out = None
     for a, b in chunks(width, MLP_PIECE):
         h = gelu_(F.linear(xm, *weights(up, dt, up_first + a, up_first + b)))
         part = F.linear(h, down.compute_weight(dt, cols=(down_first + a, down_first + b)), bias if a == 0 else None)
@@ -134,7 +135,7 @@ def _mlp(block, name, x, mods, chunk):
     norm2, mlp = getattr(block, f"{name}_norm2"), getattr(block, f"{name}_mlp")
     for a, b in chunks(x.shape[1], chunk):
         xm = modulate(norm2(x[:, a:b]), shift2, scale2, a)
-        out = mlp_into(None, xm, mlp.fc1, 0, mlp.fc2, 0, mlp.fc1.out_features, dt, mlp.fc2.compute_bias(dt))
+        out = mlp_pieces(xm, mlp.fc1, 0, mlp.fc2, 0, mlp.fc1.out_features, dt, mlp.fc2.compute_bias(dt))
         x[:, a:b] += gated(out, gate2, a)
         del xm, out
     return x
@@ -180,8 +181,8 @@ def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
         q = rope_part(block.q_norm(project(xm, weights(block.linear1, dt, 0, hidden), heads)), cos, sin, a, n_img)
         out = F.linear(attention(q, k, v, key_mask), block.linear2.compute_weight(dt, cols=(0, hidden)))
         del q
-        out += mlp_into(None, xm, block.linear1, 3 * hidden, block.linear2, hidden, width, dt,
-                        block.linear2.compute_bias(dt))
+        out += mlp_pieces(xm, block.linear1, 3 * hidden, block.linear2, hidden, width, dt,
+                          block.linear2.compute_bias(dt))
         x[:, a:b] += gated(out, gate, a)
         del xm, out
     return x
