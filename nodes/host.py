@@ -174,14 +174,23 @@ def make_room(bytes_needed: int, dev=None) -> None:
     model_management.soft_empty_cache()
 
 
+def vram_mode() -> str:
+    """The user's --lowvram / --novram / --highvram choice as the host's memory manager holds it
+    (model_management.vram_state, a VRAMState in both versions): NORMAL_VRAM where it says nothing."""
+    return getattr(getattr(model_management, "vram_state", None), "name", "NORMAL_VRAM")
+
+
 def share_device() -> HostHandOver | None:
     """What a streamer plans its automatic budget with: the host's view of the GPU (free + what it can
-    evict − the user's reserve), and the host freeing what a plan needs right before we allocate it.
-    None on the CPU (nothing to share)."""
+    evict − the user's reserve), the host freeing what a plan needs right before we allocate it, and its
+    user's flags: --novram keeps no block resident (the host itself loads no weights then), --lowvram and
+    --novram cap a hand-set budget at what the host can hand over. None on the CPU (nothing to share)."""
     dev = device()
     if getattr(dev, "type", "cpu") == "cpu":
         return None
-    return HostHandOver(free_bytes=lambda: available_vram(dev), make_room=lambda n: make_room(n, dev))
+    mode = vram_mode()
+    return HostHandOver(free_bytes=lambda: available_vram(dev), make_room=lambda n: make_room(n, dev),
+                        keep_resident=mode != "NO_VRAM", cap_budget=mode in ("LOW_VRAM", "NO_VRAM"))
 
 
 def host_pinned_allowance() -> int:

@@ -29,14 +29,17 @@ class Plan:
 
 
 def plan_residency(block_bytes: Sequence[int], budget_bytes: int, *, fixed_bytes: int = 0,
-                   activation_bytes: int = 0, prefetch: int = 1, what: str = "this stage", min_prefetch: int = 0) -> Plan:
-    """The most resident blocks at the deepest prefetch (down to `min_prefetch`) that fit the budget."""
+                   activation_bytes: int = 0, prefetch: int = 1, what: str = "this stage", min_prefetch: int = 0,
+                   max_resident: int | None = None) -> Plan:
+    """The most resident blocks (at most `max_resident`) at the deepest prefetch (down to `min_prefetch`)
+    that fit the budget."""
     n = len(block_bytes)
+    most = n if max_resident is None else min(n, max(0, max_resident))
     order = sorted(range(n), key=lambda i: -block_bytes[i])  # largest first (stable)
     for p in range(max(0, prefetch), min(min_prefetch, prefetch) - 1, -1):
         best = None
         resident_bytes = 0
-        for k in range(n + 1):
+        for k in range(most + 1):
             if k:
                 resident_bytes += block_bytes[order[k - 1]]
             streamed = order[k:]
@@ -68,20 +71,25 @@ class Budget:
         self._free: Callable[[], int | None] = host.free_bytes if host else (
             lambda: backend.free_bytes(settings.reserve_bytes))
         self._make_room: Callable[[int], None] | None = host.make_room if host else None
+        self.keep_resident = host.keep_resident if host else True
+        self.capped = bool(host and host.cap_budget)
 
     def plan(self, activation_bytes: int, resident_bytes: int) -> Plan | None:
         """Resident blocks and prefetch for a run with these activations; None where an automatic budget has
         no device memory to plan (the CPU: resident and mapped blocks are both RAM there, and the page cache
         already keeps hot pages without growing the process, so every block streams)."""
         budget = self.budget_bytes
-        if budget == 0:
+        if budget == 0 or self.capped:
             free = self._free()
-            if free is None:
+            if free is None and budget == 0:
                 return None
-            held = resident_bytes + (self.fixed_bytes if self.fixed_on_device else 0)
-            budget = automatic_budget(free + held)  # what we hold already counts as usable; less the margin
+            if free is not None:
+                held = resident_bytes + (self.fixed_bytes if self.fixed_on_device else 0)
+                usable = automatic_budget(free + held)  # what we hold already counts as usable; less the margin
+                budget = usable if budget == 0 else min(budget, usable)
         return plan_residency(self.block_bytes, budget, fixed_bytes=self.fixed_bytes,
-                              activation_bytes=activation_bytes, prefetch=self.prefetch, what=self.what)
+                              activation_bytes=activation_bytes, prefetch=self.prefetch, what=self.what,
+                              max_resident=None if self.keep_resident else 0)
 
     def make_room(self, nbytes: int, release: Callable[[], None]) -> None:
         """Before allocating `nbytes`, have a host that shares the device free them; `release` first gives
@@ -97,8 +105,10 @@ class Budget:
     def activation_room(self) -> int | None:
         """Bytes the budget (or the automatic budget of the free memory) leaves for activations once the
         fixed weights and the smallest ring (two of the largest blocks) are counted; None with no figure."""
-        budget = self.budget_bytes or self._free()
+        free = self._free() if (not self.budget_bytes or self.capped) else None
+        usable = None if free is None else automatic_budget(free)
+        budget = self.budget_bytes or usable
         if budget is None:
             return None
-        budget = budget if self.budget_bytes else automatic_budget(budget)
+        budget = min(budget, usable) if (self.capped and usable is not None) else budget
         return budget - self.fixed_bytes - 2 * max(self.block_bytes, default=0)

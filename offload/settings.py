@@ -12,11 +12,13 @@ from dataclasses import dataclass
 class HostHandOver:
     """A host that shares the device (ComfyUI): its view of the memory a stage may plan with (free, plus
     what it can evict, less its user's reserve; None on the CPU), and a way to have it free `n` bytes
-    right before we allocate them (None: nothing to ask). Without one, the backend's own free memory is
-    used as it is."""
+    right before we allocate them (None: nothing to ask), and what its user asked of the device's memory.
+    Without one, the backend's own free memory is used as it is."""
 
     free_bytes: Callable[[], int | None]
     make_room: Callable[[int], None] | None = None
+    keep_resident: bool = True  # False: its user wants no weights left on the device (--novram): all blocks stream
+    cap_budget: bool = False  # True: a budget set by hand never exceeds what it can hand over (--lowvram)
 
 
 @dataclass(frozen=True)
