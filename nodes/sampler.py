@@ -56,6 +56,7 @@ class HyStreamSampler:
         # Latent2RGB: no preview model inside our budget
         progress = host.Progress(total, preview_format=loaded.family.latent.preview)
         try:
+            loaded.stats.reset()  # this run's counters: ComfyUI may hand us a cached loader output again
             loaded.to_device()
             out = pipeline.sample(loaded, positive, samples, settings, negative=negative, loras=dit.loras,
                                   on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),

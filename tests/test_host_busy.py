@@ -6,6 +6,7 @@ on the CPU), so any state one prompt leaves for the next shows up as a different
 
 import json
 import os
+import re
 import time
 import uuid
 
@@ -163,6 +164,19 @@ def test_the_same_prompt_twice_comes_from_comfyuis_cache(comfy_host, alone, tmp_
     assert second_s < max(1.0, first_s / 2), (first_s, second_s)  # wide: the run itself is seconds
     assert second["outputs"]["8"] == first["outputs"]["8"]
     assert np.array_equal(video(comfy_host, second, tmp_path), video(comfy_host, first, tmp_path))
+
+
+def test_a_reused_loader_reports_each_runs_own_copies(comfy_host, alone):
+    """A second seed reuses ComfyUI's cached DiT loader output: the sampler's counters are that run's, not a sum."""
+    counts = []
+    for seed in (21, 22):
+        log_before = len(comfy_host.log())
+        entry = wait(comfy_host, queue(comfy_host, graph(DIT1, seed=seed, text="a kite over a beach")))
+        assert succeeded(entry)
+        lines = re.findall(r"HyStream sampler: .*", comfy_host.log()[log_before:])
+        assert len(lines) == 1, lines
+        counts.append(int(re.search(r"in (\d+) copies", lines[0]).group(1)))
+    assert counts[0] == counts[1] > 0, counts
 
 
 def rss_bytes(pid: int) -> int:
