@@ -90,8 +90,19 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings | None 
     x = eps if first == 0 else noised(raw * fmt.scaling, eps, sigmas[0])
     x = denoiser.initial(x, from_noise=first == 0)
 
+    x = run_denoiser(dit, denoiser, x, sigmas, raw.shape[3] * fmt.space, loras=loras, on_step=on_step,
+                     interrupt=interrupt, step_cache=step_cache)
+    return x / fmt.scaling
+
+
+def run_denoiser(dit, denoiser, x: torch.Tensor, sigmas: torch.Tensor, height: int, *,
+                 loras: tuple[tuple[LoRA, float], ...] = (), on_step: Callable[[Step], None] | None = None,
+                 interrupt: Callable[[], None] | None = None, step_cache: StepCacheSettings | None = None) -> torch.Tensor:
+    """One streamed Euler run of `denoiser` from `x` (model space) over `sigmas`: the LoRAs attached, the
+    step cache (for a video `height` pixels high) wired to the streamer, one streaming session, every step's
+    output checked. A sampler that runs several (a long video's sections) calls it once per run."""
     model, streamer = dit.model, dit.streamer
-    cache = make_step_cache(step_cache, len(sigmas) - 1, raw.shape[3] * fmt.space, family.caches,
+    cache = make_step_cache(step_cache, len(sigmas) - 1, height, dit.family.caches,
                             on_decided=streamer.resume, on_skip_rest=streamer.end_pass)
     per_step: list[int] = []  # bytes streamed in each step (prefetch of the next step's first blocks included)
 
@@ -104,14 +115,14 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings | None 
         # checked every step: a NaN at step 3 of 30 stops there, not after 27 wasted steps
         return check_finite(v, f"the DiT's output at sampling step {len(per_step)} of {len(sigmas) - 1}")
 
-    text = denoiser.text_tokens
+    text, shape = denoiser.text_tokens, denoiser.model_shape(tuple(x.shape))
     chunk = model.chunk_tokens
     try:
         with torch.no_grad(), attach_loras(model, loras), cached_run(dit, cache):
-            model.chunk_tokens = chunk or fit_chunk(dit, tuple(x.shape), text)
-            act = model.activation_bytes(tuple(x.shape), text)
+            model.chunk_tokens = chunk or fit_chunk(dit, shape, text)
+            act = model.activation_bytes(shape, text)
             if cache is not None:
-                act += cache.device_bytes(model.image_tokens(x.shape), model.cfg.hidden, model.compute_dtype.itemsize,
+                act += cache.device_bytes(model.image_tokens(shape), model.cfg.hidden, model.compute_dtype.itemsize,
                                           denoiser.passes)
             with streamer.session(activation_bytes=act, hooks=RunHooks(interrupt=interrupt)):
                 x = euler(velocity, x, sigmas, on_step)
@@ -121,7 +132,7 @@ def sample(dit, positive, latent: torch.Tensor, settings: SampleSettings | None 
         dit.step_cache_report = dict(cache.summary() if cache else {"method": "off", "skipped": 0},
                                      bytes_per_step=per_step, bytes_per_full_step=full,
                                      bytes_not_streamed=max(0, full * len(per_step) - sum(per_step)))
-    return x / fmt.scaling
+    return x
 
 
 @contextlib.contextmanager

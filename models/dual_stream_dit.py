@@ -69,11 +69,13 @@ class DualStreamDiT(StreamedDiT):
         return modulate(F.layer_norm(img, (img.shape[-1],), eps=1e-6), shift, scale)
 
     # -- the way out -------------------------------------------------------------------------------------
-    def final(self, tokens: torch.Tensor, vec: torch.Tensor, n_img: int, chunk: int | None) -> torch.Tensor:
-        """The final layer on the image tokens (per chunk when lean: its output is only [n, patch values])."""
+    def final(self, tokens: torch.Tensor, vec: torch.Tensor, n_img: int, chunk: int | None, start: int = 0) -> torch.Tensor:
+        """The final layer on the image tokens start..n_img (per chunk when lean: its output is only [n, patch
+        values]); start > 0 where conditioning tokens precede the ones predicted (a packed history)."""
         if chunk:
-            return torch.cat([self.final_layer(tokens[:, a:b], vec) for a, b in chunks(n_img, chunk)], 1)
-        return self.final_layer(tokens[:, :n_img], vec)
+            return torch.cat([self.final_layer(tokens[:, start + a:start + b], vec)
+                              for a, b in chunks(n_img - start, chunk)], 1)
+        return self.final_layer(tokens[:, start:n_img], vec)
 
     def unpatchify(self, out: torch.Tensor, grid: tuple, shape) -> torch.Tensor:
         batch, _, frames, height, width = shape

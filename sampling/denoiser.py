@@ -19,6 +19,11 @@ class Denoiser(ABC):
         """The run's sigmas (the last one 0), before the first step: for a DiT that also sees the next step's
         timestep (a MeanFlow-distilled model)."""
 
+    def model_shape(self, x_shape: tuple) -> tuple:
+        """The latent shape the DiT's activations are planned for: x's, or for a DiT that also takes other
+        latent tokens (a long video's packed history), a shape with as many tokens."""
+        return x_shape
+
     def initial(self, x: torch.Tensor, from_noise: bool) -> torch.Tensor:
         """The sampler's starting latents (model space) from the noised ones (a start image may enter here)."""
         return x

@@ -36,6 +36,12 @@ class DiTConfig:
     qkv_bias: bool = True
     rope_axes: tuple[int, int, int] = ROPE_AXES_128
     rope_theta: float = ROPE_THETA
+    image_proj_dim: int = 0  # FramePack: the SigLIP width its image projection takes (0: not FramePack)
+
+    @property
+    def framepack(self) -> bool:
+        """FramePack (and FramePack-F1): the history patch embedders and the SigLIP image projection."""
+        return self.image_proj_dim > 0
 
     @property
     def head_dim(self) -> int:
@@ -71,8 +77,6 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
 
     variants = [("byt5_in.", "HunyuanVideo 1.5 / HunyuanImage 2.1 (ByT5 glyph encoder)"),
                 ("time_r_in.", "a MeanFlow-distilled HunyuanImage model"),
-                ("clean_x_embedder.", "FramePack (HunyuanVideo image-to-video with history frames)"),
-                ("image_projection.", "FramePack (HunyuanVideo image-to-video with history frames)"),
                 ("cond_type_embedding.", "HunyuanVideo 1.5")]
     for prefix, what in variants:
         if any(k.startswith(prefix) for k in shapes):
@@ -80,6 +84,11 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
                                           f"{what} in {describe}",
                                           "pick a HunyuanVideo 1.0 DiT; this variant is not one HyStream runs (yet)")
 
+    history, image_proj = (any(k.startswith(p) for k in shapes) for p in ("clean_x_embedder.", "image_projection."))
+    if history != image_proj:
+        have, lack = ("clean_x_embedder", "image_projection") if history else ("image_projection", "clean_x_embedder")
+        raise StateDictError(f"FramePack's {lack} beside its {have}", f"only {have} in {describe}",
+                             "the file is incomplete (a cut-short download or a partial save): download it again")
     w_in = shape("img_in.proj.weight")
     if len(w_in) != 5:
         raise UnsupportedVariantError("a 3D patch embedding [hidden, C, pt, ph, pw]",
@@ -124,5 +133,6 @@ def infer_dit_config(shapes: dict[str, tuple[int, ...]], describe: str = "the fi
         text_dim=shape("txt_in.input_embedder.weight")[1], pooled_dim=shape("vector_in.in_layer.weight")[1],
         patch=patch, guidance_embed=any(k.startswith("guidance_in.") for k in shapes),
         qkv_bias=("double_blocks.0.img_attn_qkv.bias" in shapes) if depth_double else True,
+        image_proj_dim=shape("image_projection.up.weight")[1] if image_proj else 0,
     )
 

@@ -83,12 +83,12 @@ class HunyuanVideoDiT(DualStreamDiT):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, txt: torch.Tensor,
                 txt_mask: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
-                guidance: torch.Tensor | None = None, first_frame_tokens: int = 0) -> torch.Tensor:
+                guidance: torch.Tensor | None = None, first_frame_tokens: int = 0, **context) -> torch.Tensor:
         """x: latents [B, C, T, H, W]; timestep, guidance: [B] in 0..1000 units; txt: [B, L, text_dim];
         txt_mask: [B, L] (1 = valid) or None; pooled: [B, pooled_dim]. Returns the velocity like x.
         first_frame_tokens > 0 (HunyuanVideo-I2V token replace): the blocks modulate the first that many
         image tokens (the clean first latent frame) with t = 0 and no guidance; the text, the refiner and the
-        final layer use the step's conditioning only."""
+        final layer use the step's conditioning only. `context`: what a subclass's inputs add (FramePack)."""
         self._check_inputs(x, txt, pooled, guidance)
         dev, dt = self.device, self.compute_dtype
         batch, _, frames, height, width = x.shape
@@ -116,18 +116,17 @@ class HunyuanVideoDiT(DualStreamDiT):
             first = self.time_in(torch.zeros_like(timestep), dt) + pooled_vec
             blocks_vec = FirstTokens(first, vec, int(first_frame_tokens))
 
-        img = self.img_in(x)
+        img, (cos, sin), start = self.image_input(x, grid, context)
         n_img = img.shape[1]
         chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
         cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
         if cache is not None:
             skipped = cache.before_blocks(img, probe=lambda img=img: self.first_block_modulated_input(img, blocks_vec))
             if skipped is not None:  # no block runs (nor the text refiner: the text is not needed)
-                return self.unpatchify(self.final(skipped, vec, n_img, chunk), grid, x.shape)
-        txt = self.txt_in(txt, timestep, txt_mask)
+                return self.unpatchify(self.final(skipped, vec, n_img, chunk, start), grid, x.shape)
+        txt, txt_mask = self.context_input(self.txt_in(txt, timestep, txt_mask), txt_mask, context)
         if txt_mask is not None:
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
-        cos, sin = self.rope(grid)
         img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
 
         for k, block in enumerate(self.double_blocks):
@@ -138,7 +137,7 @@ class HunyuanVideoDiT(DualStreamDiT):
                 del before
                 if skipped is not None:
                     del img, txt
-                    return self.unpatchify(self.final(skipped, vec, n_img, chunk), grid, x.shape)
+                    return self.unpatchify(self.final(skipped, vec, n_img, chunk, start), grid, x.shape)
         tokens = torch.cat((img, txt), 1)
         del img, txt
         for block in self.single_blocks:
@@ -146,6 +145,15 @@ class HunyuanVideoDiT(DualStreamDiT):
         if cache is not None:
             cache.after_blocks(img_in, tokens[:, :n_img])
             del img_in
-        out = self.final(tokens, vec, n_img, chunk)
+        out = self.final(tokens, vec, n_img, chunk, start)
         del tokens
         return self.unpatchify(out, grid, x.shape)
+
+    def image_input(self, x: torch.Tensor, grid: tuple, context: dict):
+        """The image tokens the blocks see, their RoPE (cos, sin) and the first token the final layer
+        predicts: here the patched latents, all of them."""
+        return self.img_in(x), self.rope(grid), 0
+
+    def context_input(self, txt: torch.Tensor, txt_mask: torch.Tensor | None, context: dict):
+        """The refined text tokens (and key mask) the blocks see: here the text alone."""
+        return txt, txt_mask

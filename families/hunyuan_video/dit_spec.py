@@ -11,6 +11,7 @@ from ...errors import CorruptFileError
 from ..base import StreamedSpec
 from .config import DiTConfig, infer_dit_config
 from .dit import HunyuanVideoDiT
+from .framepack_dit import FramePackDiT
 from .keys import detect_dit_layout
 from .memory import forward_peak_bytes
 
@@ -43,8 +44,9 @@ class DiTSpec(StreamedSpec):
         return infer_dit_config(shapes, source.describe)
 
     def build(self, cfg: DiTConfig, device) -> HunyuanVideoDiT:
+        kind = FramePackDiT if cfg.framepack else HunyuanVideoDiT
         with torch.device("meta"):
-            return HunyuanVideoDiT(cfg, estimator=forward_peak_bytes)
+            return kind(cfg, estimator=forward_peak_bytes)
 
     def block_of(self, cfg: DiTConfig, name: str) -> tuple[int, str] | None:
         m = BLOCK_RE.match(name)

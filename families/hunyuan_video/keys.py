@@ -68,6 +68,12 @@ DIFFUSERS_TO_TENCENT: list[tuple[str, tuple[str, ...]]] = [
     ("single_blocks.{n}.modulation.linear", (_SINGLE + "norm.linear",)),
     ("final_layer.linear", ("proj_out",)),
     ("final_layer.adaLN_modulation.1", ("norm_out.linear",)),  # halves swapped, see below
+    # FramePack (diffusers names only: lllyasviel's folders and kijai's single files): kept as they are
+    ("clean_x_embedder.proj", ("clean_x_embedder.proj",)),
+    ("clean_x_embedder.proj_2x", ("clean_x_embedder.proj_2x",)),
+    ("clean_x_embedder.proj_4x", ("clean_x_embedder.proj_4x",)),
+    ("image_projection.up", ("image_projection.up",)),
+    ("image_projection.down", ("image_projection.down",)),
 ]
 SWAPPED = {"final_layer.adaLN_modulation.1"}
 LAYOUT_NAMES = ("Tencent / kijai (top-level Tencent names)", "Comfy-Org repackaged (model.diffusion_model. prefix)",
@@ -75,8 +81,10 @@ LAYOUT_NAMES = ("Tencent / kijai (top-level Tencent names)", "Comfy-Org repackag
 
 
 def _find_prefix(keys: set[str], anchor: str) -> str | None:
-    for k in keys:
-        if k.endswith(anchor):
+    """The prefix before `anchor` (empty, or ending in a dot: FramePack's clean_x_embedder.proj.weight also
+    ends with the diffusers anchor)."""
+    for k in sorted(keys, key=len):
+        if k.endswith(anchor) and (len(k) == len(anchor) or k[-len(anchor) - 1] == "."):
             return k[: -len(anchor)]
     return None
 
