@@ -33,11 +33,12 @@ def vae_stage_plan(vae, latent_shape: tuple, spec: TileSpec, what: str, availabl
     return resolved, weights + tile_peak_bytes(model, resolved, what)
 
 
-def decode(vae, latent: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None) -> torch.Tensor:
-    """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1]."""
+def decode(vae, latent: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None,
+           clamp: bool = True) -> torch.Tensor:
+    """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1] (not clamped with clamp=False)."""
     latents.check_latent(vae.latent, latent, "decode latents made for this VAE's model family")
     check_finite(latent, "the latent to decode", "a sampler that failed numerically; " + CAUSES)
-    return check_finite(vae_codec.decode(vae.model, latent, spec, hooks), "the decoded frames",
+    return check_finite(vae_codec.decode(vae.model, latent, spec, hooks, clamp=clamp), "the decoded frames",
                         VAE_CAUSES)
 
 

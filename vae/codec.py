@@ -9,11 +9,11 @@ from .tiling import DEFAULT_TILES, Hooks, TileSpec, check_tiles, crop_for_encode
 
 
 def decode(vae, latents: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None,
-           budget_bytes: int | None = None) -> torch.Tensor:
-    """Raw latents [B, C, T, h, w] → IMAGE [B·F, H, W, 3] in [0, 1] (CPU, float32)."""
+           budget_bytes: int | None = None, clamp: bool = True) -> torch.Tensor:
+    """Raw latents [B, C, T, h, w] → IMAGE [B·F, H, W, 3] in [0, 1] (CPU, float32; unclamped with clamp=False)."""
     check_tiles(spec, vae.cfg.space_compression, vae.cfg.time_compression)
     spec = auto_tiles(vae, spec, tuple(latents.shape), budget_bytes, "decode")
-    return decode_tiled(vae, latents, spec, hooks)
+    return decode_tiled(vae, latents, spec, hooks, clamp)
 
 
 def encode(vae, frames: torch.Tensor, spec: TileSpec = DEFAULT_TILES, *, crop: bool = True, sample: bool = False,

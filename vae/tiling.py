@@ -106,8 +106,9 @@ def _grid(t: int, h: int, w: int, lt: int, ot: int, ls: int, os_: int):
 
 
 @torch.no_grad()
-def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = None) -> torch.Tensor:
-    """Raw latents [B, C, T, h, w] → IMAGE frames [B·F, s·h, s·w, 3] in [0, 1], float32 on the CPU."""
+def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = None, clamp: bool = True) -> torch.Tensor:
+    """Raw latents [B, C, T, h, w] → IMAGE frames [B·F, s·h, s·w, 3] in [0, 1], float32 on the CPU (not clamped
+    with clamp=False: for frames blended further, as a long video's sections are, before the clamp)."""
     cfg = vae.cfg
     hooks = hooks or Hooks()
     if z.dim() != 5 or z.shape[1] != cfg.latent_channels:
@@ -145,7 +146,8 @@ def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = Non
                     if hooks.progress:
                         hooks.progress(done, total)
         video /= (norm_t[:, None, None] * norm_y[None, :, None] * norm_x[None, None, :])[..., None]
-    return out.mul_(0.5).add_(0.5).clamp_(0, 1)
+    out.mul_(0.5).add_(0.5)
+    return out.clamp_(0, 1) if clamp else out
 
 
 @torch.no_grad()
