@@ -31,7 +31,7 @@ def test_matches_diffusers(files, layout, batch):
     want = reference_forward(reference, inputs)
     dit = load_dit(path, resident_blocks="all")
     try:
-        assert dit.model.cfg.framepack and dit.model.cfg.image_proj_dim == 40
+        assert dit.model.cfg.framepack and dit.model.cfg.image_proj_dim == 128
         got = our_forward(dit, inputs)
     finally:
         dit.close()
@@ -99,6 +99,6 @@ def test_a_call_without_the_history_is_refused(files):
         with pytest.raises(HyStreamError, match="FramePack sampler"):
             dit(inputs["x"], inputs["timestep"], inputs["txt"], inputs["txt_mask"], inputs["pooled"], inputs["guidance"])
         with pytest.raises(HyStreamError, match="SigLIP states"):
-            our_forward(dit, dict(inputs, image_embeds=torch.zeros(1, 5, 41)))
+            our_forward(dit, dict(inputs, image_embeds=torch.zeros(1, 5, 129)))
     finally:
         dit.close()

@@ -30,7 +30,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("framepack_world")
     transformer, vae = reference_model(), reference_vae()
     torch.manual_seed(3)
-    siglip = SiglipVisionModel(SiglipVisionConfig(hidden_size=40, intermediate_size=64, num_hidden_layers=2,
+    siglip = SiglipVisionModel(SiglipVisionConfig(hidden_size=128, intermediate_size=64, num_hidden_layers=2,
                                                   num_attention_heads=2, image_size=32, patch_size=8)).eval()
     # the reference's schedule: μ from the section's tokens, exponential time shift (FramePack's flux_time_shift)
     scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,

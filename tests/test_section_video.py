@@ -75,7 +75,7 @@ def long_run(folder: str, order: str = "inverted") -> dict:
         dit.to_device()
         with torch.inference_mode():
             for k, latents in sample_sections(dit, positive, None, torch.randn(1, 16, 1, 20, 20, generator=g),
-                                              torch.randn(1, 5, 40, generator=g), settings,
+                                              torch.randn(1, 5, 128, generator=g), settings,
                                               lambda d, x, s: pipeline.run_denoiser(dit, d, x, s, 160)):
                 longest = max(longest, latents.shape[2])
                 video.add(pipeline.decode(vae, latents, clamp=False))

@@ -10,7 +10,7 @@ import re
 import torch
 from safetensors.torch import save_file
 
-HIDDEN, HEADS, SIGLIP = 256, 2, 40
+HIDDEN, HEADS, SIGLIP = 256, 2, 128
 CONFIG = {"in_channels": 16, "out_channels": 16, "num_attention_heads": HEADS, "attention_head_dim": HIDDEN // HEADS,
               "num_layers": 2, "num_single_layers": 3, "num_refiner_layers": 2, "mlp_ratio": 4.0, "patch_size": 2, "patch_size_t": 1,
               "guidance_embeds": True, "text_embed_dim": 32, "pooled_projection_dim": 24, "has_image_proj": True,
