@@ -85,8 +85,8 @@ def text_stage() -> dict:
 
 def vision_stage() -> dict:
     """SigLIP so400m/14 at 384 px on the start image (fake tensors, bf16)."""
-    from hystream.families.hunyuan_video_15.vision import SiglipVision
-    from hystream.families.hunyuan_video_15.vision_loader import infer_siglip_config
+    from hystream.loaders.siglip_loader import infer_siglip_config
+    from hystream.models.siglip import SiglipVision
 
     shapes = {"embeddings.patch_embedding.weight": (1152, 3, 14, 14),
               "embeddings.position_embedding.weight": (729, 1152),

@@ -16,7 +16,7 @@ FAMILY_PACKAGES = {f"families.{d}" for d in os.listdir(os.path.join(ROOT, "famil
 FLOORS = [
     {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families"},  # leaves
     {"numerics", "families.base"},
-    {"offload", "models", "vae", "sampling"},
+    {"offload", "models", "vae", "sampling", "video_writer"},
     {"loaders"},
     FAMILY_PACKAGES,  # each family: the engine's building blocks, its own maths and files
     {"families.registry"},  # the one place that imports the families

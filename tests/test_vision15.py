@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import save_file
 
 from hystream.errors import CorruptFileError, InputError, StateDictError, WrongModelError
-from hystream.families.hunyuan_video_15 import vision_loader
 from hystream.families.hunyuan_video_15.demo_vision import (
     TINY_SIGLIP,
     comfy_state_dict,
@@ -22,8 +21,9 @@ from hystream.families.hunyuan_video_15.demo_vision import (
     write_comfy_siglip,
     write_hf_siglip,
 )
-from hystream.families.hunyuan_video_15.vision import fit_levels, fit_to_video, siglip_pixels
-from hystream.families.hunyuan_video_15.vision_loader import claims_vision, encode_start_image, load_siglip
+from hystream.loaders import siglip_loader as vision_loader
+from hystream.loaders.siglip_loader import claims_vision, encode_start_image, load_siglip
+from hystream.models.siglip import fit_levels, fit_to_video, siglip_pixels
 
 SIZE = TINY_SIGLIP["image_size"]
 LEVEL = 2 / 255  # one 8-bit level in SigLIP's normalised units ((x / 255 - 0.5) / 0.5)
@@ -200,7 +200,7 @@ def test_wrong_files_are_refused(world, tmp_path):
     others = foreign_files(tmp_path)
     with pytest.raises(WrongModelError) as info:
         load_siglip(others["llava"])
-    assert "HunyuanVideo 1.0's LLaVA tower, for HyStreamTextEncodeImage" in str(info.value)
+    assert "LLaVA's vision tower" in str(info.value) and "HyStreamTextEncodeImage" in str(info.value)
     assert "sigclip_vision_patch14_384.safetensors" in str(info.value)
     with pytest.raises(WrongModelError) as info:
         load_siglip(others["clip"])

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from .vision_loader import FILE, HEAD_DIM
+from ...loaders.siglip_loader import FILE, HEAD_DIM
 
 # width two heads of the real 72, 2 layers, 2 × 2 patches of 14: the real architecture at toy size
 TINY_SIGLIP = {"hidden_size": 2 * HEAD_DIM, "intermediate_size": 4 * HEAD_DIM, "num_hidden_layers": 2,

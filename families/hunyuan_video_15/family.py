@@ -74,12 +74,12 @@ class HunyuanVideo15(Family):
         return with_start_image(conditioning, image_latent, frames, vision_states)
 
     def fit_start_image(self, image, width: int, height: int):
-        from .vision import fit_to_video  # diffusers' resize-and-crop (Lanczos), as the reference pipeline
+        from ...models.siglip import fit_to_video  # diffusers' resize-and-crop (Lanczos), as the reference pipeline
 
         return fit_to_video(image, width, height)
 
     def start_image_states(self, vision_path: str, image, width: int, height: int, device="cpu"):
-        from .vision_loader import encode_start_image
+        from ...loaders.siglip_loader import encode_start_image
 
         return encode_start_image(vision_path, image, width, height, device)
 

@@ -1,4 +1,5 @@
-"""Load HunyuanVideo 1.5's SigLIP vision encoder from the files users have: ComfyUI's
+"""Load the SigLIP vision encoder (HunyuanVideo 1.5 I2V and FramePack take its view of the start image) from
+the files users have: ComfyUI's
 `clip_vision/sigclip_vision_patch14_384.safetensors` (HF names `vision_model.*`, any prefix; the pooling head
 `vision_model.head.*` stays in the file), an HF `SiglipVisionModel` folder (diffusers' `image_encoder/`, or the
 pipeline folder above it), or a full SigLIP checkpoint (its `text_model.*` is not read). The config comes from
@@ -14,13 +15,13 @@ import re
 
 import torch
 
-from ...errors import StateDictError, WrongModelError
-from ...loaders.checkpoint import open_checkpoint
-from ...loaders.dtypes import compute_dtype, dominant_float_dtype
-from ...loaders.key_check import check_tensors, key_prefix
-from ...loaders.model_kind import describe_model
-from ...models.shapes import shape_reader
-from .vision import SiglipVision
+from ..errors import StateDictError, WrongModelError
+from ..models.shapes import shape_reader
+from ..models.siglip import SiglipVision
+from .checkpoint import open_checkpoint
+from .dtypes import compute_dtype, dominant_float_dtype
+from .key_check import check_tensors, key_prefix
+from .model_kind import describe_model
 
 ANCHOR = "embeddings.patch_embedding.weight"
 FILE = "sigclip_vision_patch14_384.safetensors"
@@ -36,26 +37,17 @@ def _tower_prefix(keys) -> str | None:
 
 
 def claims_vision(keys) -> bool:
-    """A SigLIP vision tower: a patch embedding and a post-layernorm, no CLS token, no LLaVA projector."""
+    """A SigLIP vision tower: a patch embedding and a post-layernorm, no CLS token (CLIP towers, LLaVA's among
+    them, have one)."""
     keys = set(keys)
     prefix = _tower_prefix(keys)
     return (prefix is not None and prefix + "post_layernorm.weight" in keys
-            and prefix + "embeddings.class_embedding" not in keys
-            and not any(k.startswith("multi_modal_projector.") for k in keys))
+            and prefix + "embeddings.class_embedding" not in keys)
 
 
 def _refuse_other_models(keys: set[str], describe: str) -> None:
-    expected = f"a SigLIP vision model ({FILE})"
-    prefix = _tower_prefix(keys)
-    if prefix is None:
-        raise WrongModelError(expected, f"{describe_model(sorted(keys))} in {describe}", FIX)
-    if any("multi_modal_projector." in k for k in keys):
-        raise WrongModelError(expected, f"LLaVA's vision tower (CLIP ViT + multimodal projector) in {describe}",
-                              "that is HunyuanVideo 1.0's LLaVA tower, for HyStreamTextEncodeImage; HunyuanVideo 1.5 "
-                              f"takes {FILE}")
-    if prefix + "embeddings.class_embedding" in keys:
-        raise WrongModelError(expected, f"a CLIP vision model (class token, pre-layernorm: e.g. CLIP-L/14 or "
-                              f"clip_vision_h) in {describe}", FIX)
+    """Name what the file is instead (the catalogue in model_kind.py knows CLIP and LLaVA towers, text models)."""
+    raise WrongModelError(f"a SigLIP vision model ({FILE})", f"{describe_model(sorted(keys))} in {describe}", FIX)
 
 
 def _hf_config(path: str) -> dict:

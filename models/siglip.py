@@ -1,6 +1,6 @@
-"""HunyuanVideo 1.5's image-to-video vision encoder: SigLIP (FLUX.1-Redux's so400m-patch14-384, 27 layers, width
-1152) turns the start image into the DiT's `image_embeds` [1, 729, 1152] — `last_hidden_state`, post_layernorm
-applied; the pooling head is never built.
+"""The start image's SigLIP view, which HunyuanVideo 1.5 image-to-video and FramePack condition on: SigLIP
+(FLUX.1-Redux's so400m-patch14-384, 27 layers, width 1152) turns the start image into the DiT's `image_embeds`
+[1, 729, 1152] — `last_hidden_state`, post_layernorm applied; the pooling head is never built.
 
 The pixels are diffusers' HunyuanVideo15ImageToVideoPipeline's: the start image is fitted to the video size
 (scaled to cover it with Lanczos, centre-cropped: `VideoProcessor.resize(..., resize_mode="crop")` on the PIL
@@ -17,7 +17,7 @@ import numbers
 import torch
 from torch import nn
 
-from ...errors import InputError, NonFiniteError
+from ..errors import InputError, NonFiniteError
 
 SIGLIP_MEAN = SIGLIP_STD = 0.5  # FLUX.1-Redux's feature_extractor (preprocessor_config.json)
 
