@@ -204,6 +204,15 @@ class Family(ABC):
         (None: the engine's centre crop and antialiased resize, video_stages.fit_image)."""
         return
 
+    def section_sampler(self, dit):
+        """The sampling.long_video.SectionSampler for a DiT that samples long videos section by section; refused
+        for one that does not."""
+        from ..errors import InputError
+
+        raise InputError("a DiT trained to sample long videos section by section (FramePack, FramePack-F1)",
+                         f"{self.title}'s {type(dit.model).__name__}",
+                         "load a FramePack DiT (FramePackI2V_HY), or use HyStreamSampler for this one")
+
     def start_image_states(self, vision_path: str, image, width: int, height: int, device="cpu"):
         """The start image's vision states for the DiT (None: this family's DiT takes none beside the latent)."""
         return

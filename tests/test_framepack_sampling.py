@@ -11,11 +11,10 @@ SigLIP states (tests/test_siglip.py compares our SigLIP with transformers')."""
 import pytest
 import torch
 
-from hystream import pipeline
-from hystream.families.hunyuan_video.framepack import FramePackSettings, sample_sections
+from hystream import long_video, pipeline
 from hystream.families.hunyuan_video.vae import SCALING_FACTOR
 from hystream.loading import load_dit, load_vae
-from hystream.sampling.section_video import SectionVideo
+from hystream.sampling.long_video import LongVideoSettings
 from tiny_framepack import reference_model, save_layout
 from tiny_vae import reference_vae, save_vae
 
@@ -66,24 +65,22 @@ def reference(world, order, window, frames, seed, cfg=1.0, output="latent"):
 
 
 def ours(world, order, window, frames, seed, cfg=1.0, resident=None, decode=True):
-    settings = FramePackSettings(frames=frames, window=window, steps=STEPS, embedded_guidance=10.0, cfg=cfg, seed=seed,
+    settings = LongVideoSettings(frames=frames, window=window, steps=STEPS, embedded_guidance=10.0, cfg=cfg, seed=seed,
                                  order=order)
     positive = [[world["states"], {"pooled_output": world["pooled"], "attention_mask": world["mask"]}]]
     negative = [[world["neg_states"], {"pooled_output": world["neg_pooled"]}]] if cfg > 1 else None
     dit = load_dit(world["dit"], resident_blocks=resident)
     vae = load_vae(world["vae"]) if decode else None
     sections, frames_out = [], []
-    video = SectionVideo(settings.overlap_frames, frames_out.append, backwards=order == "inverted")
+
+    def decode(latents):
+        sections.append(latents * SCALING_FACTOR)
+        return pipeline.decode(vae, latents, clamp=False) if vae is not None else latents.new_zeros(1, 8, 12, 3)
+
     try:
-        dit.to_device()
-        for _, latents in sample_sections(dit, positive, negative, world["start"] / SCALING_FACTOR, world["embeds"],
-                                          settings, lambda d, x, s: pipeline.run_denoiser(dit, d, x, s, HEIGHT)):
-            sections.append(latents * SCALING_FACTOR)
-            if vae is not None:
-                video.add(pipeline.decode(vae, latents, clamp=False))
-        count = video.finish() if vae is not None else 0
+        count = long_video.sample_long_video(dit, positive, negative, world["start"] / SCALING_FACTOR,
+                                             world["embeds"], settings, decode, frames_out.append)
     finally:
-        video.close()
         dit.close()
     return sections, (torch.cat(frames_out) if frames_out else None), count
 
@@ -121,12 +118,12 @@ def test_streamed_equals_resident(world):
 
 @pytest.mark.parametrize("order", ["inverted", "forward"])
 def test_the_history_kept_is_what_a_section_reads_not_the_video(order):
-    from hystream.families.hunyuan_video.framepack import HISTORY, SectionHistory
+    from hystream.families.hunyuan_video.framepack import HISTORY, SectionHistory, section_count
 
-    settings = FramePackSettings(frames=400, window=2, order=order)
+    settings = LongVideoSettings(frames=400, window=2, order=order)
     history = SectionHistory(settings, torch.zeros(1, 16, 1, 4, 4))
-    for k in range(settings.sections):
+    for k in range(section_count(settings)):
         packed = history.packed(k)
         assert packed.clean.shape[2] == 1 + HISTORY[order][0 if order == "inverted" else 2]
         history.add(k, torch.full((1, 16, 2, 4, 4), float(k)))
-    assert settings.sections == 80 and history.latents.shape[2] == max(sum(HISTORY[order]), 2 * 2 + 1)
+    assert section_count(settings) == 80 and history.latents.shape[2] == max(sum(HISTORY[order]), 2 * 2 + 1)

@@ -68,6 +68,13 @@ class HunyuanVideo(Family):
 
         return HunyuanDenoiser(dit, positive, negative, latent, settings)
 
+    def section_sampler(self, dit):
+        if not dit.model.cfg.framepack:
+            return super().section_sampler(dit)
+        from .framepack import SECTIONS
+
+        return SECTIONS
+
     def dropped_frames(self, dit) -> int:
         return i2v.DROPPED_FRAMES if dit.model.cfg.image_condition == "latent_concat" else 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,50 +20,23 @@ import torch
 from ...errors import InputError
 from ...sampling.denoiser import Denoiser
 from ...sampling.euler import cfg_combine
+from ...sampling.long_video import LongVideoSettings, SectionSampler
 from .conditioning import read_conditioning
 from .framepack_dit import PackedHistory
 from .vae import SCALING_FACTOR
 
-ORDERS = ("inverted", "forward")
 HISTORY = {"inverted": (1, 2, 16), "forward": (16, 2, 1)}  # latent frames at 1x, 2x, 4x (4x, 2x, 1x forward)
 FPS = 30  # FramePack's frame rate: lengths in seconds are frames at 30 fps
+TIME = 4  # video frames per latent frame
 SHIFT = {"base_seq": 256, "max_seq": 4096, "base_shift": 0.5, "max_shift": 1.15, "exp_max": 7.0}
 
 
-@dataclass(frozen=True)
-class FramePackSettings:
-    frames: int  # video frames asked (the last section may round them up; the result keeps 4k + 1)
-    window: int = 9  # latent frames per section (FramePack's latent_window_size)
-    steps: int = 25
-    embedded_guidance: float = 10.0
-    cfg: float = 1.0  # true CFG with the negative prompt (1 = off, as FramePack runs)
-    seed: int = 0
-    order: str = "inverted"
-
-    def __post_init__(self):
-        if self.order not in ORDERS:
-            raise InputError(f"a FramePack sampling order: {' or '.join(ORDERS)}", repr(self.order),
-                             "inverted for FramePack (FramePackI2V_HY), forward for FramePack-F1")
-        if self.frames < 1 or self.window < 1 or self.steps < 1:
-            raise InputError("frames, window and steps ≥ 1", f"frames {self.frames}, window {self.window}, "
-                             f"steps {self.steps}", "FramePack's defaults: window 9, 25 steps")
-
-    @property
-    def window_frames(self) -> int:
-        return (self.window - 1) * 4 + 1
-
-    @property
-    def sections(self) -> int:
-        return max(1, (self.frames + self.window_frames - 1) // self.window_frames)
-
-    @property
-    def overlap_frames(self) -> int:
-        """Decoded frames two neighbouring sections blend over."""
-        return self.window_frames
+def window_frames(settings: LongVideoSettings) -> int:
+    return (settings.window - 1) * TIME + 1
 
 
-def frames_for_seconds(seconds: float) -> int:
-    return max(1, round(seconds * FPS))
+def section_count(settings: LongVideoSettings) -> int:
+    return max(1, (settings.frames + window_frames(settings) - 1) // window_frames(settings))
 
 
 def section_sigmas(steps: int, tokens: int) -> torch.Tensor:
@@ -89,7 +61,7 @@ class SectionHistory:
     """The latents a section reads (the packed history) and gives the VAE (itself and its neighbour), kept
     bounded: the reference's history_latents, trimmed to what is read."""
 
-    def __init__(self, settings: FramePackSettings, start: torch.Tensor):
+    def __init__(self, settings: LongVideoSettings, start: torch.Tensor):
         self.s, self.start = settings, start  # start: the image's latent, model space [B, C, 1, H, W]
         b, c, _, h, w = start.shape
         self.latents = torch.zeros(b, c, sum(HISTORY[settings.order]), h, w)
@@ -101,7 +73,7 @@ class SectionHistory:
     def packed(self, k: int) -> PackedHistory:
         s, sizes = self.s, HISTORY[self.s.order]
         if s.order == "inverted":
-            pad = latent_paddings(s.sections)[k] * s.window
+            pad = latent_paddings(section_count(s))[k] * s.window
             prefix, _, noisy, i1, i2, i4 = torch.arange(1 + pad + s.window + sum(sizes)).split([1, pad, s.window, *sizes])
             h1, h2, h4 = self.latents[:, :, :sum(sizes)].split(list(sizes), 2)
         else:
@@ -111,7 +83,7 @@ class SectionHistory:
 
     def add(self, k: int, latents: torch.Tensor) -> torch.Tensor:
         """Record section k's latents; returns the latents to decode for it (with its neighbour's)."""
-        last = k == self.s.sections - 1
+        last = k == section_count(self.s) - 1
         if self.s.order == "inverted":
             if last:
                 latents = torch.cat([self.start, latents], 2)
@@ -130,7 +102,7 @@ class FramePackDenoiser(Denoiser):
     """One section's DiT calls: the prompt (and true CFG's negative), embedded guidance, the start image's
     SigLIP states and the section's packed history."""
 
-    def __init__(self, dit, positive, negative, image_embeds: torch.Tensor, settings: FramePackSettings):
+    def __init__(self, dit, positive, negative, image_embeds: torch.Tensor, settings: LongVideoSettings):
         self.dit, self.cfg = dit, settings.cfg
         self.pos = read_conditioning(positive, "positive")
         self.neg = read_conditioning(negative, "negative") if (negative is not None and settings.cfg > 1.0) else None
@@ -165,21 +137,52 @@ class FramePackDenoiser(Denoiser):
 
 
 def sample_sections(dit, positive, negative, start_latent: torch.Tensor, image_embeds: torch.Tensor,
-                    settings: FramePackSettings, run: Callable) -> Iterator[tuple[int, torch.Tensor]]:
+                    settings: LongVideoSettings, run: Callable) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (section, raw latents to decode for it) one section at a time. `start_latent`: the start image's
     raw VAE latent [1, 16, 1, H, W]; `run(denoiser, x, sigmas)`: one streamed Euler run (pipeline.run_denoiser
     with the caller's hooks)."""
-    if start_latent.dim() != 5 or start_latent.shape[:3] != (1, 16, 1):
+    if start_latent.dim() != 5 or tuple(start_latent.shape[:3]) != (1, 16, 1):
         raise InputError("the start image's latent [1, 16, 1, H/8, W/8]", f"shape {list(start_latent.shape)}",
                          "encode one image with the HunyuanVideo VAE")
+    if image_embeds.dim() != 3 or image_embeds.shape[-1] != dit.model.cfg.image_proj_dim:
+        raise InputError(f"the start image's SigLIP states [1, N, {dit.model.cfg.image_proj_dim}]",
+                         f"shape {list(image_embeds.shape)}", "encode the start image with " + VISION_FILE)
     start = start_latent.float().cpu() * SCALING_FACTOR
     history = SectionHistory(settings, start)
     denoiser = FramePackDenoiser(dit, positive, negative, image_embeds, settings)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     _, c, _, h, w = start.shape
     sigmas = section_sigmas(settings.steps, settings.window * h * w / 4)
-    for k in range(settings.sections):
+    for k in range(section_count(settings)):
         denoiser.history = history.packed(k)
         noise = torch.randn((1, c, settings.window, h, w), generator=generator, dtype=torch.float32)
         latents = run(denoiser, noise, sigmas)
         yield k, history.add(k, latents) / SCALING_FACTOR
+
+
+class FramePackSections(SectionSampler):
+    """The family's SectionSampler for FramePack and FramePack-F1 DiTs (families/base.py: section_sampler)."""
+
+    fps = FPS
+    defaults = LongVideoSettings(frames=5 * FPS)
+
+    def sections(self, settings: LongVideoSettings) -> int:
+        return section_count(settings)
+
+    def overlap_frames(self, settings: LongVideoSettings) -> int:
+        return window_frames(settings)  # a section is decoded with its neighbour: they share that many frames
+
+    def backwards(self, settings: LongVideoSettings) -> bool:
+        return settings.order == "inverted"
+
+    def image_states(self, vision_path, image, width, height, device):
+        from ...loaders.siglip_loader import encode_start_image
+
+        return encode_start_image(vision_path, image, width, height, device)
+
+    def sample(self, dit, positive, negative, start_latent, image_states, settings, run):
+        return sample_sections(dit, positive, negative, start_latent, image_states, settings, run)
+
+
+VISION_FILE = "SigLIP (sigclip_vision_patch14_384.safetensors in models/clip_vision)"
+SECTIONS = FramePackSections()
