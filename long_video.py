@@ -24,7 +24,7 @@ def sample_long_video(dit, positive, negative, start_latent: torch.Tensor, image
                       settings: LongVideoSettings, decode: Callable[[torch.Tensor], torch.Tensor],
                       sink: Callable[[torch.Tensor], None], *, loras=(), step_cache=None, on_step=None,
                       on_section: Callable[[int, int], None] | None = None, interrupt=None,
-                      spill_dir: str | None = None) -> int:
+                      spill_dir: str | None = None, spill_as: torch.dtype = torch.float16) -> int:
     """Sample every section, `decode(raw latents)` each (unclamped frames [F, H, W, 3]), cross-fade it into the
     video and hand the finished frames to `sink` in display order. Returns the video's frame count. The DiT's
     fixed parts are on the device only while a section samples; `decode` owns the VAE's device time."""
@@ -43,7 +43,7 @@ def sample_long_video(dit, positive, negative, start_latent: torch.Tensor, image
             dit.release_device()
 
     video = SectionVideo(sampler.overlap_frames(settings), sink, backwards=sampler.backwards(settings),
-                         spill_dir=spill_dir)
+                         spill_dir=spill_dir, spill_as=spill_as)
     try:
         for k, latents in sampler.sample(dit, positive, negative, start_latent, image_states, settings, run):
             video.add(decode(latents))

@@ -6,6 +6,7 @@ NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 if HOST_AVAILABLE:
+    from .framepack import HyStreamFramePackSampler
     from .image_to_video import HyStreamImageToVideo
     from .latent_nodes import HyStreamEmptyLatentVideo
     from .loader_nodes import HyStreamDiTLoader, HyStreamLoRA, HyStreamTextEncoderLoader, HyStreamVAELoader
@@ -22,6 +23,7 @@ if HOST_AVAILABLE:
         HyStreamVAEEncode: "HyStream VAE Encode", HyStreamSaveVideo: "HyStream Save Video",
         HyStreamLoadVideo: "HyStream Load Video", HyStreamImageToVideo: "HyStream Image To Video",
         HyStreamTextEncodeImage: "HyStream Text Encode (Image)", HyStreamEmptyLatentVideo: "HyStream Empty Latent Video",
+        HyStreamFramePackSampler: "HyStream FramePack Sampler",
     }
     NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
     NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in _NODES.items()}

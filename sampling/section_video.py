@@ -30,8 +30,10 @@ class SectionVideo:
     receives clamped frames in display order; `backwards`: each section precedes the previous one."""
 
     def __init__(self, overlap: int, sink: Callable[[torch.Tensor], None], backwards: bool = False,
-                 spill_dir: str | None = None):
-        self.overlap, self.sink, self.backwards = max(0, int(overlap)), sink, backwards
+                 spill_dir: str | None = None, spill_as: torch.dtype = torch.float16):
+        """spill_as: how a backwards video's final frames wait on disk — float16 (within 2.5e-4 of the frames),
+        or uint8 (8-bit levels: exactly what an mp4 writer makes of them, a quarter of float32's disk)."""
+        self.overlap, self.sink, self.backwards, self.spill_as = max(0, int(overlap)), sink, backwards, spill_as
         self.pending: torch.Tensor | None = None  # frames a later section may still change (its edge)
         self.frames = 0  # frames final so far (emitted or spilled)
         self._spill = tempfile.mkdtemp(prefix="hystream-sections-", dir=spill_dir) if backwards else None
@@ -61,10 +63,15 @@ class SectionVideo:
         self.frames += final.shape[0]
         if self.backwards:
             path = os.path.join(self._spill, f"{len(self._spilled):05d}.pt")
-            torch.save(final.clamp(0, 1).contiguous(), path)
+            final = final.clamp(0, 1)
+            torch.save((final * 255).round().to(torch.uint8) if self.spill_as == torch.uint8 else final.to(self.spill_as), path)
             self._spilled.append(path)
         else:
             self.sink(final.clamp(0, 1))
+
+    def _load(self, path: str) -> torch.Tensor:
+        part = torch.load(path)
+        return part.float() / 255 if part.dtype == torch.uint8 else part.float()
 
     def total(self) -> int:
         return self.frames + (self.pending.shape[0] if self.pending is not None else 0)
@@ -76,7 +83,7 @@ class SectionVideo:
         try:
             if self.backwards:
                 left = keep
-                for part in [self.pending, *(torch.load(p) for p in reversed(self._spilled))]:
+                for part in [self.pending, *(self._load(p) for p in reversed(self._spilled))]:
                     if part is None or left <= 0:
                         continue
                     self.sink(part[:left].clamp(0, 1))

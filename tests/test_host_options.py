@@ -25,12 +25,14 @@ from tiny_dit import save_layout
 
 SMALL = {"EmptyHunyuanLatentVideo": {"width": 64, "height": 48, "length": 5}, "HyStreamSampler": {"steps": 2},
          "HyStreamImageToVideo": {"width": 64, "height": 48, "length": 5},
-         "HyStreamEmptyLatentVideo": {"width": 64, "height": 48, "length": 5}}
+         "HyStreamEmptyLatentVideo": {"width": 64, "height": 48, "length": 5},
+         "HyStreamFramePackSampler": {"width": 64, "height": 48, "seconds": 0.1, "window": 2, "steps": 1}}
 # Where each node lives in the example workflows (API ids)
 HOME = {"HyStreamLoRA": ("hunyuan_t2v_lora_lowvram", "9"), "HyStreamLoadVideo": ("hunyuan_v2v_lowvram", "10"),
         "HyStreamVAEEncode": ("hunyuan_v2v_lowvram", "11"), "HyStreamStepCache": ("hunyuan_t2v_stepcache_lowvram", "13"),
         "HyStreamImageToVideo": ("hunyuan_i2v_lowvram", "12"), "HyStreamTextEncodeImage": ("hunyuan_i2v_lowvram", "4"),
-        "HyStreamEmptyLatentVideo": ("hunyuan15_t2v_lowvram", "5")}
+        "HyStreamEmptyLatentVideo": ("hunyuan15_t2v_lowvram", "5"),
+        "HyStreamFramePackSampler": ("hunyuan_framepack_lowvram", "6")}
 T2V_IDS = {"HyStreamDiTLoader": "1", "HyStreamTextEncoderLoader": "2", "HyStreamVAELoader": "3",
            "HyStreamTextEncode": "4", "HyStreamSampler": "6", "HyStreamVAEDecode": "7", "HyStreamSaveVideo": "8"}
 # an overlap is at most half its tile: the largest overlap is run with the largest tile
@@ -89,7 +91,8 @@ def variants(comfy_host, tmp_path_factory):
                           "hunyuan_lora_diffusers.safetensors"},
             "video": {"input_video.mp4", "second_clip.mp4"}, "vision_name": {"llava_llama3_vision.safetensors"},
             # the 1.0 I2V workflow: its DiT takes no SigLIP states (1.5's do: test_host15)
-            "HyStreamImageToVideo.vision_name": {"none"}}
+            "HyStreamImageToVideo.vision_name": {"none"},
+            "HyStreamFramePackSampler.vision_name": {"sigclip_vision_patch14_384.safetensors"}}
     return dits, good
 
 

@@ -34,6 +34,19 @@ def reference_model(seed: int = 0):
     return model
 
 
+def reference_model_of(cfg):
+    """diffusers' FramePack transformer shaped as our DiTConfig `cfg` says (weights left to the caller)."""
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    return HunyuanVideoFramepackTransformer3DModel(
+        in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_attention_heads=cfg.heads,
+        attention_head_dim=cfg.head_dim, num_layers=cfg.depth_double, num_single_layers=cfg.depth_single,
+        num_refiner_layers=cfg.depth_refiner, mlp_ratio=cfg.mlp_hidden / cfg.hidden, patch_size=cfg.patch[1],
+        patch_size_t=cfg.patch[0], guidance_embeds=cfg.guidance_embed, text_embed_dim=cfg.text_dim,
+        pooled_projection_dim=cfg.pooled_dim, has_image_proj=True, image_proj_dim=cfg.image_proj_dim,
+        has_clean_x_embedder=True).eval()
+
+
 def save_layout(model, layout: str, folder: str) -> tuple[str, object]:
     """Write the model's weights as users have them. Returns (the path a user picks, the reference model that
     computes what the file holds: for fp8, the same model with the fp8-rounded block weights)."""

@@ -192,8 +192,11 @@ def write_comfy_lora(folder: str, cfg: DiTConfig = TINY_DIT, rank: int = 4, seed
 
 def build_models(root: str) -> dict[str, str]:
     """All tiny models, as ComfyUI's models/ folders hold them (tokenizers beside the text encoders).
-    Returns {"dit" | "i2v_dit" | "llm" | "clip" | "vae" | "lora" | "vision": path, "models": root}."""
+    Returns {"dit" | "i2v_dit" | "framepack_dit" | "framepack_f1_dit" | "llm" | "clip" | "vae" | "lora" | "vision":
+    path, "models": root}. FramePack's SigLIP is the one HunyuanVideo 1.5's demo writes (clip_vision/)."""
     from ...loaders.tokenizer_files import load_clip_tokenizer, load_fast_tokenizer
+    from .demo_framepack import F1_FILE, write_framepack_dit
+    from .demo_framepack import FILE as FRAMEPACK_FILE
 
     te_dir = os.path.join(root, "text_encoders")
     write_tiny_llama_tokenizer(te_dir)
@@ -203,6 +206,8 @@ def build_models(root: str) -> dict[str, str]:
         "dit": write_comfy_dit(os.path.join(root, FILES["dit"][0])),
         "i2v_dit": write_comfy_dit(os.path.join(root, FILES["i2v_dit"][0]), dataclasses.replace(TINY_DIT, in_channels=33),
                                    seed=1, name=FILES["i2v_dit"][1]),
+        "framepack_dit": write_framepack_dit(os.path.join(root, FRAMEPACK_FILE[0]), TINY_DIT),
+        "framepack_f1_dit": write_framepack_dit(os.path.join(root, F1_FILE[0]), TINY_DIT, seed=8, name=F1_FILE[1]),
         "llm": write_comfy_llava(te_dir, len(llama_tok)),
         "clip": write_clip_l(te_dir, len(clip_tok), clip_tok.eos_token_id, clip_tok.bos_token_id),
         "vae": write_comfy_vae(os.path.join(root, FILES["vae"][0])),
