@@ -89,6 +89,13 @@ def check_generate(args, loras):
         if path and not os.path.exists(path):
             raise InputError("existing files", f"no file at {path!r}", "check the paths")
     apply_preset(args)
+    if args.framepack:
+        family, cfg = read_dit_config(args.dit)
+        if not family.samples_sections(cfg):
+            raise family.not_sectioned(f"DiT at {args.dit}")
+        if not args.image or not args.vision:
+            raise InputError("--image (the start image) and --vision (SigLIP: sigclip_vision_patch14_384.safetensors) "
+                             "with --framepack", f"--image {args.image!r}, --vision {args.vision!r}", "add both")
     if not args.input_video:  # the DiT's family (from its header) says which sizes its VAE and patches take
         pipeline.check_video_size(args.width, args.height, args.frames, read_dit_config(args.dit)[0])
     if args.tokenizer_dir and not os.path.isdir(args.tokenizer_dir):
@@ -209,6 +216,8 @@ def cmd_generate(args) -> dict:
         del te
         between_stages(device)
 
+    if args.framepack:
+        return generate_framepack(args, positive, negative, start_image, device, report, tiles)
     vae = load_vae(args.vae, device)
     if args.input_video:
         frames, _ = read_video(args.input_video, max_frames=args.frames)  # then cropped to 4k+1, sides % 16
@@ -275,6 +284,48 @@ def cmd_generate(args) -> dict:
     report.print()
     return {"command": "generate", "out": out, "frames": video.shape[0], "width": video.shape[2],
             "height": video.shape[1], "device": str(device), "loras": lora_notes, "stages": report.stages}
+
+
+def generate_framepack(args, positive, negative, start_image, device, report, tiles) -> dict:
+    """--framepack: a long video section by section (long_video.py), each section decoded and written to the
+    mp4 as soon as it is sampled."""
+    from . import long_video, pipeline
+    from .loading import load_dit, load_vae
+    from .video_writer import Mp4Writer
+
+    vae = load_vae(args.vae, device)
+    dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
+                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype, reserve_bytes=int(args.reserve_vram * GIB))
+    try:
+        sampler = long_video.section_sampler(dit)
+        order = args.order if args.order != "auto" else (
+            "forward" if "f1" in os.path.basename(os.path.normpath(args.dit)).lower().replace("-", "_").split("_")
+            else "inverted")
+        settings = long_video.LongVideoSettings(long_video.frames_for_seconds(args.seconds, sampler.fps), args.window,
+                                                args.steps, args.guidance, args.cfg, args.seed, order)
+        with report.stage("image encode"):
+            start = pipeline.encode_start_image(vae, start_image, args.width, args.height, tiles)
+            vae.release_device()
+            states = sampler.image_states(args.vision, start_image, args.width, args.height, device)
+        total = sampler.sections(settings)
+        with report.stage("sample + decode", dit.streamer) as entry, \
+                Mp4Writer(args.out, args.width, args.height, sampler.fps, args.crf) as writer:
+            bar, done = tqdm_bar(total * args.steps, f"{total} sections"), [0]
+            frames = long_video.sample_long_video(
+                dit, positive, negative, start, states, settings, long_video.decoder(vae, tiles), writer.write,
+                on_step=lambda s: _tick(bar, done[0] * args.steps + s.index + 1, total * args.steps),
+                on_section=lambda k, n: done.__setitem__(0, k))
+            bar.close()
+            entry.update(sections=total, order=order)
+    finally:
+        dit.close()
+        vae.close()
+        between_stages(device)
+    print(f"wrote {writer.path}: {frames} frames of {args.width}x{args.height} at {sampler.fps:g} fps "
+          f"({total} sections, {order})")
+    report.print()
+    return {"command": "generate", "out": writer.path, "frames": frames, "width": args.width, "height": args.height,
+            "device": str(device), "sections": total, "order": order, "stages": report.stages}
 
 
 def between_stages(device) -> None:
@@ -494,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tile-overlap", type=int, default=t.overlap, help="VAE spatial tile overlap in pixels")
     g.add_argument("--temporal-tile", type=int, default=t.temporal, help="VAE temporal tile in frames (0 = automatic)")
     g.add_argument("--temporal-overlap", type=int, default=t.temporal_overlap, help="VAE temporal tile overlap in frames")
+    g.add_argument("--framepack", action="store_true", help="a long video from --image with a FramePack DiT, section "
+                   "by section (needs --vision: SigLIP); its length is --seconds at 30 fps")
+    g.add_argument("--seconds", type=float, default=5.0, help="--framepack: the video's length in seconds")
+    g.add_argument("--window", type=int, default=9, help="--framepack: latent frames per section")
+    g.add_argument("--order", default="auto", choices=("auto", "inverted", "forward"),
+                   help="--framepack: auto = forward for FramePack-F1 files (F1 in the name), else inverted")
     g.add_argument("--fps", type=float, default=24.0, help="frames per second of the mp4")
     g.add_argument("--crf", type=int, default=19, help="H.264 quality, 0-51 (lower is better and bigger)")
     g.add_argument("--out", default="out.mp4", help="the mp4 to write (a report is written beside it)")

@@ -204,13 +204,20 @@ class Family(ABC):
         (None: the engine's centre crop and antialiased resize, video_stages.fit_image)."""
         return
 
+    def samples_sections(self, dit_cfg) -> bool:
+        """Whether a DiT of this config samples long videos section by section (section_sampler)."""
+        return False
+
     def section_sampler(self, dit):
         """The sampling.long_video.SectionSampler for a DiT that samples long videos section by section; refused
         for one that does not."""
+        raise self.not_sectioned(type(dit.model).__name__)
+
+    def not_sectioned(self, what: str):
         from ..errors import InputError
 
-        raise InputError("a DiT trained to sample long videos section by section (FramePack, FramePack-F1)",
-                         f"{self.title}'s {type(dit.model).__name__}",
+        return InputError("a DiT trained to sample long videos section by section (FramePack, FramePack-F1)",
+                         f"{self.title}'s {what}",
                          "load a FramePack DiT (FramePackI2V_HY), or use HyStreamSampler for this one")
 
     def start_image_states(self, vision_path: str, image, width: int, height: int, device="cpu"):

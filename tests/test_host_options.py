@@ -145,6 +145,8 @@ def graph_for(node: str, name: str, value, label: str):
             wf["5"]["inputs"]["length"] = 9
     if (node, name, label) == ("HyStreamSampler", "steps", "max"):
         wf["6"]["inputs"]["denoise"] = MAX_STEPS_DENOISE
+    if (node, name, label) == ("HyStreamFramePackSampler", "seconds", "max"):  # 3600 frames: 28 sections, not 720,
+        wf[node_id]["inputs"].update(window=33, width=16, height=16)  # at the smallest size the VAE decodes quickly
     if (node, name, label) in LATENT_ONLY:
         del wf["6"], wf["7"], wf["19"]
         wf["8"] = {"class_type": "SaveLatent", "inputs": {"samples": [node_id, LATENT_ONLY[node, name, label]],

@@ -68,6 +68,15 @@ class HunyuanVideo(Family):
 
         return HunyuanDenoiser(dit, positive, negative, latent, settings)
 
+    def sampler_preset(self, dit_name: str, dit_cfg):
+        if getattr(dit_cfg, "framepack", False):  # FramePack's demo: 25 steps, distilled guidance 10, no CFG
+            return "FramePack", SamplerDefaults(steps=25, flow_shift=self.defaults.flow_shift, embedded_guidance=10.0,
+                                                cfg=1.0)
+        return super().sampler_preset(dit_name, dit_cfg)
+
+    def samples_sections(self, dit_cfg) -> bool:
+        return bool(getattr(dit_cfg, "framepack", False))
+
     def section_sampler(self, dit):
         if not dit.model.cfg.framepack:
             return super().section_sampler(dit)
@@ -89,6 +98,8 @@ class HunyuanVideo(Family):
         from ...errors import InputError
         from .vision_loader import has_vision_tower
 
+        if dit_cfg.framepack:  # its start image enters as a latent and SigLIP states, not in the prompt
+            return None, 0
         variant = dit_cfg.image_condition or "token_replace"
         if variant == "concat":
             return None, 0
