@@ -6,7 +6,7 @@ of example_workflows/api/ with the frontend's own `loadApiJson`, lays it out, an
 frontend exports (`graphToPrompt().workflow`) as example_workflows/<name>.json plus a <name>.jpg
 thumbnail. Every widget value is therefore one the frontend accepted for its widget.
 
-    .venv/bin/python scripts/export_ui_workflows.py        (needs: apt install chromium; pip install playwright)
+    .venv/bin/python scripts/export_ui_workflows.py [NAME ...]   (needs: apt install chromium; pip install playwright)
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ TITLES = {"hunyuan_t2v_lowvram": "HyStream: HunyuanVideo text-to-video (low VRAM
           "hunyuan_t2v_stepcache_lowvram": "HyStream: HunyuanVideo text-to-video + step cache (TeaCache, low VRAM)",
           "hunyuan_i2v_lowvram": "HyStream: HunyuanVideo image-to-video (HunyuanVideo-I2V / SkyReels-I2V, low VRAM)",
           "hunyuan15_t2v_lowvram": "HyStream: HunyuanVideo 1.5 text-to-video (480p, low VRAM)",
-          "hunyuan15_i2v_lowvram": "HyStream: HunyuanVideo 1.5 image-to-video (480p, SigLIP, low VRAM)"}
+          "hunyuan15_i2v_lowvram": "HyStream: HunyuanVideo 1.5 image-to-video (480p, SigLIP, low VRAM)",
+          "hunyuan_framepack_lowvram": "HyStream: FramePack long video from a start image (section by section, low VRAM)"}
 
 
 def start_host(root: str) -> ComfyHost:
@@ -121,7 +122,10 @@ def main() -> None:
     host = start_host(root)
     try:
         with sync_playwright() as p:
+            only = set(sys.argv[1:])  # names to export (default: all)
             for file in sorted(os.listdir(api_dir)):
+                if only and file[: -len(".api.json")] not in only:
+                    continue
                 # a fresh page each: the frontend keeps the last workflow's previews by node id
                 browser, page = open_frontend(p, host.url)
                 name = file[: -len(".api.json")]
