@@ -33,9 +33,13 @@ FILES = {  # the names ComfyUI's example workflows (and ours) use
 
 
 def random_dit_state_dict(cfg: DiTConfig = TINY_DIT, seed: int = 0, dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
-    """Tencent-named weights: norms near 1, matrices scaled by 1/sqrt(fan-in)."""
+    """Tencent-named weights (FramePack's extra parts too, for a FramePack config): norms near 1, matrices scaled
+    by 1/sqrt(fan-in)."""
+    from .framepack_dit import FramePackDiT
+
     with torch.device("meta"):
-        names = [(n, tuple(p.shape)) for n, p in HunyuanVideoDiT(cfg).named_parameters()]
+        model = FramePackDiT(cfg) if cfg.framepack else HunyuanVideoDiT(cfg)
+        names = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for name, shape in names:

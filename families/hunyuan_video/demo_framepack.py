@@ -10,7 +10,7 @@ import torch
 
 from ...loaders.siglip_loader import HEAD_DIM
 from .config import DiTConfig
-from .framepack_dit import FramePackDiT
+from .demo import random_dit_state_dict
 from .keys import DIFFUSERS_TO_TENCENT, SWAPPED
 
 SIGLIP_WIDTH = 2 * HEAD_DIM  # the demo SigLIP's width (two heads of the real 72)
@@ -20,19 +20,6 @@ F1_FILE = ("diffusion_models", "FramePack_F1_I2V_HY_20250503_bf16.safetensors")
 
 def framepack_config(base: DiTConfig) -> DiTConfig:
     return dataclasses.replace(base, image_proj_dim=SIGLIP_WIDTH)
-
-
-def random_framepack_state_dict(cfg: DiTConfig, seed: int = 0, dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
-    """Our (Tencent) names: norms near 1, matrices scaled by 1/sqrt(fan-in), small biases."""
-    with torch.device("meta"):
-        names = [(n, tuple(p.shape)) for n, p in FramePackDiT(cfg).named_parameters()]
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, shape in names:
-        t = torch.randn(shape, generator=g)
-        t = 1 + 0.1 * t if "norm" in name else (t / t[0].numel() ** 0.5 if len(shape) > 1 else 0.05 * t)
-        sd[name] = t.to(dtype).contiguous()
-    return sd
 
 
 def to_diffusers(sd: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
@@ -66,5 +53,5 @@ def write_framepack_dit(folder: str, base: DiTConfig, seed: int = 7, name: str =
     cfg = framepack_config(base)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    save_file(to_diffusers(random_framepack_state_dict(cfg, seed), cfg), path)
+    save_file(to_diffusers(random_dit_state_dict(cfg, seed), cfg), path)
     return path
