@@ -1,0 +1,50 @@
+"""`generate --framepack`: a long video section by section, each section decoded and written as it is sampled."""
+
+from __future__ import annotations
+
+import os
+
+from ..sizes import GIB
+from .report import _tick, between_stages, tqdm_bar
+
+
+def generate_framepack(args, positive, negative, start_image, device, report, tiles) -> dict:
+    """--framepack: a long video section by section (long_video.py), each section decoded and written to the
+    mp4 as soon as it is sampled."""
+    from .. import long_video, pipeline
+    from ..loading import load_dit, load_vae
+    from ..video_writer import Mp4Writer
+
+    vae = load_vae(args.vae, device)
+    dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
+                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype, reserve_bytes=int(args.reserve_vram * GIB))
+    try:
+        sampler = long_video.section_sampler(dit)
+        order = args.order if args.order != "auto" else (
+            "forward" if "f1" in os.path.basename(os.path.normpath(args.dit)).lower().replace("-", "_").split("_")
+            else "inverted")
+        settings = long_video.LongVideoSettings(long_video.frames_for_seconds(args.seconds, sampler.fps), args.window,
+                                                args.steps, args.guidance, args.cfg, args.seed, order)
+        with report.stage("image encode"):
+            start = pipeline.encode_start_image(vae, start_image, args.width, args.height, tiles)
+            vae.release_device()
+            states = sampler.image_states(args.vision, start_image, args.width, args.height, device)
+        total = sampler.sections(settings)
+        with report.stage("sample + decode", dit.streamer) as entry, \
+                Mp4Writer(args.out, args.width, args.height, sampler.fps, args.crf) as writer:
+            bar, done = tqdm_bar(total * args.steps, f"{total} sections"), [0]
+            frames = long_video.sample_long_video(
+                dit, positive, negative, start, states, settings, long_video.decoder(vae, tiles), writer.write,
+                on_step=lambda s: _tick(bar, done[0] * args.steps + s.index + 1, total * args.steps),
+                on_section=lambda k, n: done.__setitem__(0, k))
+            bar.close()
+            entry.update(sections=total, order=order)
+    finally:
+        dit.close()
+        vae.close()
+        between_stages(device)
+    print(f"wrote {writer.path}: {frames} frames of {args.width}x{args.height} at {sampler.fps:g} fps "
+          f"({total} sections, {order})")
+    report.print()
+    return {"command": "generate", "out": writer.path, "frames": frames, "width": args.width, "height": args.height,
+            "device": str(device), "sections": total, "order": order, "stages": report.stages}
