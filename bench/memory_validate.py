@@ -65,8 +65,8 @@ def worker(name: str) -> None:
         cos = make(n_img, 128, dtype=torch.float32, device=device)
         sin = make(n_img, 128, dtype=torch.float32, device=device)
         if kind == "double":
-            return (img, txt, vec, cos, sin), {"key_mask": None, "chunk": chunk}
-        return (torch.cat((img, txt), 1), vec, cos, sin, n_img), {"key_mask": None, "chunk": chunk}
+            return (img, txt, vec, cos, sin), {"attend": None, "chunk": chunk}
+        return (torch.cat((img, txt), 1), vec, cos, sin, n_img), {"attend": None, "chunk": chunk}
 
     def measured(block, args, kwargs):
         lb = LiveBytes(round_to=1)

@@ -14,10 +14,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..memory_probe import sdpa_kernel
 from .layers import Linear
 from .lean import auto_chunk
 from .rope import GridRope, grid_rope
+from .sequence import WholeSequence
 
 MIN_CHUNK = 64  # smallest query chunk choose_chunk tries
 
@@ -41,6 +43,8 @@ class StreamedDiT(nn.Module):
         self.step_cache = None  # a sampling run's step-cache policy (sampling/step_cache.py), or None
         self.sdpa_capability: tuple[int, int] | None = None  # the GPU's, for the attention kernel (None: ask it)
         self._rope: dict = {}  # (grid, device) → (cos, sin) on the device, for the run's steps
+        self.sequence_group = None  # the ranks sharing each forward's image tokens (parallel/), None: this device alone
+        self.last_split: WholeSequence | None = None  # how the last forward's image tokens lay (for reports)
 
     # -- what a family's DiT says about itself ---------------------------------------------------------
     @property
@@ -60,6 +64,22 @@ class StreamedDiT(nn.Module):
         """Tokens the latent [B, C, T, H, W] becomes (after patching)."""
         pt, ph, pw = self.cfg.patch
         return (x_shape[2] // pt) * (x_shape[3] // ph) * (x_shape[4] // pw)
+
+    # -- sequence parallelism ----------------------------------------------------------------------------
+    def spread_over(self, group) -> None:
+        """Share every forward's image tokens with the ranks of `group` (a parallel.group.SequenceGroup; None:
+        this device alone). Ulysses hands each rank H/N heads: the heads must divide by the ranks."""
+        if group is not None and group.world > 1 and self.cfg.heads % group.world:
+            raise InputError(f"a number of GPUs that divides the model's {self.cfg.heads} attention heads "
+                             "(sequence parallelism hands each GPU an equal share of them)",
+                             f"{group.world} GPUs", f"use one of {[n for n in range(2, 9) if self.cfg.heads % n == 0]}")
+        self.sequence_group = group if group is not None and group.world > 1 else None
+
+    def token_split(self, n_tokens: int) -> WholeSequence:
+        """How this forward's n image tokens lie over the ranks (one rank: all here)."""
+        group = self.sequence_group
+        self.last_split = WholeSequence(n_tokens) if group is None else group.token_split(n_tokens)
+        return self.last_split
 
     # -- RoPE, cached for a run ------------------------------------------------------------------------
     def rope(self, grid: tuple[int, int, int]) -> tuple[GridRope, GridRope]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import lean
-from .attention import attention
+from .attention import JointAttention
 from .layers import MLP, LayerNorm, Linear, Modulation, RMSNorm, common, gated, gelu_tanh, modulate
 from .parts import PartedBlock
 from .rope import apply_rope
@@ -56,12 +56,12 @@ class DoubleStreamBlock(PartedBlock):
         mods = self.txt_mod(common(vec))
         return mods, self._qkv("txt", txt, mods[0], mods[1])
 
-    def _image_attention(self, img, vec, cos, sin, text_qkv, key_mask):
+    def _image_attention(self, img, vec, cos, sin, text_qkv, attend: JointAttention):
         mods = self.img_mod(vec)
         iq, ik, iv = self._qkv("img", img, mods[0], mods[1])
         iq, ik = apply_rope(iq, cos, sin), apply_rope(ik, cos, sin)
         tq, tk, tv = text_qkv
-        attn = attention(torch.cat((iq, tq), 1), torch.cat((ik, tk), 1), torch.cat((iv, tv), 1), key_mask)
+        attn = attend.joint(iq, tq, *attend.keys_values(torch.cat((ik, tk), 1), torch.cat((iv, tv), 1)))
         n_img = img.shape[1]
         return mods, img + gated(self.img_attn_proj(attn[:, :n_img]), mods[2]), attn[:, n_img:]
 
@@ -71,14 +71,16 @@ class DoubleStreamBlock(PartedBlock):
     def _text_out(self, txt, attn, mods):
         return self._mlp("txt", txt + gated(self.txt_attn_proj(attn), mods[2]), mods)
 
-    def forward(self, img, txt, vec, cos, sin, key_mask=None, chunk: int | None = None):
+    def forward(self, img, txt, vec, cos, sin, attend: JointAttention | None = None, chunk: int | None = None):
         """chunk: tokens per chunk for the lean path (models/lean.py); None = the plain path. vec may be
-        FirstTokens (token replace): then the first image tokens get their own modulation, the text never."""
+        FirstTokens (token replace): then the first image tokens get their own modulation, the text never.
+        attend: how the image and text tokens meet (a key mask, ranks sharing the image tokens)."""
+        attend = attend or JointAttention()
         if chunk:
-            return lean.double_block(self, img, txt, vec, cos, sin, key_mask, chunk)
+            return lean.double_block(self, img, txt, vec, cos, sin, attend, chunk)
         text_in, image_attention, img_mlp, text_out = self.parts
         t_mods, text_qkv = text_in(self._text_in, txt, vec)
-        i_mods, img, t_attn = image_attention(self._image_attention, img, vec, cos, sin, text_qkv, key_mask)
+        i_mods, img, t_attn = image_attention(self._image_attention, img, vec, cos, sin, text_qkv, attend)
         del text_qkv
         img = img_mlp(self._mlp, "img", img, i_mods)
         txt = text_out(self._text_out, txt, t_attn, t_mods)
@@ -99,14 +101,15 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(head_dim)
         self.linear2 = Linear(hidden + mlp_hidden, hidden)
 
-    def forward(self, x, vec, cos, sin, n_img: int, key_mask=None, chunk: int | None = None):
+    def forward(self, x, vec, cos, sin, n_img: int, attend: JointAttention | None = None, chunk: int | None = None):
+        attend = attend or JointAttention()
         if chunk:
-            return lean.single_block(self, x, vec, cos, sin, n_img, key_mask, chunk)
+            return lean.single_block(self, x, vec, cos, sin, n_img, attend, chunk)
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(modulate(self.pre_norm(x), shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
         q, k, v = split_heads(qkv, self.heads)
         q, k = self.q_norm(q), self.k_norm(k)
         q = torch.cat((apply_rope(q[:, :n_img], cos, sin), q[:, n_img:]), 1)
         k = torch.cat((apply_rope(k[:, :n_img], cos, sin), k[:, n_img:]), 1)
-        attn = attention(q, k, v, key_mask)
+        attn = attend.joint(q[:, :n_img], q[:, n_img:], *attend.keys_values(k, v))
         return x + gated(self.linear2(torch.cat((attn, gelu_tanh(mlp)), -1)), gate)

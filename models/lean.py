@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import attention
+from .attention import JointAttention
 from .layers import Linear, common, gated, modulate
 from .rope import apply_rope
 
@@ -101,18 +101,19 @@ def _text_in(block, txt, vec, k, v, n_img, chunk):
     return mods, q
 
 
-def _image_attention(block, img, vec, cos, sin, k, v, text_q, key_mask, chunk):
+def _image_attention(block, img, vec, cos, sin, k, v, text_q, attend: JointAttention, chunk):
     """The image's keys and values, then its queries chunk by chunk against all keys, projected into the
     residual; the text's attention output (projected later, with the text's own weights)."""
     hidden, dt, n_img = img.shape[-1], img.dtype, img.shape[1]
     mods, norm_mod = _side(block, "img", vec)
     qkv = block.img_attn_qkv
     fill_keys_values(k, v, img, 0, norm_mod, qkv, hidden, block.img_attn_k_norm, block.heads, cos, sin, n_img, chunk)
+    k, v = attend.keys_values(k, v)
     for a, b in chunks(n_img, chunk):  # weights taken per chunk: stored bf16 ones are views, others upcast here
         q = _queries(block, "img", img, norm_mod, weights(qkv, dt, 0, hidden), a, b, cos, sin, n_img)
-        img[:, a:b] += gated(F.linear(attention(q, k, v, key_mask), *weights(block.img_attn_proj, dt)), mods[2], a)
+        img[:, a:b] += gated(F.linear(attend.image(q, k, v, a), *weights(block.img_attn_proj, dt)), mods[2], a)
         del q
-    text_attn = torch.cat([attention(text_q[:, a:b], k, v, key_mask) for a, b in chunks(text_q.shape[1], chunk)], 1)
+    text_attn = torch.cat([attend.context(text_q[:, a:b], k, v) for a, b in chunks(text_q.shape[1], chunk)], 1)
     return mods, text_attn
 
 
@@ -149,7 +150,7 @@ def _text_out(block, txt, text_attn, mods, chunk):
     return _mlp(block, "txt", txt, mods, chunk)
 
 
-def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
+def double_block(block, img, txt, vec, cos, sin, attend: JointAttention, chunk):
     """The double block in its four streamed parts (dit_blocks.DoubleStreamBlock.PARTS): the keys and values
     of both streams are the only [N, hidden] tensors alive beside the residual."""
     heads, hidden = block.heads, img.shape[-1]
@@ -158,14 +159,14 @@ def double_block(block, img, txt, vec, cos, sin, key_mask, chunk):
     k = torch.empty(img.shape[0], n_img + txt.shape[1], heads, hidden // heads, dtype=img.dtype, device=img.device)
     v = torch.empty_like(k)
     t_mods, text_q = text_in(_text_in, block, txt, vec, k, v, n_img, chunk)
-    i_mods, text_attn = image_attention(_image_attention, block, img, vec, cos, sin, k, v, text_q, key_mask, chunk)
+    i_mods, text_attn = image_attention(_image_attention, block, img, vec, cos, sin, k, v, text_q, attend, chunk)
     del k, v, text_q
     img_mlp(_mlp, block, "img", img, i_mods, chunk)
     text_out(_text_out, block, txt, text_attn, t_mods, chunk)
     return img, txt
 
 
-def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
+def single_block(block, x, vec, cos, sin, n_img, attend: JointAttention, chunk):
     heads, dt, hidden = block.heads, x.dtype, block.hidden
     shift, scale, gate = block.modulation(vec)
 
@@ -175,12 +176,15 @@ def single_block(block, x, vec, cos, sin, n_img, key_mask, chunk):
     k = torch.empty(x.shape[0], x.shape[1], heads, hidden // heads, dtype=dt, device=x.device)
     v = torch.empty_like(k)
     fill_keys_values(k, v, x, 0, norm_mod, block.linear1, hidden, block.k_norm, heads, cos, sin, n_img, chunk)
+    k, v = attend.keys_values(k, v)
     width = block.linear1.out_features - 3 * hidden  # the MLP's hidden units
     for a, b in chunks(x.shape[1], chunk):
         xm = norm_mod(x[:, a:b], a)
         q = rope_part(block.q_norm(project(xm, weights(block.linear1, dt, 0, hidden), heads)), cos, sin, a, n_img)
-        out = F.linear(attention(q, k, v, key_mask), block.linear2.compute_weight(dt, cols=(0, hidden)))
-        del q
+        m = min(max(n_img - a, 0), b - a)  # the chunk's image queries come first, its text ones after
+        att = attend.joint(q[:, :m], q[:, m:], k, v, a)
+        out = F.linear(att, block.linear2.compute_weight(dt, cols=(0, hidden)))
+        del att, q
         out += mlp_pieces(xm, block.linear1, 3 * hidden, block.linear2, hidden, width, dt,
                           block.linear2.compute_bias(dt))
         x[:, a:b] += gated(out, gate, a)

@@ -44,8 +44,8 @@ def grid_rope(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: floa
 
 
 def apply_rope(x: torch.Tensor, cos, sin) -> torch.Tensor:
-    """Rotate x [B, L, H, D] by cos/sin [L, D] (tensors or GridRope); math in fp32, result in x's dtype."""
-    if isinstance(cos, GridRope):  # the plain path: the whole table
+    """Rotate x [B, L, H, D] by cos/sin [L, D] (tensors or row views like GridRope); math in fp32, result in x's dtype."""
+    if not torch.is_tensor(cos):  # the plain path: the whole table (a GridRope, a rank's rows of one)
         cos, sin = cos[:], sin[:]
     pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)

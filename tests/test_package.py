@@ -17,7 +17,7 @@ FLOORS = [
     {"errors", "sizes", "memory_probe", "comfy_server", "quant", "families"},  # leaves
     {"numerics", "families.base"},
     {"offload", "models", "vae", "sampling", "video_writer"},
-    {"loaders"},
+    {"loaders", "parallel"},
     FAMILY_PACKAGES,  # each family: the engine's building blocks, its own maths and files
     {"families.registry"},  # the one place that imports the families
     {"loading", "video_stages", "video_io"},

@@ -118,7 +118,8 @@ class HunyuanVideoDiT(DualStreamDiT):
 
         img, (cos, sin), start = self.image_input(x, grid, context)
         n_img = img.shape[1]
-        chunk = (self.chunk_tokens or auto_chunk(n_img + txt.shape[1])) if self.lean else None
+        split = self.token_split(n_img)  # this rank's share of the image tokens (all of them on one device)
+        chunk = (self.chunk_tokens or auto_chunk(-(-n_img // split.world) + txt.shape[1])) if self.lean else None
         cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
         if cache is not None:
             skipped = cache.before_blocks(img, probe=lambda img=img: self.first_block_modulated_input(img, blocks_vec))
@@ -127,13 +128,16 @@ class HunyuanVideoDiT(DualStreamDiT):
         txt, txt_mask = self.context_input(self.txt_in(txt, timestep, txt_mask), txt_mask, context)
         if txt_mask is not None:
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
+        attend = split.attention(key_mask)
         img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
+        img, (cos, sin), blocks_vec = split.local(img), split.local_rope(cos, sin), split.local_vec(blocks_vec)
+        n_local = img.shape[1]
 
         for k, block in enumerate(self.double_blocks):
-            before = img.clone() if k == 0 and cache is not None and cache.pauses_after_first_block else None
-            img, txt = block(img, txt, blocks_vec, cos, sin, key_mask, chunk=chunk)
-            if before is not None:  # First-Block Cache decides here
-                skipped = cache.after_first_block(before, img)
+            before = split.gather(img.clone()) if k == 0 and cache is not None and cache.pauses_after_first_block else None
+            img, txt = block(img, txt, blocks_vec, cos, sin, attend, chunk=chunk)
+            if before is not None:  # First-Block Cache decides here, on the whole sequence
+                skipped = cache.after_first_block(before, split.gather(img))
                 del before
                 if skipped is not None:
                     del img, txt
@@ -141,12 +145,14 @@ class HunyuanVideoDiT(DualStreamDiT):
         tokens = torch.cat((img, txt), 1)
         del img, txt
         for block in self.single_blocks:
-            tokens = block(tokens, blocks_vec, cos, sin, n_img, key_mask, chunk=chunk)
-        if cache is not None:
-            cache.after_blocks(img_in, tokens[:, :n_img])
-            del img_in
-        out = self.final(tokens, vec, n_img, chunk, start)
+            tokens = block(tokens, blocks_vec, cos, sin, n_local, attend, chunk=chunk)
+        img = split.gather(tokens[:, :n_local])
         del tokens
+        if cache is not None:
+            cache.after_blocks(img_in, img)
+            del img_in
+        out = self.final(img, vec, n_img, chunk, start)
+        del img
         return self.unpatchify(out, grid, x.shape)
 
     def image_input(self, x: torch.Tensor, grid: tuple, context: dict):

@@ -158,9 +158,10 @@ class HunyuanVideo15DiT(DualStreamDiT):
             vec = vec + self.time_r_in(r, dt)
         img = self.img_in(x.to(dev, dt))
         n_img = img.shape[1]
+        split = self.token_split(n_img)  # this rank's share of the image tokens (all of them on one device)
         cache = self.step_cache
         ctx_tokens = txt.shape[1] + (glyph.shape[1] if glyph is not None else 0) + (image.shape[1] if image is not None else 0)
-        chunk = (self.chunk_tokens or auto_chunk(n_img + ctx_tokens)) if self.lean else None
+        chunk = (self.chunk_tokens or auto_chunk(-(-n_img // split.world) + ctx_tokens)) if self.lean else None
         if cache is not None:
             skipped = cache.before_blocks(img, probe=lambda img=img: self.first_block_modulated_input(img, vec))
             if skipped is not None:
@@ -168,18 +169,21 @@ class HunyuanVideo15DiT(DualStreamDiT):
         context, ctx_mask = self._context(txt, txt_mask, glyph, glyph_mask, image, timestep, dt, batch)
         key_mask = None if ctx_mask is None else torch.cat(
             (torch.ones(batch, n_img, dtype=torch.bool, device=dev), ctx_mask), 1)
-        cos, sin = self.rope(grid)
+        attend = split.attention(key_mask)
+        cos, sin = split.local_rope(*self.rope(grid))
         img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
+        img = split.local(img)
         for k, block in enumerate(self.double_blocks):
-            before = img.clone() if k == 0 and cache is not None and cache.pauses_after_first_block else None
-            img, context = block(img, context, vec, cos, sin, key_mask, chunk=chunk)
-            if before is not None:  # First-Block Cache decides here
-                skipped = cache.after_first_block(before, img)
+            before = split.gather(img.clone()) if k == 0 and cache is not None and cache.pauses_after_first_block else None
+            img, context = block(img, context, vec, cos, sin, attend, chunk=chunk)
+            if before is not None:  # First-Block Cache decides here, on the whole sequence
+                skipped = cache.after_first_block(before, split.gather(img))
                 del before
                 if skipped is not None:
                     del img, context
                     return self.unpatchify(self.final(skipped, vec, n_img, chunk), grid, x.shape)
         del context
+        img = split.gather(img)
         if cache is not None:
             cache.after_blocks(img_in, img)
             del img_in

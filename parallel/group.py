@@ -1,0 +1,100 @@
+"""The ranks one sampling run is spread over: a torch.distributed process group (started from torchrun's
+environment or by the ComfyUI node's workers) and the few collectives the engine asks of it."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """backend: "auto" (nccl for CUDA devices, gloo for the CPU), "nccl" or "gloo"; timeout_s: a rank that
+    stops answering fails the run after this long instead of hanging it."""
+    backend: str = "auto"
+    timeout_s: float = 600.0
+
+    def backend_for(self, device: torch.device) -> str:
+        backend = self.backend if self.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+        available = {"nccl": dist.is_nccl_available, "gloo": dist.is_gloo_available}
+        if backend not in available:
+            raise InputError("a torch.distributed backend nccl or gloo", repr(backend), "pass nccl (GPUs) or gloo (CPU)")
+        if not available[backend]():
+            raise InputError(f"the {backend} backend of torch.distributed", "this PyTorch build has none",
+                             "install a PyTorch with NCCL for several GPUs (or run on one GPU)")
+        if backend == "gloo" and device.type == "cuda":
+            raise InputError("a CPU device with the gloo backend", "a CUDA device",
+                             "use the nccl backend for GPUs (the default)")
+        return backend
+
+
+class SequenceGroup:
+    """This process's place among the ranks (rank, world) and the collectives over `group` (None: the
+    default group)."""
+
+    def __init__(self, group=None):
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world = dist.get_world_size(group)
+        self.backend = dist.get_backend(group)
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def token_split(self, n_tokens: int):
+        """This rank's share of a forward's n image tokens (parallel/shards.py)."""
+        from .shards import TokenShards
+
+        return TokenShards(self, n_tokens)
+
+    def _on_wire(self, t: torch.Tensor) -> torch.Tensor:
+        return t.cpu() if self.backend == "gloo" else t
+
+    def decide(self, flag: bool, device: torch.device) -> bool:
+        """Rank 0's flag, on every rank (a step cache's skip decision: all ranks skip the same steps)."""
+        t = self._on_wire(torch.tensor([int(flag)], device=device))
+        dist.broadcast(t, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group)
+        return bool(t.item())
+
+    def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Every rank's `x` (equal shapes), concatenated along `dim` in rank order."""
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous(), group=self.group)
+        return torch.cat(parts, dim)
+
+    def same_everywhere(self, x: torch.Tensor) -> torch.Tensor:
+        """Rank 0's `x` on every rank (inputs the ranks must share: noise, conditioning)."""
+        x = x.contiguous()
+        dist.broadcast(x, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group)
+        return x
+
+
+def launched_ranks() -> int:
+    """How many ranks torchrun (or our workers) started this process among: WORLD_SIZE, 1 when alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start_group(settings: GroupSettings, device: torch.device) -> SequenceGroup:
+    """Join the ranks torchrun started (its RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT environment)."""
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise InputError("torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)",
+                         f"{', '.join(missing)} missing",
+                         "launch with torchrun --nproc-per-node N -m hystream generate …")
+    if not dist.is_initialized():
+        dist.init_process_group(settings.backend_for(device), init_method="env://",
+                                timeout=datetime.timedelta(seconds=settings.timeout_s))
+    return SequenceGroup()
+
+
+def close_group() -> None:
+    """Tear the default group down (always: a leaked group keeps its sockets and threads)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
