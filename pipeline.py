@@ -101,9 +101,10 @@ def run_denoiser(dit, denoiser, x: torch.Tensor, sigmas: torch.Tensor, height: i
     """One streamed Euler run of `denoiser` from `x` (model space) over `sigmas`: the LoRAs attached, the
     step cache (for a video `height` pixels high) wired to the streamer, one streaming session, every step's
     output checked. A sampler that runs several (a long video's sections) calls it once per run."""
-    model, streamer = dit.model, dit.streamer
+    model, streamer, group = dit.model, dit.streamer, dit.model.sequence_group
     cache = make_step_cache(step_cache, len(sigmas) - 1, height, dit.family.caches,
-                            on_decided=streamer.resume, on_skip_rest=streamer.end_pass)
+                            on_decided=streamer.resume, on_skip_rest=streamer.end_pass,
+                            agree=(lambda skip: group.decide(skip, model.device)) if group is not None else None)
     per_step: list[int] = []  # bytes streamed in each step (prefetch of the next step's first blocks included)
 
     def velocity(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -70,15 +70,18 @@ class StepCache(ABC):
     transient: ClassVar[int] = 1  # image-stream clones a forward makes (the blocks update the stream in place)
 
     def __init__(self, settings: StepCacheSettings, steps: int, constants: CacheConstants, height: int, *,
-                 on_decided: Callable[[], None] | None = None, on_skip_rest: Callable[[], None] | None = None):
+                 on_decided: Callable[[], None] | None = None, on_skip_rest: Callable[[], None] | None = None,
+                 agree: Callable[[bool], bool] | None = None):
         """`constants`: the family's calibrations (a method that needs one it lacks raises InputError);
-        `height`: the video's, in pixels (MagCache picks its calibration by it)."""
+        `height`: the video's, in pixels (MagCache picks its calibration by it); `agree`: with ranks sharing
+        the forward, rank 0's skip decision for every rank (all skip the same steps and the same transfers)."""
         if not settings.active:
             raise ValueError(f"{settings} skips nothing: no cache object is made for it (make_step_cache returns None)")
         self.settings = settings
         self.steps = steps
         self.on_decided = on_decided  # the pass decided to compute (after a pause)
         self.on_skip_rest = on_skip_rest  # the pass skips its remaining blocks (after a pause)
+        self.agree = agree
         self.passes: dict[str, PassState] = {}
         self.state: PassState | None = None
 
@@ -122,6 +125,10 @@ class StepCache(ABC):
         if i == 0 or i == self.steps - 1 or i < first or i >= last:
             return False
         return not (s.max_skips and self.state.skips_in_a_row >= s.max_skips)
+
+    def decided(self, skip: bool) -> bool:
+        """The skip decision every rank follows (this one's when alone)."""
+        return self.agree(skip) if self.agree is not None else skip
 
     def end_step(self, computed: bool) -> None:
         st = self.state

@@ -97,3 +97,22 @@ def test_the_window_and_the_run_of_skips_are_every_methods(method, start, end, m
     assert decisions == want
     assert all(torch.equal(o, torch.full((1, 4, 8), 4.0)) for o in outs)  # the cached residual, added
     assert "".join(calls) == (want if method == "first_block" else "")  # the streamer's hooks: after a pause only
+
+
+@pytest.mark.parametrize("method", ["teacache", "first_block", "mag_cache"])
+def test_every_method_follows_the_decision_the_ranks_agree_on(method):
+    """Sequence parallelism: each rank asks `agree` (rank 0's decision) and follows it, whatever its own says."""
+    from hystream.families.hunyuan_video.caches import CACHE_CONSTANTS
+    from hystream.sampling.step_caches import make_step_cache
+
+    asked = []
+
+    def rank0_computes(skip: bool) -> bool:
+        asked.append(skip)
+        return False
+
+    settings = StepCacheSettings(method, 100.0, 0.0, 1.0, 0, mag_ratios=(1.0,) * STEPS)  # alone: "CssssssssssC"
+    cache = make_step_cache(settings, STEPS, 720, CACHE_CONSTANTS, agree=rank0_computes)
+    drive(cache, STEPS)
+    assert "".join("C" if d else "s" for d in cache.summary()["decisions"]["positive"]) == "C" * STEPS
+    assert asked.count(True) == STEPS - 2  # its own decision was asked for on every step

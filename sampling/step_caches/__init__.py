@@ -20,10 +20,12 @@ METHODS: dict[str, type[StepCache]] = {"teacache": TeaCache, "first_block": Firs
 
 def make_step_cache(settings: StepCacheSettings | None, steps: int, height: int, constants: CacheConstants, *,
                     on_decided: Callable[[], None] | None = None,
-                    on_skip_rest: Callable[[], None] | None = None) -> StepCache | None:
+                    on_skip_rest: Callable[[], None] | None = None,
+                    agree: Callable[[bool], bool] | None = None) -> StepCache | None:
     """The cache for one sampling run of `steps` steps at `height` pixels, with the model family's
     `constants`; None when off (no settings, method "off" or threshold 0: the run is exactly uncached).
-    `on_decided` / `on_skip_rest`: the streamer's hooks for a cache that pauses it after the first block."""
+    `on_decided` / `on_skip_rest`: the streamer's hooks for a cache that pauses it after the first block;
+    `agree`: rank 0's decision for every rank (sequence parallelism)."""
     if settings is None or settings.method == "off":
         return None
     if settings.method not in METHODS:
@@ -32,4 +34,4 @@ def make_step_cache(settings: StepCacheSettings | None, steps: int, height: int,
     if not settings.active:
         return None
     return METHODS[settings.method](settings, steps, constants, height, on_decided=on_decided,
-                                    on_skip_rest=on_skip_rest)
+                                    on_skip_rest=on_skip_rest, agree=agree)

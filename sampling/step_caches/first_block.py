@@ -37,7 +37,7 @@ class FirstBlockCache(StepCache):
         else:
             diff = (residual - st.previous).abs().mean() / st.previous.abs().mean()
             skip = bool(diff.item() <= self.settings.threshold)
-        if skip and st.residual is not None:
+        if self.decided(skip) and st.residual is not None:
             self.end_step(False)
             if self.on_skip_rest is not None:
                 self.on_skip_rest()

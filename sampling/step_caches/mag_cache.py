@@ -45,7 +45,7 @@ class MagCache(StepCache):
         self.ratios = nearest_interp(ratios, steps)
 
     def before_blocks(self, img: torch.Tensor, probe: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        return self.skipped(img) if self._skip() else None
+        return self.skipped(img) if self.decided(self._skip()) else None
 
     def _skip(self) -> bool:
         st, i = self.state, self.state.step

@@ -43,7 +43,7 @@ class TeaCache(StepCache):
         self.coefficients = tuple(constants.teacache_coefficients)
 
     def before_blocks(self, img: torch.Tensor, probe: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        return self.skipped(img) if self._skip(probe()) else None
+        return self.skipped(img) if self.decided(self._skip(probe())) else None
 
     def _skip(self, modulated: torch.Tensor) -> bool:
         st = self.state
