@@ -72,6 +72,7 @@ def cmd_generate(args) -> dict:
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
                    vram_budget_gb=args.vram_budget, compute=args.compute_dtype,
                    reserve_bytes=int(args.reserve_vram * GIB))
+    dit.model.spread_over(args.group)  # torchrun: the ranks share each forward's image tokens
     lora_notes = []
     try:
         attached = tuple((load_lora(p, dit.model), s) for p, s in loras)
@@ -90,6 +91,8 @@ def cmd_generate(args) -> dict:
             bar.close()
             if plan := dit.streamer.describe_plan():
                 entry["plan"] = plan
+            if args.group is not None and (split := dit.model.last_split) is not None:
+                entry["ranks"] = {"ranks": args.group.world, "image_tokens": split.n_tokens, "per_rank": split.share}
             report_ = dit.step_cache_report
             if report_.get("method") != "off":
                 entry["step_cache"] = {"method": report_["method"], "threshold": report_["threshold"],
@@ -101,6 +104,9 @@ def cmd_generate(args) -> dict:
         del dit
         between_stages(device)
 
+    if args.group is not None and not args.group.leader:  # rank 0 decodes and writes
+        vae.close()
+        return {"command": "generate", "rank": args.group.rank, "stages": report.stages}
     vae.to_device()
     with report.stage("decode"):
         bar = tqdm_bar(1, "VAE decode")

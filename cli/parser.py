@@ -110,14 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=24.0, help="frames per second of the mp4")
     g.add_argument("--crf", type=int, default=19, help="H.264 quality, 0-51 (lower is better and bigger)")
     g.add_argument("--out", default="out.mp4", help="the mp4 to write (a report is written beside it)")
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=cmd_generate, command_name="generate")
 
     dm = command("demo", "tiny random models through the real ComfyUI (or headless)")
     dm.add_argument("--out", default="hystream_demo", help="folder for the models, the mp4 and the report")
     dm.add_argument("--prompt", default="A red fox trots through fresh snow in a birch forest at sunrise.",
                     help="the prompt queued in the example workflow")
     dm.add_argument("--headless", action="store_true", help="skip ComfyUI even when one is found")
-    dm.set_defaults(func=cmd_demo)
+    dm.set_defaults(func=cmd_demo, command_name="demo")
 
     pl = command("plan", "how much VRAM each stage needs at a size, and the settings that fit")
     pl.add_argument("--width", type=int, default=848, help="video width in pixels")
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--prefetch", type=int, default=1, help="blocks copying ahead of the compute")
     pl.add_argument("--compute-capability", type=float, help="the GPU's CUDA compute capability, e.g. 7.5 (RTX 20xx, "
                                                              "T4), 8.6 (RTX 30xx), 8.9 (RTX 40xx); default: 8.0 or newer")
-    pl.set_defaults(func=cmd_plan)
+    pl.set_defaults(func=cmd_plan, command_name="plan")
 
     s = command("smoke", "tiny random DiT: streamed vs resident, through the real loader")
     s.add_argument("--out", help="folder for the random checkpoint (default: a temp folder)")
@@ -139,5 +139,5 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=128, help="video width in pixels")
     s.add_argument("--height", type=int, default=96, help="video height in pixels")
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    s.set_defaults(func=cmd_smoke)
+    s.set_defaults(func=cmd_smoke, command_name="smoke")
     return p

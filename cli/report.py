@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 
@@ -47,7 +48,8 @@ class Report:
 def tqdm_bar(total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step" if desc == "sampling" else "it", leave=True)
+    quiet = os.environ.get("RANK", "0") != "0"  # torchrun: rank 0's bars only
+    return tqdm(total=total, desc=desc, unit="step" if desc == "sampling" else "it", leave=True, disable=quiet)
 
 
 def between_stages(device) -> None:

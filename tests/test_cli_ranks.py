@@ -1,0 +1,62 @@
+"""`torchrun --nproc-per-node 2 -m hystream generate …` on CPU ranks (gloo, 127.0.0.1): the ranks share the DiT's
+tokens and rank 0 writes the video, frame for frame the one-process video (its latents are bit-identical, so
+decode and encode are too); what torchrun cannot share is refused by name."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hystream.families.hunyuan_video.demo import build_models
+from hystream.video_io import read_video
+from ranks import free_port
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # one thread per rank, as torchrun sets
+
+
+def launch(ranks: int, *args):
+    runner = [sys.executable, "-m", "hystream"] if ranks == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(ranks),
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "hystream"]
+    return subprocess.run([*runner, *args], capture_output=True, text=True, env=ENV, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return build_models(str(tmp_path_factory.mktemp("ranks_models")))
+
+
+def generate(models, out, *flags):
+    return ("generate", "--dit", models["dit"], "--llm", models["llm"], "--clip", models["clip"], "--vae", models["vae"],
+            "--prompt", "a fox in the snow", "--width", "64", "--height", "48", "--frames", "9", "--steps", "3",
+            "--device", "cpu", *flags, "--out", str(out))
+
+
+@pytest.mark.parametrize("flags", [(), ("--cfg", "3", "--negative", "blurry", "--step-cache", "first_block",
+                                        "--cache-threshold", "0.5", "--cache-start", "0")],
+                         ids=["plain", "cfg + first-block cache"])
+def test_two_ranks_write_the_one_process_video(models, tmp_path, flags):
+    one = launch(1, *generate(models, tmp_path / "one.mp4", *flags))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(2, *generate(models, tmp_path / "two.mp4", *flags))
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, _ = read_video(str(tmp_path / "one.mp4"))
+    b, _ = read_video(str(tmp_path / "two.mp4"))
+    assert a.shape == b.shape == (9, 48, 64, 3)
+    assert torch.equal(a, b), f"frames differ by up to {(a.float() - b.float()).abs().max().item()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.mp4", "one.report.json", "two.mp4", "two.report.json"]
+    sample = next(s for s in json.loads((tmp_path / "two.report.json").read_text())["stages"] if s["stage"] == "sample")
+    assert sample["ranks"] == {"ranks": 2, "image_tokens": 36, "per_rank": 18}  # 3 × 6 × 8 latent tokens, shared
+
+
+@pytest.mark.parametrize("flags,words", [(("--framepack",), "one process for --framepack"),
+                                         ((), "divides the model's 2 attention heads")])
+def test_what_ranks_cannot_share_is_refused(models, tmp_path, flags, words):
+    ranks = 3 if not flags else 2
+    run = launch(ranks, *generate(models, tmp_path / "x.mp4", *flags))
+    assert run.returncode != 0
+    assert words in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr.split(words)[0][-500:]
