@@ -36,6 +36,7 @@ class LoadedDiT:
     source: TensorSource = field(repr=False)
     fixed_host: dict = field(repr=False, default_factory=dict)  # the non-block tensors, on the host
     units: object = field(repr=False, default=None)  # offload.units.StreamUnits: the streamer's units per block
+    options: object = field(repr=False, default=None)  # loaders.streamed.StreamOptions it was opened with
     on_device: bool = False
 
     def __call__(self, *args, **kwargs):
@@ -105,7 +106,8 @@ def load_dit_from(source: TensorSource, family, path: str, device: str | torch.d
         # the small non-block parts (0.18 GiB at full size) stay in ordinary memory: nothing is locked for a
         # one-off upload per stage, and nothing stays locked when the model is dropped
         fixed = {n: read_recipe(source, r, dt) for n, (r, dt) in s.fixed.items()}
-        loaded = LoadedDiT(model, s.streamer, s.cfg, s.layout, str(path), s.file_dtype, family, source, fixed, units=s.units)
+        loaded = LoadedDiT(model, s.streamer, s.cfg, s.layout, str(path), s.file_dtype, family, source, fixed, units=s.units,
+                           options=options)
         weakref.finalize(loaded, release_host_memory, s.streamer.store, source)
         loaded.to_device()
         return loaded

@@ -66,13 +66,18 @@ class StreamedDiT(nn.Module):
         return (x_shape[2] // pt) * (x_shape[3] // ph) * (x_shape[4] // pw)
 
     # -- sequence parallelism ----------------------------------------------------------------------------
-    def spread_over(self, group) -> None:
-        """Share every forward's image tokens with the ranks of `group` (a parallel.group.SequenceGroup; None:
-        this device alone). Ulysses hands each rank H/N heads: the heads must divide by the ranks."""
-        if group is not None and group.world > 1 and self.cfg.heads % group.world:
+    def check_ranks(self, world: int) -> None:
+        """Refuse a number of ranks this model cannot be shared over: Ulysses hands each rank H/N heads."""
+        if world > 1 and self.cfg.heads % world:
             raise InputError(f"a number of GPUs that divides the model's {self.cfg.heads} attention heads "
                              "(sequence parallelism hands each GPU an equal share of them)",
-                             f"{group.world} GPUs", f"use one of {[n for n in range(2, 9) if self.cfg.heads % n == 0]}")
+                             f"{world} GPUs", f"use one of {[n for n in range(2, 9) if self.cfg.heads % n == 0]}")
+
+    def spread_over(self, group) -> None:
+        """Share every forward's image tokens with the ranks of `group` (a parallel.group.SequenceGroup; None:
+        this device alone)."""
+        if group is not None:
+            self.check_ranks(group.world)
         self.sequence_group = group if group is not None and group.world > 1 else None
 
     def token_split(self, n_tokens: int) -> WholeSequence:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
-from .. import pipeline
+from .. import pipeline, rank_workers
 from ..pipeline import SampleSettings
 from ..sampling.schedule import start_index
 from ..sampling.step_cache import report_line
@@ -44,10 +45,15 @@ class HyStreamSampler:
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
             "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True classifier-free guidance with the negative prompt (doubles the time); 1 = off."}),
+            "gpus": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": (
+                "GPUs sharing every step (sequence parallelism): this one and gpus - 1 worker processes started for "
+                "this run and stopped after it, each streaming the DiT from the same file. Must divide the model's "
+                "attention heads (1.0: 24, so 2, 3, 4, 6 or 8; 1.5: 16). On a CPU host the workers are CPU processes.")}),
         }}
 
     @node_errors("sampling")
-    def sample(self, dit, positive, latent, seed, steps, flow_shift, embedded_guidance, denoise, negative=None, cfg=1.0):
+    def sample(self, dit, positive, latent, seed, steps, flow_shift, embedded_guidance, denoise, negative=None, cfg=1.0,
+               gpus=1):
         # dit: the HYSTREAM_DIT handle (the loaded DiT + its LoRAs and step cache); loaded: the DiT itself
         settings = SampleSettings(seed, steps, flow_shift, embedded_guidance, denoise, cfg)
         samples, loaded = latent["samples"], dit.dit
@@ -55,22 +61,36 @@ class HyStreamSampler:
         total = steps - start_index(steps, denoise)
         # Latent2RGB: no preview model inside our budget
         progress = host.Progress(total, preview_format=loaded.family.latent.preview)
+        loaded.model.check_ranks(gpus)
+        ranks = rank_workers.SamplingRanks(gpus, loaded.model.device, rank_workers.job_for(
+            loaded, positive, samples, settings, negative=negative, loras=dit.loras, step_cache=dit.step_cache)) \
+            if gpus > 1 else contextlib.nullcontext()
         try:
             loaded.stats.reset()  # this run's counters: ComfyUI may hand us a cached loader output again
             loaded.to_device()
-            out = pipeline.sample(loaded, positive, samples, settings, negative=negative, loras=dit.loras,
-                                  on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
-                                  interrupt=host.interrupt_check, step_cache=dit.step_cache)
+            with ranks as group:  # gpus > 1: this process is rank 0 (progress, previews, Cancel)
+                loaded.model.spread_over(group)
+                out = pipeline.sample(loaded, positive, samples, settings, negative=negative, loras=dit.loras,
+                                      on_step=lambda s: progress.update(s.index + 1, s.total, s.x0),
+                                      interrupt=host.interrupt_check, step_cache=dit.step_cache)
             plan = loaded.streamer.describe_plan() or "all blocks streamed"
             act = loaded.model.activation_bytes(tuple(samples.shape), positive[0][0].shape[1]) / GIB
-            log.info("HyStream sampler: %d steps on %s; plan: %s; block weights %s; activations %.2f GiB (lean blocks); "
-                     "%s%s", total, loaded.model.device, plan, block_weights_dtype(loaded.streamer), act,
+            log.info("HyStream sampler: %d steps on %s%s; plan: %s; block weights %s; activations %.2f GiB (lean blocks); "
+                     "%s%s", total, loaded.model.device, ranks_note(loaded.model, gpus), plan,
+                     block_weights_dtype(loaded.streamer), act,
                      loaded.stats.summary(), report_line(loaded.step_cache_report))
         finally:
+            loaded.model.spread_over(None)
             loaded.release_device()
             host.empty_cache()
         drop = pipeline.dropped_frames(loaded)  # e.g. HunyuanVideo-I2V latent concat: its reference drops 4 frames
         return (pipeline.latent_output(out, drop),)
+
+
+def ranks_note(model, gpus: int) -> str:
+    """' (2 ranks, 1024 of 2048 image tokens each)': how the last forward's tokens lay ('' on one GPU)."""
+    split = model.last_split
+    return f" ({gpus} ranks, {split.share} of {split.n_tokens} image tokens each)" if gpus > 1 and split else ""
 
 
 def block_weights_dtype(streamer) -> str:

@@ -21,7 +21,7 @@ NODES = {  # the node contract of the issue: class → its inputs
     "HyStreamLoRA": ["dit", "lora_name", "strength"],
     "HyStreamStepCache": ["dit", "method", "threshold", "start", "end", "max_skips"],
     "HyStreamSampler": ["dit", "positive", "latent", "seed", "steps", "flow_shift", "embedded_guidance", "denoise",
-                        "negative", "cfg"],
+                        "negative", "cfg", "gpus"],
     "HyStreamVAEDecode": ["vae", "samples", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
     "HyStreamVAEEncode": ["vae", "images", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
     "HyStreamSaveVideo": ["images", "fps", "filename_prefix", "crf"],

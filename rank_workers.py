@@ -1,0 +1,191 @@
+"""A sampling run spread over worker processes this process starts, owns and stops: ComfyUI's sampler option
+`gpus` (ComfyUI itself is one process). This process is rank 0 — its progress, previews and Cancel are the
+run's — and each worker opens the same DiT file (the same mapped pages) on its own device and runs the same
+sampling with its share of the image tokens (parallel/). A worker that fails stops the run with its log."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+
+from . import pipeline
+from .errors import InputError
+from .loading import load_dit
+from .parallel.group import GroupSettings, SequenceGroup, close_group
+
+# a worker imports this package the way its host did (a custom node's folder name is free) and runs worker_main
+BOOT = ("import sys, importlib; sys.argv[1] and sys.path.insert(0, sys.argv[1]); "
+        "importlib.import_module(sys.argv[2] + '.rank_workers').worker_main(*sys.argv[3:])")
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker needs: the DiT's file and how it was opened, and the run's inputs (all on the host)."""
+    dit_path: str
+    options: object  # loaders.streamed.StreamOptions, without the host's hand-over and backend
+    positive: object
+    latent: torch.Tensor
+    settings: pipeline.SampleSettings
+    negative: object = None
+    loras: tuple = ()
+    step_cache: object = None
+
+
+def import_route() -> tuple[str, str]:
+    """(folder to put on sys.path, package name) that import this package in a fresh interpreter: its own name
+    when that is a module name (an installed package), else its folder's (ComfyUI names a custom node by path)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    name = __package__ or ""
+    if name and all(part.isidentifier() for part in name.split(".")):
+        return "", name
+    return os.path.dirname(here), os.path.basename(here)
+
+
+def rank_device(device: torch.device, rank: int) -> str:
+    return f"cuda:{rank}" if device.type == "cuda" else str(device)
+
+
+class SamplingRanks:
+    """`with SamplingRanks(world, device, job) as group:` — rank 0 here, ranks 1… in workers; on leaving, the
+    workers are waited for (or killed, when the run failed or was cancelled) and the group torn down."""
+
+    def __init__(self, world: int, device: torch.device, job: WorkerJob, settings: GroupSettings | None = None):
+        self.world, self.device, self.job = world, torch.device(device), job
+        self.settings = settings or GroupSettings()
+        self.workers: list[subprocess.Popen] = []
+        self.folder = ""
+
+    def _check(self) -> None:
+        if dist.is_initialized():
+            raise InputError("no other torch.distributed group in this process", "one already running",
+                             "set gpus to 1 (another node or extension runs one)")
+        if self.device.type == "cuda" and torch.cuda.device_count() < self.world:
+            raise InputError(f"{self.world} GPUs (the gpus option)", f"{torch.cuda.device_count()} visible",
+                             f"set gpus to at most {torch.cuda.device_count()}")
+        self.backend = self.settings.backend_for(self.device)
+
+    def __enter__(self) -> SequenceGroup:
+        self._check()
+        self.folder = tempfile.mkdtemp(prefix="hystream-ranks-")
+        job_path = os.path.join(self.folder, "job.pt")
+        torch.save(self.job, job_path)
+        store = dist.TCPStore("127.0.0.1", 0, self.world, is_master=True, wait_for_workers=False,
+                              timeout=datetime.timedelta(seconds=self.settings.timeout_s))
+        parent, package = import_route()
+        try:
+            for rank in range(1, self.world):
+                log = open(os.path.join(self.folder, f"rank{rank}.log"), "w")
+                self.workers.append(subprocess.Popen(
+                    [sys.executable, "-c", BOOT, parent, package, job_path, __package__ or "", str(rank), str(self.world),
+                     str(store.port), rank_device(self.device, rank), self.backend, str(self.settings.timeout_s)],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder))  # not the host's folder
+                log.close()
+            self._wait_ready(store)
+            dist.init_process_group(self.backend, store=store, rank=0, world_size=self.world,
+                                    timeout=datetime.timedelta(seconds=self.settings.timeout_s))
+        except BaseException:
+            self._stop(kill=True)
+            raise
+        return SequenceGroup()
+
+    def _wait_ready(self, store) -> None:
+        """Every worker has opened its DiT (or one died: its log says why)."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        while not all(store.check([f"ready{r}"]) for r in range(1, self.world)):
+            if failed := self._failed_worker():
+                raise RuntimeError(failed)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"HyStream's worker ranks did not start within {self.settings.timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def _failed_worker(self, wait: float = 0.0) -> str | None:
+        """The first worker that exited with an error on its own (waiting up to `wait` s for one), with its log."""
+        deadline = time.monotonic() + wait
+        while True:
+            for rank, proc in enumerate(self.workers, 1):
+                if proc.poll() not in (None, 0):
+                    return f"HyStream's worker rank {rank} of {self.world} failed:\n{self.log_tail(rank)}"
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def log_tail(self, rank: int, chars: int = 3000) -> str:
+        try:
+            with open(os.path.join(self.folder, f"rank{rank}.log")) as f:
+                return f.read()[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def _stop(self, kill: bool) -> None:
+        for proc in self.workers:
+            if kill and proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=5 if kill else self.settings.timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        close_group()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            # a collective that broke (RuntimeError) most likely broke because a worker died: find it first
+            collective = exc_type is not None and issubclass(exc_type, RuntimeError)
+            failed = self._failed_worker(wait=2.0 if collective else 0.0)
+            self._stop(kill=exc_type is not None)  # a failed or cancelled run: the workers wait in a collective
+            failed = failed or (self._failed_worker() if exc_type is None else None)
+            if failed and (exc_type is None or collective):
+                raise RuntimeError(failed) from exc
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def job_for(dit, positive, latent, settings, *, negative=None, loras=(), step_cache=None) -> WorkerJob:
+    options = dataclasses.replace(dit.options, hand_over=None, backend=None)
+    return WorkerJob(dit.path, options, positive, latent, settings, negative, tuple(loras), step_cache)
+
+
+def renaming_pickle(host_package: str):
+    """A pickle module for torch.load that finds the host's classes (named under the host's name for this package,
+    a path in ComfyUI) under the name this worker imported it by."""
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if host_package and __package__ and (module == host_package or module.startswith(host_package + ".")):
+                module = __package__ + module[len(host_package):]
+            return super().find_class(module, name)
+
+    return SimpleNamespace(Unpickler=Unpickler, load=pickle.load, __name__="pickle")
+
+
+def worker_main(job_path: str, host_package: str, rank: str, world: str, port: str, device: str, backend: str,
+                timeout_s: str) -> None:
+    """A worker rank: open the DiT, say ready, join the group, sample with its share, leave."""
+    rank, world, timeout = int(rank), int(world), datetime.timedelta(seconds=float(timeout_s))
+    job: WorkerJob = torch.load(job_path, weights_only=False, pickle_module=renaming_pickle(host_package))
+    store = dist.TCPStore("127.0.0.1", int(port), world, is_master=False, timeout=timeout)
+    o = job.options
+    dit = load_dit(job.dit_path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch,
+                   vram_budget_gb=o.vram_budget_gb, resident_blocks=o.resident, host_tier=o.host_tier,
+                   compute=o.compute, ram_reserve=o.ram_reserve, reserve_bytes=o.reserve_bytes)
+    try:
+        store.set(f"ready{rank}", "1")
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+        dit.model.spread_over(SequenceGroup())
+        with torch.inference_mode():
+            pipeline.sample(dit, job.positive, job.latent, job.settings, negative=job.negative, loras=job.loras,
+                            step_cache=job.step_cache)
+    finally:
+        dit.close()
+        close_group()

@@ -1,0 +1,70 @@
+"""The sampler's `gpus` option through the real ComfyUI (a CPU host: the ranks are CPU processes over gloo): the
+node starts its worker processes for the run, the latents equal the one-process run bit for bit, Cancel stops
+the workers with the run, and what cannot be shared is refused by name."""
+
+import time
+
+import psutil
+from safetensors.torch import load_file
+
+from comfy_host import fetch_output, run_prompt
+from test_host_api import workflow
+
+
+def latent_run(host, tmp_path, name: str, **overrides):
+    wf = workflow("hunyuan_t2v_lowvram", **overrides)
+    del wf["7"]  # the sampler's latent itself, saved exactly
+    wf["8"] = {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"ranks/{name}"}}
+    wf["19"] = {"class_type": "HyStreamTextEncode", "inputs": {"text_encoder": ["2", 0], "prompt": "blurry, static"}}
+    wf["6"]["inputs"].update(negative=["19", 0], cfg=3.0)  # true CFG: a batch of two, text padding masked
+    result = run_prompt(host, wf, timeout=600)
+    if result["status"] != "success":
+        return None, result
+    item = result["history"]["outputs"]["8"]["latents"][0]
+    return load_file(fetch_output(host, item, str(tmp_path / item["filename"])))["latent_tensor"], result
+
+
+def workers_alive() -> list:
+    return [p for p in psutil.process_iter(["cmdline"]) if any("rank_workers" in a for a in (p.info["cmdline"] or []))]
+
+
+def test_two_gpus_give_the_one_gpu_latents(comfy_host, tmp_path):
+    one, _ = latent_run(comfy_host, tmp_path, "one", **{"6.seed": 31, "6.gpus": 1})
+    log_before = len(comfy_host.log())
+    two, result = latent_run(comfy_host, tmp_path, "two", **{"6.seed": 31, "6.gpus": 2})
+    assert two is not None, result["error"].get("exception_message")
+    # 64 × 64 × 9 frames: 3 × 4 × 4 latent tokens, shared (a run that ignored gpus would hold all 48)
+    assert "HyStream sampler: 4 steps on cpu (2 ranks, 24 of 48 image tokens each)" in comfy_host.log()[log_before:]
+    assert two.shape == one.shape and (two == one).all(), f"differs by {(two - one).abs().max().item():.2e}"
+    steps = [m["data"]["value"] for m in result["messages"] if m["type"] == "progress" and m["data"]["node"] == "6"]
+    assert steps[-1] == 4  # progress from rank 0, step by step
+    assert not workers_alive()  # the run's workers ended with it
+
+
+def test_cancel_stops_the_workers_and_the_next_run_works(comfy_host, tmp_path):
+    state = {"sent": False, "workers": 0}
+
+    def on_message(msg):
+        if msg["type"] == "progress" and msg["data"]["node"] == "6" and not state["sent"]:
+            state["workers"] = len(workers_alive())
+            state["sent"] = True
+            comfy_host.post("/interrupt", {})
+
+    slow = workflow("hunyuan_t2v_lowvram", **{"6.steps": 400, "6.seed": 77, "6.gpus": 2})
+    result = run_prompt(comfy_host, slow, on_message=on_message, timeout=600)
+    assert state["sent"] and result["status"] == "interrupted"
+    assert state["workers"] == 1  # one worker beside ComfyUI while it ran
+    deadline = time.monotonic() + 20
+    while workers_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not workers_alive()
+    after, result = latent_run(comfy_host, tmp_path, "after", **{"6.seed": 5, "6.gpus": 2})
+    assert after is not None, result.get("error")
+
+
+def test_a_gpu_count_the_heads_do_not_divide_is_refused_by_name(comfy_host, tmp_path):
+    _, result = latent_run(comfy_host, tmp_path, "three", **{"6.gpus": 3})
+    assert result["status"] == "error"
+    message = result["error"]["exception_message"]
+    assert "divides the model's 2 attention heads" in message and "3 GPUs" in message and "use one of [2]" in message
+    assert not workers_alive()

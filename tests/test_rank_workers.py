@@ -1,0 +1,34 @@
+"""The worker ranks the sampler's `gpus` option starts (rank_workers.py), outside ComfyUI: a worker that fails
+stops the run with its own traceback (no hang, no process or group left behind); bad requests are refused
+before any process starts."""
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from hystream.errors import InputError
+from hystream.loaders.streamed import StreamOptions
+from hystream.pipeline import SampleSettings
+from hystream.rank_workers import SamplingRanks, WorkerJob
+
+
+def job(path: str) -> WorkerJob:
+    return WorkerJob(path, StreamOptions(), positive=None, latent=torch.zeros(1, 16, 1, 2, 2), settings=SampleSettings())
+
+
+def test_a_worker_that_fails_stops_the_run_with_its_traceback(tmp_path):
+    missing = str(tmp_path / "no_such_dit.safetensors")
+    ranks = SamplingRanks(2, torch.device("cpu"), job(missing))
+    with pytest.raises(RuntimeError, match="worker rank 1 of 2 failed") as failed:
+        with ranks:
+            pytest.fail("the run must not start")
+    assert "no_such_dit.safetensors" in str(failed.value)  # the worker's own error, from its log
+    assert all(p.poll() is not None for p in ranks.workers) and not dist.is_initialized()
+
+
+def test_gpus_beyond_the_visible_ones_are_refused_before_anything_starts(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    ranks = SamplingRanks(4, torch.device("cuda"), job("x"))
+    with pytest.raises(InputError, match="4 GPUs .*2 visible"):
+        ranks.__enter__()
+    assert ranks.workers == [] and not dist.is_initialized()
