@@ -19,9 +19,8 @@ def job(path: str) -> WorkerJob:
 def test_a_worker_that_fails_stops_the_run_with_its_traceback(tmp_path):
     missing = str(tmp_path / "no_such_dit.safetensors")
     ranks = SamplingRanks(2, torch.device("cpu"), job(missing))
-    with pytest.raises(RuntimeError, match="worker rank 1 of 2 failed") as failed:
-        with ranks:
-            pytest.fail("the run must not start")
+    with pytest.raises(RuntimeError, match="worker rank 1 of 2 failed") as failed, ranks:
+        pytest.fail("the run must not start")
     assert "no_such_dit.safetensors" in str(failed.value)  # the worker's own error, from its log
     assert all(p.poll() is not None for p in ranks.workers) and not dist.is_initialized()
 
