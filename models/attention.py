@@ -31,8 +31,11 @@ class JointAttention:
     def __init__(self, key_mask: torch.Tensor | None = None):
         self.key_mask = key_mask
 
-    def keys_values(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The keys and values every query attends to, from this device's [B, image | context, H, D]."""
+    def keys_values(self, kv: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values every query attends to, from this device's [keys, values] ([B, image | context,
+        H, D] each); the list is emptied, so that over ranks this device's buffers go as soon as they are sent."""
+        k, v = kv
+        kv.clear()
         return k, v
 
     def image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, at: int = 0) -> torch.Tensor:

@@ -26,8 +26,9 @@ MIN_CHUNK = 64  # smallest query chunk choose_chunk tries
 
 class StreamedDiT(nn.Module):
     """A family's DiT. title: the family, in messages ("a HunyuanVideo LoRA").
-    estimator(cfg, x_shape, text_tokens, dtype, lean, chunk, device, kernel, stored, lora_rank) → bytes:
-    the family's activation measurement (None in a model that is itself being measured)."""
+    estimator(cfg, x_shape, text_tokens, dtype, lean, chunk, device, kernel, stored, lora_rank, ranks) → bytes:
+    the family's activation measurement, one rank's when `ranks` share the forward (None in a model that is
+    itself being measured)."""
 
     title = "this model"
 
@@ -120,7 +121,8 @@ class StreamedDiT(nn.Module):
         stored = self.block_weight_dtype if self.block_weight_dtype not in (None, self.compute_dtype) else None
         return self._estimator(self.cfg, tuple(x_shape), int(text_tokens), self.compute_dtype, self.lean,
                                chunk_tokens or self.chunk_tokens, device, self.attention_kernel(), stored,
-                               self.lora_rank() if lora_rank is None else lora_rank)
+                               self.lora_rank() if lora_rank is None else lora_rank,
+                               self.sequence_group.world if self.sequence_group is not None else 1)
 
     def choose_chunk(self, x_shape, text_tokens: int, limit_bytes: int) -> int | None:
         """The largest query chunk whose activations fit `limit_bytes` (halving from the automatic one), or

@@ -61,7 +61,7 @@ class DoubleStreamBlock(PartedBlock):
         iq, ik, iv = self._qkv("img", img, mods[0], mods[1])
         iq, ik = apply_rope(iq, cos, sin), apply_rope(ik, cos, sin)
         tq, tk, tv = text_qkv
-        attn = attend.joint(iq, tq, *attend.keys_values(torch.cat((ik, tk), 1), torch.cat((iv, tv), 1)))
+        attn = attend.joint(iq, tq, *attend.keys_values([torch.cat((ik, tk), 1), torch.cat((iv, tv), 1)]))
         n_img = img.shape[1]
         return mods, img + gated(self.img_attn_proj(attn[:, :n_img]), mods[2]), attn[:, n_img:]
 
@@ -111,5 +111,5 @@ class SingleStreamBlock(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         q = torch.cat((apply_rope(q[:, :n_img], cos, sin), q[:, n_img:]), 1)
         k = torch.cat((apply_rope(k[:, :n_img], cos, sin), k[:, n_img:]), 1)
-        attn = attend.joint(q[:, :n_img], q[:, n_img:], *attend.keys_values(k, v))
+        attn = attend.joint(q[:, :n_img], q[:, n_img:], *attend.keys_values([k, v]))
         return x + gated(self.linear2(torch.cat((attn, gelu_tanh(mlp)), -1)), gate)

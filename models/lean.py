@@ -101,14 +101,15 @@ def _text_in(block, txt, vec, k, v, n_img, chunk):
     return mods, q
 
 
-def _image_attention(block, img, vec, cos, sin, k, v, text_q, attend: JointAttention, chunk):
+def _image_attention(block, img, vec, cos, sin, kv: list, text_q, attend: JointAttention, chunk):
     """The image's keys and values, then its queries chunk by chunk against all keys, projected into the
-    residual; the text's attention output (projected later, with the text's own weights)."""
+    residual; the text's attention output (projected later, with the text's own weights). kv: the [keys,
+    values] buffers, handed on to `attend` (over ranks this device's go once they are sent)."""
     hidden, dt, n_img = img.shape[-1], img.dtype, img.shape[1]
     mods, norm_mod = _side(block, "img", vec)
     qkv = block.img_attn_qkv
-    fill_keys_values(k, v, img, 0, norm_mod, qkv, hidden, block.img_attn_k_norm, block.heads, cos, sin, n_img, chunk)
-    k, v = attend.keys_values(k, v)
+    fill_keys_values(*kv, img, 0, norm_mod, qkv, hidden, block.img_attn_k_norm, block.heads, cos, sin, n_img, chunk)
+    k, v = attend.keys_values(kv)
     for a, b in chunks(n_img, chunk):  # weights taken per chunk: stored bf16 ones are views, others upcast here
         q = _queries(block, "img", img, norm_mod, weights(qkv, dt, 0, hidden), a, b, cos, sin, n_img)
         img[:, a:b] += gated(F.linear(attend.image(q, k, v, a), *weights(block.img_attn_proj, dt)), mods[2], a)
@@ -159,8 +160,10 @@ def double_block(block, img, txt, vec, cos, sin, attend: JointAttention, chunk):
     k = torch.empty(img.shape[0], n_img + txt.shape[1], heads, hidden // heads, dtype=img.dtype, device=img.device)
     v = torch.empty_like(k)
     t_mods, text_q = text_in(_text_in, block, txt, vec, k, v, n_img, chunk)
-    i_mods, text_attn = image_attention(_image_attention, block, img, vec, cos, sin, k, v, text_q, attend, chunk)
-    del k, v, text_q
+    kv = [k, v]
+    del k, v
+    i_mods, text_attn = image_attention(_image_attention, block, img, vec, cos, sin, kv, text_q, attend, chunk)
+    del text_q
     img_mlp(_mlp, block, "img", img, i_mods, chunk)
     text_out(_text_out, block, txt, text_attn, t_mods, chunk)
     return img, txt
@@ -176,7 +179,9 @@ def single_block(block, x, vec, cos, sin, n_img, attend: JointAttention, chunk):
     k = torch.empty(x.shape[0], x.shape[1], heads, hidden // heads, dtype=dt, device=x.device)
     v = torch.empty_like(k)
     fill_keys_values(k, v, x, 0, norm_mod, block.linear1, hidden, block.k_norm, heads, cos, sin, n_img, chunk)
-    k, v = attend.keys_values(k, v)
+    kv = [k, v]
+    del k, v
+    k, v = attend.keys_values(kv)
     width = block.linear1.out_features - 3 * hidden  # the MLP's hidden units
     for a, b in chunks(x.shape[1], chunk):
         xm = norm_mod(x[:, a:b], a)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,11 @@ class SequenceGroup:
 
         return TokenShards(self, n_tokens)
 
+    def all_to_all(self, t: torch.Tensor, scatter: int, gather: int) -> torch.Tensor:
+        """yunchang's all-to-all of [B, L, H, D]: scatter dim 2 / gather dim 1 hands each rank every token of
+        H/N heads; (1, 2) is the way back."""
+        return _yunchang_all_to_all()(t.contiguous(), scatter, gather, group=self.group)
+
     def _on_wire(self, t: torch.Tensor) -> torch.Tensor:
         return t.cpu() if self.backend == "gloo" else t
 
@@ -74,6 +80,37 @@ class SequenceGroup:
         x = x.contiguous()
         dist.broadcast(x, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group)
         return x
+
+
+class EstimateGroup(SequenceGroup):
+    """N ranks as the memory estimator sees one of them (rank 0): the collectives make tensors of the shapes
+    they would return, with the temporaries they allocate, and exchange nothing (fake tensors, no processes)."""
+
+    def __init__(self, world: int):
+        self.group, self.rank, self.world, self.backend = None, 0, world, "estimate"
+
+    def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        shape = list(x.shape)
+        shape[dim] *= self.world
+        return x.new_empty(shape)
+
+    def all_to_all(self, t: torch.Tensor, scatter: int, gather: int) -> torch.Tensor:
+        """yunchang's three buffers: the transposed input, the received one, the result in [B, L, H, D]."""
+        staged = t.contiguous().clone()
+        received = torch.empty_like(staged)
+        shape = list(t.shape)
+        shape[scatter] //= self.world
+        shape[gather] *= self.world
+        out = staged.new_empty(shape)
+        del staged, received
+        return out
+
+
+def _yunchang_all_to_all():
+    with warnings.catch_warnings():  # its ring modules' import warns about torch.jit.script
+        warnings.simplefilter("ignore")
+        from yunchang.comm.all_to_all import all_to_all_4D
+    return all_to_all_4D
 
 
 def launched_ranks() -> int:

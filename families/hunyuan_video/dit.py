@@ -146,13 +146,14 @@ class HunyuanVideoDiT(DualStreamDiT):
         del img, txt
         for block in self.single_blocks:
             tokens = block(tokens, blocks_vec, cos, sin, n_local, attend, chunk=chunk)
-        img = split.gather(tokens[:, :n_local])
-        del tokens
-        if cache is not None:
+        if cache is None:
+            out = self.final_over(split, tokens, vec, n_local, chunk, start)
+        else:  # the cache keeps the whole sequence's residual (it decides on the whole, as on one device)
+            img = split.gather(tokens[:, :n_local])
+            del tokens
             cache.after_blocks(img_in, img)
             del img_in
-        out = self.final(img, vec, n_img, chunk, start)
-        del img
+            out = self.final(img, vec, n_img, chunk, start)
         return self.unpatchify(out, grid, x.shape)
 
     def image_input(self, x: torch.Tensor, grid: tuple, context: dict):

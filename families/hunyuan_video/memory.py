@@ -9,6 +9,7 @@ import functools
 import torch
 
 from ...models.forward_memory import forward_peak
+from ...parallel.group import EstimateGroup
 from .config import DiTConfig
 from .dit import HunyuanVideoDiT
 
@@ -16,7 +17,7 @@ from .dit import HunyuanVideoDiT
 @functools.lru_cache(maxsize=64)
 def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: torch.dtype, lean: bool,
                        chunk_tokens: int | None, device: str = "cuda", kernel: str = "flash",
-                       stored: torch.dtype | str | None = None, lora_rank: int = 0) -> int:
+                       stored: torch.dtype | str | None = None, lora_rank: int = 0, ranks: int = 1) -> int:
     """stored: the dtype the blocks' Linear weights are kept in (None = the compute dtype; see
     models/forward_memory.forward_peak). lora_rank: LoRA adapters of this rank on every Linear."""
     small = dataclasses.replace(cfg, depth_refiner=min(cfg.depth_refiner, 1), depth_double=min(cfg.depth_double, 1),
@@ -25,6 +26,8 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
         model = HunyuanVideoDiT(small)
     model.lean, model.chunk_tokens, model.compute_dtype = lean, chunk_tokens, dtype
     model.device = torch.device(device)
+    if ranks > 1:  # one rank's share of a forward spread over `ranks` (sequence parallelism)
+        model.spread_over(EstimateGroup(ranks))
     batch = x_shape[0]
 
     def inputs() -> dict:

@@ -183,11 +183,13 @@ class HunyuanVideo15DiT(DualStreamDiT):
                     del img, context
                     return self.unpatchify(self.final(skipped, vec, n_img, chunk), grid, x.shape)
         del context
-        img = split.gather(img)
-        if cache is not None:
+        if cache is None:
+            out = self.final_over(split, img, vec, img.shape[1], chunk)
+        else:  # the cache keeps the whole sequence's residual (it decides on the whole, as on one device)
+            img = split.gather(img)
             cache.after_blocks(img_in, img)
             del img_in
-        out = self.final(img, vec, n_img, chunk)
+            out = self.final(img, vec, n_img, chunk)
         del img
         return self.unpatchify(out, grid, x.shape)
 

@@ -10,6 +10,7 @@ import functools
 import torch
 
 from ...models.forward_memory import forward_peak
+from ...parallel.group import EstimateGroup
 from .config import DiTConfig
 from .dit import HunyuanVideo15DiT
 
@@ -20,7 +21,7 @@ GLYPH_TOKENS = 256  # the glyph text's budget (ByT5)
 @functools.lru_cache(maxsize=64)
 def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: torch.dtype, lean: bool,
                        chunk_tokens: int | None, device: str = "cuda", kernel: str = "flash",
-                       stored: torch.dtype | str | None = None, lora_rank: int = 0) -> int:
+                       stored: torch.dtype | str | None = None, lora_rank: int = 0, ranks: int = 1) -> int:
     """text_tokens: every context token of a DiT call (prompt + glyph text + image); counted as prompt
     tokens, which the refiner also sees (the most a context of that length can cost)."""
     small = dataclasses.replace(cfg, depth_refiner=min(cfg.depth_refiner, 1), depth=min(cfg.depth, 1))
@@ -28,6 +29,8 @@ def forward_peak_bytes(cfg: DiTConfig, x_shape: tuple, text_tokens: int, dtype: 
         model = HunyuanVideo15DiT(small)
     model.lean, model.chunk_tokens, model.compute_dtype = lean, chunk_tokens, dtype
     model.device = torch.device(device)
+    if ranks > 1:  # one rank's share of a forward spread over `ranks` (sequence parallelism)
+        model.spread_over(EstimateGroup(ranks))
     batch = x_shape[0]
 
     def inputs() -> dict:
