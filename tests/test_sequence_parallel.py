@@ -102,3 +102,17 @@ def test_heads_that_do_not_divide_are_refused_by_name(files):
             dit.model.spread_over(FakeGroup(4))
     finally:
         dit.close()
+
+
+def test_one_ranks_activations_shrink_with_the_ranks():
+    """The estimator runs the forward as rank 0 of N (fake tensors, collectives' shapes and temporaries):
+    the full-size model at 480p × 33 needs well under 1/N + the whole patch embedding per rank."""
+    from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.memory import forward_peak_bytes
+
+    cfg, shape = DiTConfig(), (1, 16, 9, 60, 104)  # 14 040 image tokens
+    peak = {n: forward_peak_bytes(cfg, shape, 256, torch.bfloat16, True, None, "cuda", "flash", None, 0, n)
+            for n in (1, 2, 4)}
+    embedding = 14040 * cfg.hidden * 2  # every rank embeds the whole latent before cutting its share
+    assert peak[2] < 0.75 * peak[1] and peak[4] < 0.5 * peak[1], peak
+    assert peak[4] <= peak[1] / 4 + embedding, peak
