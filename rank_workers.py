@@ -153,7 +153,9 @@ class SamplingRanks:
 
 
 def job_for(dit, positive, latent, settings, *, negative=None, loras=(), step_cache=None) -> WorkerJob:
-    options = dataclasses.replace(dit.options, hand_over=None, backend=None)
+    # workers read blocks from the mapped file: the page cache is the one host copy they share (pinning would
+    # lock a copy per process)
+    options = dataclasses.replace(dit.options, hand_over=None, backend=None, host_tier="mapped")
     return WorkerJob(dit.path, options, positive, latent, settings, negative, tuple(loras), step_cache)
 
 

@@ -71,7 +71,8 @@ def cmd_generate(args) -> dict:
 
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
                    vram_budget_gb=args.vram_budget, compute=args.compute_dtype,
-                   reserve_bytes=int(args.reserve_vram * GIB))
+                   reserve_bytes=int(args.reserve_vram * GIB),
+                   host_tier="mapped" if args.group is not None else "auto")  # ranks share the page cache's copy
     dit.model.spread_over(args.group)  # torchrun: the ranks share each forward's image tokens
     lora_notes = []
     try:
