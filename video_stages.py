@@ -35,11 +35,12 @@ def vae_stage_plan(vae, latent_shape: tuple, spec: TileSpec, what: str, availabl
 
 def decode(vae, latent: torch.Tensor, spec: TileSpec = DEFAULT_TILES, hooks: Hooks | None = None,
            clamp: bool = True) -> torch.Tensor:
-    """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1] (not clamped with clamp=False)."""
+    """Raw latents → IMAGE frames [B·F, H, W, 3] in [0, 1] (not clamped with clamp=False). With hooks.ranks,
+    the ranks share the tiles and only rank 0 gets the frames (the others: None)."""
     latents.check_latent(vae.latent, latent, "decode latents made for this VAE's model family")
     check_finite(latent, "the latent to decode", "a sampler that failed numerically; " + CAUSES)
-    return check_finite(vae_codec.decode(vae.model, latent, spec, hooks, clamp=clamp), "the decoded frames",
-                        VAE_CAUSES)
+    frames = vae_codec.decode(vae.model, latent, spec, hooks, clamp=clamp)
+    return None if frames is None else check_finite(frames, "the decoded frames", VAE_CAUSES)
 
 
 def crop_video(vae, frames) -> torch.Tensor:

@@ -105,16 +105,18 @@ def cmd_generate(args) -> dict:
         del dit
         between_stages(device)
 
-    if args.group is not None and not args.group.leader:  # rank 0 decodes and writes
-        vae.close()
-        return {"command": "generate", "rank": args.group.rank, "stages": report.stages}
     vae.to_device()
-    with report.stage("decode"):
+    with report.stage("decode") as entry:
         bar = tqdm_bar(1, "VAE decode")
-        video = pipeline.decode(vae, latent, tiles, Hooks(progress=lambda d, t: _tick(bar, d, t)))
-        video = pipeline.drop_leading_frames(video, drop)
+        hooks = Hooks(progress=lambda d, t: _tick(bar, d, t), ranks=args.group)  # torchrun: the ranks share the tiles
+        video = pipeline.decode(vae, latent, tiles, hooks)
         bar.close()
+        if args.group is not None:
+            entry["tiles_here"] = hooks.tiles_here
     vae.close()
+    if args.group is not None and not args.group.leader:  # rank 0 blends the tiles and writes
+        return {"command": "generate", "rank": args.group.rank, "stages": report.stages}
+    video = pipeline.drop_leading_frames(video, drop)
     out = write_mp4(video, args.out, args.fps, args.crf)
     print(f"wrote {out}: {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}")
     report.print()

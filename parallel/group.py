@@ -55,6 +55,17 @@ class SequenceGroup:
 
         return TokenShards(self, n_tokens)
 
+    def send_to_leader(self, t: torch.Tensor) -> None:
+        """`t` to rank 0 (a VAE tile this rank decoded)."""
+        dist.send(self._on_wire(t.contiguous()), dst=dist.get_global_rank(self.group, 0) if self.group else 0,
+                  group=self.group)
+
+    def receive_from(self, rank: int, shape: tuple) -> torch.Tensor:
+        """Rank 0: the next float32 tensor of `shape` that `rank` sends."""
+        t = torch.empty(shape, dtype=torch.float32)
+        dist.recv(t, src=dist.get_global_rank(self.group, rank) if self.group else rank, group=self.group)
+        return t
+
     def all_to_all(self, t: torch.Tensor, scatter: int, gather: int) -> torch.Tensor:
         """yunchang's all-to-all of [B, L, H, D]: scatter dim 2 / gather dim 1 hands each rank every token of
         H/N heads; (1, 2) is the way back."""
@@ -93,6 +104,17 @@ class EstimateGroup(SequenceGroup):
         shape = list(x.shape)
         shape[dim] *= self.world
         return x.new_empty(shape)
+
+    def send_to_leader(self, t: torch.Tensor) -> None:
+        """`t` to rank 0 (a VAE tile this rank decoded)."""
+        dist.send(self._on_wire(t.contiguous()), dst=dist.get_global_rank(self.group, 0) if self.group else 0,
+                  group=self.group)
+
+    def receive_from(self, rank: int, shape: tuple) -> torch.Tensor:
+        """Rank 0: the next float32 tensor of `shape` that `rank` sends."""
+        t = torch.empty(shape, dtype=torch.float32)
+        dist.recv(t, src=dist.get_global_rank(self.group, rank) if self.group else rank, group=self.group)
+        return t
 
     def all_to_all(self, t: torch.Tensor, scatter: int, gather: int) -> torch.Tensor:
         """yunchang's three buffers: the transposed input, the received one, the result in [B, L, H, D]."""

@@ -35,10 +35,12 @@ def generate(models, out, *flags):
             "--device", "cpu", *flags, "--out", str(out))
 
 
-@pytest.mark.parametrize("flags", [(), ("--cfg", "3", "--negative", "blurry", "--step-cache", "first_block",
-                                        "--cache-threshold", "0.5", "--cache-start", "0")],
-                         ids=["plain", "cfg + first-block cache"])
-def test_two_ranks_write_the_one_process_video(models, tmp_path, flags):
+@pytest.mark.parametrize("flags,tiles_here", [
+    ((), 1),  # one VAE tile: rank 0 decodes it
+    (("--cfg", "3", "--negative", "blurry", "--step-cache", "first_block", "--cache-threshold", "0.5",
+      "--cache-start", "0", "--tile", "32", "--tile-overlap", "16"), 3)],  # 6 tiles: 3 each
+    ids=["plain", "cfg + first-block cache + VAE tiles"])
+def test_two_ranks_write_the_one_process_video(models, tmp_path, flags, tiles_here):
     one = launch(1, *generate(models, tmp_path / "one.mp4", *flags))
     assert one.returncode == 0, one.stderr[-3000:]
     two = launch(2, *generate(models, tmp_path / "two.mp4", *flags))
@@ -48,8 +50,9 @@ def test_two_ranks_write_the_one_process_video(models, tmp_path, flags):
     assert a.shape == b.shape == (9, 48, 64, 3)
     assert torch.equal(a, b), f"frames differ by up to {(a.float() - b.float()).abs().max().item()}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.mp4", "one.report.json", "two.mp4", "two.report.json"]
-    sample = next(s for s in json.loads((tmp_path / "two.report.json").read_text())["stages"] if s["stage"] == "sample")
-    assert sample["ranks"] == {"ranks": 2, "image_tokens": 36, "per_rank": 18}  # 3 × 6 × 8 latent tokens, shared
+    stages = {s["stage"]: s for s in json.loads((tmp_path / "two.report.json").read_text())["stages"]}
+    assert stages["sample"]["ranks"] == {"ranks": 2, "image_tokens": 36, "per_rank": 18}  # 3 × 6 × 8 latent tokens
+    assert stages["decode"]["tiles_here"] == tiles_here  # rank 0's share of the VAE tiles
 
 
 @pytest.mark.parametrize("flags,words", [(("--framepack",), "one process for --framepack"),

@@ -99,6 +99,10 @@ def frame_span(a: int, b: int, time: int = 4) -> tuple[int, int]:
 class Hooks:
     progress: Callable[[int, int], None] | None = None  # (tiles done, tiles total)
     interrupt: Callable[[], None] | None = None  # raises to stop between tiles
+    # ranks sharing the decode (parallel.group.SequenceGroup: rank, world, send_to_leader, receive_from): tile i
+    # is decoded by rank i mod world; rank 0 receives the others' in order and blends every tile as alone
+    ranks: object = None
+    tiles_here: int = 0  # tiles this process decoded itself (set by decode_tiled)
 
 
 def _grid(t: int, h: int, w: int, lt: int, ot: int, ls: int, os_: int):
@@ -108,7 +112,8 @@ def _grid(t: int, h: int, w: int, lt: int, ot: int, ls: int, os_: int):
 @torch.no_grad()
 def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = None, clamp: bool = True) -> torch.Tensor:
     """Raw latents [B, C, T, h, w] → IMAGE frames [B·F, s·h, s·w, 3] in [0, 1], float32 on the CPU (not clamped
-    with clamp=False: for frames blended further, as a long video's sections are, before the clamp)."""
+    with clamp=False: for frames blended further, as a long video's sections are, before the clamp). With
+    hooks.ranks, the ranks share the tiles and only rank 0 returns the frames (the others: None)."""
     cfg = vae.cfg
     hooks = hooks or Hooks()
     if z.dim() != 5 or z.shape[1] != cfg.latent_channels:
@@ -126,26 +131,39 @@ def decode_tiled(vae, z: torch.Tensor, spec: TileSpec, hooks: Hooks | None = Non
              [(a * s, e * s) for a, e in x_ranges])
     wt, wy, wx = (ramp_weights(sp) for sp in spans)
     norm_t, norm_y, norm_x = (coverage(sp, ws, n) for sp, ws, n in zip(spans, (wt, wy, wx), (frames, height, width)))
-    out = torch.zeros(b * frames, height, width, 3, dtype=torch.float32)
+    rank, world = (hooks.ranks.rank, hooks.ranks.world) if hooks.ranks is not None else (0, 1)
+    out = torch.zeros(b * frames, height, width, 3, dtype=torch.float32) if rank == 0 else None
     total, done = b * len(t_ranges) * len(y_ranges) * len(x_ranges), 0
     for bi in range(b):
-        video = out[bi * frames:(bi + 1) * frames]
+        video = out[bi * frames:(bi + 1) * frames] if out is not None else None
         for ti, (ta, tb) in enumerate(t_ranges):
             f0, f1 = frame_span(ta, tb, tc)
             ctx = 1 if ta > 0 else 0
             for yi, (ya, yb) in enumerate(y_ranges):
                 for xi, (xa, xb) in enumerate(x_ranges):
-                    if hooks.interrupt:
-                        hooks.interrupt()
-                    tile = vae.decode(z[bi:bi + 1, :, ta - ctx:tb, ya:yb, xa:xb])[0, :, ctx:]
+                    owner = done % world
+                    if owner == rank:
+                        if hooks.interrupt:
+                            hooks.interrupt()
+                        tile = vae.decode(z[bi:bi + 1, :, ta - ctx:tb, ya:yb, xa:xb])[0, :, ctx:]
+                        tile = tile.permute(1, 2, 3, 0).float().cpu()
+                        hooks.tiles_here += 1
+                        if rank != 0:
+                            hooks.ranks.send_to_leader(tile)
+                    elif rank == 0:
+                        tile = hooks.ranks.receive_from(owner, (f1 - f0, (yb - ya) * s, (xb - xa) * s, 3))
+                    done += 1
+                    if rank != 0:
+                        continue
                     weight = (wt[ti][:, None, None] * wy[yi][None, :, None] * wx[xi][None, None, :])
-                    tile = tile.permute(1, 2, 3, 0).float().cpu()
                     video[f0:f1, ya * s:yb * s, xa * s:xb * s] += tile * weight[..., None]
                     del tile
-                    done += 1
                     if hooks.progress:
                         hooks.progress(done, total)
-        video /= (norm_t[:, None, None] * norm_y[None, :, None] * norm_x[None, None, :])[..., None]
+        if video is not None:
+            video /= (norm_t[:, None, None] * norm_y[None, :, None] * norm_x[None, None, :])[..., None]
+    if out is None:
+        return None
     out.mul_(0.5).add_(0.5)
     return out.clamp_(0, 1) if clamp else out
 
