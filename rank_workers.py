@@ -1,7 +1,8 @@
-"""A sampling run spread over worker processes this process starts, owns and stops: ComfyUI's sampler option
-`gpus` (ComfyUI itself is one process). This process is rank 0 — its progress, previews and Cancel are the
-run's — and each worker opens the same DiT file (the same mapped pages) on its own device and runs the same
-sampling with its share of the image tokens (parallel/). A worker that fails stops the run with its log."""
+"""A stage spread over worker processes this process starts, owns and stops: the `gpus` option of ComfyUI's
+sampler and VAE decode nodes (ComfyUI itself is one process). This process is rank 0 — its progress, previews
+and Cancel are the stage's — and each worker runs the stage's job on its own device: sampling opens the same
+DiT file (the same mapped pages) and shares the image tokens (parallel/), decoding opens the VAE and decodes
+its share of the tiles, which rank 0 blends. A worker that fails stops the stage with its log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -22,8 +24,9 @@ import torch.distributed as dist
 
 from . import pipeline
 from .errors import InputError
-from .loading import load_dit
+from .loading import load_dit, load_vae
 from .parallel.group import GroupSettings, SequenceGroup, close_group
+from .vae.tiling import Hooks, TileSpec
 
 # a worker imports this package the way its host did (a custom node's folder name is free) and runs worker_main
 BOOT = ("import sys, importlib; sys.argv[1] and sys.path.insert(0, sys.argv[1]); "
@@ -31,8 +34,8 @@ BOOT = ("import sys, importlib; sys.argv[1] and sys.path.insert(0, sys.argv[1]);
 
 
 @dataclass(frozen=True)
-class WorkerJob:
-    """What a worker needs: the DiT's file and how it was opened, and the run's inputs (all on the host)."""
+class SampleJob:
+    """A worker's part of a sampling run: the DiT's file and how it was opened, the run's inputs (on the host)."""
     dit_path: str
     options: object  # loaders.streamed.StreamOptions, without the host's hand-over and backend
     positive: object
@@ -41,6 +44,34 @@ class WorkerJob:
     negative: object = None
     loras: tuple = ()
     step_cache: object = None
+
+    def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
+        """ready(): says this worker is ready and joins the group, once what it opens is open."""
+        o = self.options
+        dit = load_dit(self.dit_path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch,
+                       vram_budget_gb=o.vram_budget_gb, resident_blocks=o.resident, host_tier=o.host_tier,
+                       compute=o.compute, ram_reserve=o.ram_reserve, reserve_bytes=o.reserve_bytes)
+        try:
+            dit.model.spread_over(ready())
+            pipeline.sample(dit, self.positive, self.latent, self.settings, negative=self.negative, loras=self.loras,
+                            step_cache=self.step_cache)
+        finally:
+            dit.close()
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """A worker's part of a tiled decode: its share of the tiles (rank 0 resolved them), sent to rank 0."""
+    vae_path: str
+    latent: torch.Tensor
+    spec: TileSpec
+
+    def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
+        vae = load_vae(self.vae_path, device)
+        try:
+            pipeline.decode(vae, self.latent, self.spec, Hooks(ranks=ready()))
+        finally:
+            vae.close()
 
 
 def import_route() -> tuple[str, str]:
@@ -57,11 +88,11 @@ def rank_device(device: torch.device, rank: int) -> str:
     return f"cuda:{rank}" if device.type == "cuda" else str(device)
 
 
-class SamplingRanks:
-    """`with SamplingRanks(world, device, job) as group:` — rank 0 here, ranks 1… in workers; on leaving, the
-    workers are waited for (or killed, when the run failed or was cancelled) and the group torn down."""
+class RankWorkers:
+    """`with RankWorkers(world, device, job) as group:` — rank 0 here, ranks 1… in workers running `job`; on
+    leaving, the workers are waited for (or killed, when the stage failed or was cancelled), the group torn down."""
 
-    def __init__(self, world: int, device: torch.device, job: WorkerJob, settings: GroupSettings | None = None):
+    def __init__(self, world: int, device: torch.device, job, settings: GroupSettings | None = None):
         self.world, self.device, self.job = world, torch.device(device), job
         self.settings = settings or GroupSettings()
         self.workers: list[subprocess.Popen] = []
@@ -152,11 +183,11 @@ class SamplingRanks:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def job_for(dit, positive, latent, settings, *, negative=None, loras=(), step_cache=None) -> WorkerJob:
+def sample_job(dit, positive, latent, settings, *, negative=None, loras=(), step_cache=None) -> SampleJob:
     # workers read blocks from the mapped file: the page cache is the one host copy they share (pinning would
     # lock a copy per process)
     options = dataclasses.replace(dit.options, hand_over=None, backend=None, host_tier="mapped")
-    return WorkerJob(dit.path, options, positive, latent, settings, negative, tuple(loras), step_cache)
+    return SampleJob(dit.path, options, positive, latent, settings, negative, tuple(loras), step_cache)
 
 
 def renaming_pickle(host_package: str):
@@ -173,21 +204,18 @@ def renaming_pickle(host_package: str):
 
 def worker_main(job_path: str, host_package: str, rank: str, world: str, port: str, device: str, backend: str,
                 timeout_s: str) -> None:
-    """A worker rank: open the DiT, say ready, join the group, sample with its share, leave."""
+    """A worker rank: load its job, open what the job needs, say ready, join the group, do its part, leave."""
     rank, world, timeout = int(rank), int(world), datetime.timedelta(seconds=float(timeout_s))
-    job: WorkerJob = torch.load(job_path, weights_only=False, pickle_module=renaming_pickle(host_package))
+    job = torch.load(job_path, weights_only=False, pickle_module=renaming_pickle(host_package))
     store = dist.TCPStore("127.0.0.1", int(port), world, is_master=False, timeout=timeout)
-    o = job.options
-    dit = load_dit(job.dit_path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch,
-                   vram_budget_gb=o.vram_budget_gb, resident_blocks=o.resident, host_tier=o.host_tier,
-                   compute=o.compute, ram_reserve=o.ram_reserve, reserve_bytes=o.reserve_bytes)
-    try:
+
+    def ready() -> SequenceGroup:
         store.set(f"ready{rank}", "1")
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
-        dit.model.spread_over(SequenceGroup())
+        return SequenceGroup()
+
+    try:
         with torch.inference_mode():
-            pipeline.sample(dit, job.positive, job.latent, job.settings, negative=job.negative, loras=job.loras,
-                            step_cache=job.step_cache)
+            job.run(device, ready)
     finally:
-        dit.close()
         close_group()

@@ -62,7 +62,7 @@ class HyStreamSampler:
         # Latent2RGB: no preview model inside our budget
         progress = host.Progress(total, preview_format=loaded.family.latent.preview)
         loaded.model.check_ranks(gpus)
-        ranks = rank_workers.SamplingRanks(gpus, loaded.model.device, rank_workers.job_for(
+        ranks = rank_workers.RankWorkers(gpus, loaded.model.device, rank_workers.sample_job(
             loaded, positive, samples, settings, negative=negative, loras=dit.loras, step_cache=dit.step_cache)) \
             if gpus > 1 else contextlib.nullcontext()
         try:

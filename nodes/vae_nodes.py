@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .. import pipeline
+import contextlib
+
+from .. import pipeline, rank_workers
 from ..vae.tiling import Hooks, TileSpec
 from . import host
 from .guard import node_errors
@@ -25,16 +27,18 @@ def tile_inputs():
     }
 
 
-def run_stage(vae, latent_shape, spec: TileSpec, what: str, fn):
+def run_stage(vae, latent_shape, spec: TileSpec, what: str, fn, shared=None):
     """Resolve the tiles for the memory the host can give, have it free just that, then run `fn(spec,
-    hooks)` with the VAE on the device."""
+    hooks)` with the VAE on the device. shared(spec): the workers sharing the tiles (a context giving the
+    group), or None."""
     progress = host.Progress(1)
     hooks = Hooks(progress=lambda done, total: progress.update(done, total), interrupt=host.interrupt_check)
     spec, needed = pipeline.vae_stage_plan(vae, latent_shape, spec, what, host.available_vram(vae.device))
     host.make_room(needed, vae.device)
     try:
         vae.to_device()
-        return fn(spec, hooks)
+        with shared(spec) if shared else contextlib.nullcontext() as hooks.ranks:
+            return fn(spec, hooks)
     finally:
         vae.release_device()
         host.empty_cache()
@@ -51,14 +55,21 @@ class HyStreamVAEDecode:
     def INPUT_TYPES(cls):
         return {"required": {"vae": ("HYSTREAM_VAE", {"tooltip": "From HyStreamVAELoader."}),
                              "samples": ("LATENT", {"tooltip": "The sampler's output (raw VAE latents)."}),
-                             **tile_inputs()}}
+                             **tile_inputs()},
+                "optional": {"gpus": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": (
+                    "GPUs sharing the tiles: this one and gpus - 1 worker processes started for this decode and stopped "
+                    "after it; tile i is decoded on GPU i mod gpus and blended here. On a CPU host the workers are CPU "
+                    "processes.")})}}
 
     @node_errors("VAE decoding")
-    def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap):
+    def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap, gpus=1):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         latent = samples["samples"]
         pipeline.check_latent(latent, vae.family)
-        frames = run_stage(vae, tuple(latent.shape), spec, "decode", lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks))
+        shared = (lambda spec: rank_workers.RankWorkers(gpus, vae.device, rank_workers.DecodeJob(vae.path, latent, spec))) \
+            if gpus > 1 else None
+        frames = run_stage(vae, tuple(latent.shape), spec, "decode",
+                           lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks), shared)
         return (pipeline.drop_leading_frames(frames, samples.get(pipeline.DROP_KEY, 0)),)
 
 

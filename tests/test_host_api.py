@@ -22,7 +22,7 @@ NODES = {  # the node contract of the issue: class → its inputs
     "HyStreamStepCache": ["dit", "method", "threshold", "start", "end", "max_skips"],
     "HyStreamSampler": ["dit", "positive", "latent", "seed", "steps", "flow_shift", "embedded_guidance", "denoise",
                         "negative", "cfg", "gpus"],
-    "HyStreamVAEDecode": ["vae", "samples", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
+    "HyStreamVAEDecode": ["vae", "samples", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap", "gpus"],
     "HyStreamVAEEncode": ["vae", "images", "tile_size", "tile_overlap", "temporal_tile", "temporal_overlap"],
     "HyStreamSaveVideo": ["images", "fps", "filename_prefix", "crf"],
     "HyStreamLoadVideo": ["video", "max_frames", "frame_step"],

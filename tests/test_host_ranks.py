@@ -8,7 +8,7 @@ import psutil
 from safetensors.torch import load_file
 
 from comfy_host import fetch_output, run_prompt
-from test_host_api import workflow
+from test_host_api import video_of, workflow
 
 
 def latent_run(host, tmp_path, name: str, **overrides):
@@ -25,7 +25,7 @@ def latent_run(host, tmp_path, name: str, **overrides):
 
 
 def workers_alive() -> list:
-    return [p for p in psutil.process_iter(["cmdline"]) if any("rank_workers" in a for a in (p.info["cmdline"] or []))]
+    return [p for p in psutil.process_iter(["cmdline"]) if any("worker_main(" in a for a in (p.info["cmdline"] or []))]
 
 
 def test_two_gpus_give_the_one_gpu_latents(comfy_host, tmp_path):
@@ -67,4 +67,22 @@ def test_a_gpu_count_the_heads_do_not_divide_is_refused_by_name(comfy_host, tmp_
     assert result["status"] == "error"
     message = result["error"]["exception_message"]
     assert "divides the model's 2 attention heads" in message and "3 GPUs" in message and "use one of [2]" in message
+    assert not workers_alive()
+
+
+def test_two_gpus_share_the_vae_tiles_and_give_the_one_gpu_frames(comfy_host, tmp_path):
+    seen = []
+
+    def on_message(msg):
+        if msg["type"] == "progress" and msg["data"]["node"] == "7":
+            seen.append((msg["data"]["max"], len(workers_alive())))
+
+    videos = []
+    for gpus in (1, 2):
+        wf = workflow("hunyuan_t2v_lowvram", **{"6.seed": 8, "7.tile_size": 32, "7.tile_overlap": 16, "7.gpus": gpus})
+        result = run_prompt(comfy_host, wf, on_message=on_message if gpus == 2 else None, timeout=600)
+        assert result["status"] == "success", result.get("error")
+        videos.append(video_of(comfy_host, result, tmp_path)[0])
+    assert videos[0].shape == videos[1].shape and (videos[0] == videos[1]).all()
+    assert seen and all(tiles > 1 and workers == 1 for tiles, workers in seen), seen  # several tiles, one worker
     assert not workers_alive()

@@ -9,16 +9,16 @@ import torch.distributed as dist
 from hystream.errors import InputError
 from hystream.loaders.streamed import StreamOptions
 from hystream.pipeline import SampleSettings
-from hystream.rank_workers import SamplingRanks, WorkerJob
+from hystream.rank_workers import RankWorkers, SampleJob
 
 
-def job(path: str) -> WorkerJob:
-    return WorkerJob(path, StreamOptions(), positive=None, latent=torch.zeros(1, 16, 1, 2, 2), settings=SampleSettings())
+def job(path: str) -> SampleJob:
+    return SampleJob(path, StreamOptions(), positive=None, latent=torch.zeros(1, 16, 1, 2, 2), settings=SampleSettings())
 
 
 def test_a_worker_that_fails_stops_the_run_with_its_traceback(tmp_path):
     missing = str(tmp_path / "no_such_dit.safetensors")
-    ranks = SamplingRanks(2, torch.device("cpu"), job(missing))
+    ranks = RankWorkers(2, torch.device("cpu"), job(missing))
     with pytest.raises(RuntimeError, match="worker rank 1 of 2 failed") as failed, ranks:
         pytest.fail("the run must not start")
     assert "no_such_dit.safetensors" in str(failed.value)  # the worker's own error, from its log
@@ -27,7 +27,7 @@ def test_a_worker_that_fails_stops_the_run_with_its_traceback(tmp_path):
 
 def test_gpus_beyond_the_visible_ones_are_refused_before_anything_starts(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    ranks = SamplingRanks(4, torch.device("cuda"), job("x"))
+    ranks = RankWorkers(4, torch.device("cuda"), job("x"))
     with pytest.raises(InputError, match="4 GPUs .*2 visible"):
         ranks.__enter__()
     assert ranks.workers == [] and not dist.is_initialized()
