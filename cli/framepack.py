@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ..sizes import GIB
@@ -17,7 +18,10 @@ def generate_framepack(args, positive, negative, start_image, device, report, ti
 
     vae = load_vae(args.vae, device)
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
-                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype, reserve_bytes=int(args.reserve_vram * GIB))
+                   vram_budget_gb=args.vram_budget, compute=args.compute_dtype, reserve_bytes=int(args.reserve_vram * GIB),
+                   host_tier="mapped" if args.group is not None else "auto")  # ranks share the page cache's copy
+    dit.model.spread_over(args.group)  # torchrun: every section's forwards shared; each rank decodes, rank 0 writes
+    leader = args.group is None or args.group.leader
     try:
         sampler = long_video.section_sampler(dit)
         order = args.order if args.order != "auto" else (
@@ -31,18 +35,24 @@ def generate_framepack(args, positive, negative, start_image, device, report, ti
             states = sampler.image_states(args.vision, start_image, args.width, args.height, device)
         total = sampler.sections(settings)
         with report.stage("sample + decode", dit.streamer) as entry, \
-                Mp4Writer(args.out, args.width, args.height, sampler.fps, args.crf) as writer:
+                (Mp4Writer(args.out, args.width, args.height, sampler.fps, args.crf) if leader
+                 else contextlib.nullcontext()) as writer:
             bar, done = tqdm_bar(total * args.steps, f"{total} sections"), [0]
             frames = long_video.sample_long_video(
-                dit, positive, negative, start, states, settings, long_video.decoder(vae, tiles), writer.write,
+                dit, positive, negative, start, states, settings, long_video.decoder(vae, tiles),
+                writer.write if leader else (lambda frames: None),
                 on_step=lambda s: _tick(bar, done[0] * args.steps + s.index + 1, total * args.steps),
                 on_section=lambda k, n: done.__setitem__(0, k))
             bar.close()
             entry.update(sections=total, order=order)
+            if args.group is not None and (split := dit.model.last_split) is not None:
+                entry["ranks"] = {"ranks": args.group.world, "image_tokens": split.n_tokens, "per_rank": split.share}
     finally:
         dit.close()
         vae.close()
         between_stages(device)
+    if not leader:
+        return {"command": "generate", "rank": args.group.rank, "stages": report.stages}
     print(f"wrote {writer.path}: {frames} frames of {args.width}x{args.height} at {sampler.fps:g} fps "
           f"({total} sections, {order})")
     report.print()

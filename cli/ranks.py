@@ -1,5 +1,5 @@
 """`torchrun --nproc-per-node N -m hystream generate …`: every rank runs the command, the DiT shares each
-forward's image tokens over the ranks (parallel/), rank 0 decodes and writes the video and the report."""
+forward's image tokens over the ranks (parallel/), rank 0 writes the video and the report."""
 
 from __future__ import annotations
 
@@ -29,9 +29,6 @@ def joined_ranks(args):
         raise InputError("torchrun only for generate (the DiT's sampling is what ranks share)",
                          f"{launched_ranks()} ranks for {getattr(args, 'command_name', 'this command')}",
                          "run the other commands without torchrun")
-    if args.framepack:
-        raise InputError("one process for --framepack (its sections are not shared over ranks yet)",
-                         f"{launched_ranks()} ranks", "run FramePack without torchrun")
     import torch
 
     args.device = rank_device(args)

@@ -1,6 +1,6 @@
 """`torchrun --nproc-per-node 2 -m hystream generate …` on CPU ranks (gloo, 127.0.0.1): the ranks share the DiT's
 tokens and rank 0 writes the video, frame for frame the one-process video (its latents are bit-identical, so
-decode and encode are too); what torchrun cannot share is refused by name."""
+decode and encode are too), FramePack's long videos too; what torchrun cannot share is refused by name."""
 
 import json
 import os
@@ -55,11 +55,32 @@ def test_two_ranks_write_the_one_process_video(models, tmp_path, flags, tiles_he
     assert stages["decode"]["tiles_here"] == tiles_here  # rank 0's share of the VAE tiles
 
 
-@pytest.mark.parametrize("flags,words", [(("--framepack",), "one process for --framepack"),
-                                         ((), "divides the model's 2 attention heads")])
-def test_what_ranks_cannot_share_is_refused(models, tmp_path, flags, words):
-    ranks = 3 if not flags else 2
-    run = launch(ranks, *generate(models, tmp_path / "x.mp4", *flags))
+@pytest.mark.parametrize("dit_key", ["framepack_dit", "framepack_f1_dit"])
+def test_two_ranks_write_the_one_process_framepack_video(models, tmp_path, dit_key):
+    from hystream.families.hunyuan_video_15.demo_vision import tiny_siglip, write_comfy_siglip
+    from test_host_api import write_png
+
+    siglip = write_comfy_siglip(tiny_siglip(), str(tmp_path / "clip_vision"))
+    image = write_png(str(tmp_path / "start.png"), 40, 60)
+    videos = []
+    for ranks in (1, 2):
+        out = tmp_path / f"long{ranks}.mp4"
+        run = launch(ranks, "generate", "--framepack", "--dit", models[dit_key], "--llm", models["llm"], "--clip",
+                     models["clip"], "--vae", models["vae"], "--vision", siglip, "--image", image, "--prompt", "a kite",
+                     "--width", "64", "--height", "48", "--seconds", "0.5", "--window", "2", "--steps", "2",
+                     "--device", "cpu", "--out", str(out))
+        assert run.returncode == 0, run.stderr[-3000:]
+        videos.append(read_video(str(out))[0])
+    assert videos[0].shape == videos[1].shape == (25, 48, 64, 3)  # 3 sections
+    assert torch.equal(videos[0], videos[1]), f"differ by {(videos[0].float() - videos[1].float()).abs().max()}"
+    stage = json.loads((tmp_path / "long2.report.json").read_text())["stages"][-1]
+    assert stage["ranks"]["ranks"] == 2 and stage["ranks"]["per_rank"] * 2 >= stage["ranks"]["image_tokens"] > \
+        stage["ranks"]["per_rank"]  # the last section's tokens (history + window), shared
+
+
+def test_a_gpu_count_the_heads_do_not_divide_is_refused(models, tmp_path):
+    run = launch(3, *generate(models, tmp_path / "x.mp4"))
     assert run.returncode != 0
+    words = "divides the model's 2 attention heads"
     assert words in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr.split(words)[0][-500:]
