@@ -11,8 +11,8 @@ from comfy_host import fetch_output, run_prompt
 from test_host_api import video_of, workflow
 
 
-def latent_run(host, tmp_path, name: str, **overrides):
-    wf = workflow("hunyuan_t2v_lowvram", **overrides)
+def latent_run(host, tmp_path, name: str, graph: str = "hunyuan_t2v_lowvram", **overrides):
+    wf = workflow(graph, **overrides)
     del wf["7"]  # the sampler's latent itself, saved exactly
     wf["8"] = {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"ranks/{name}"}}
     wf["19"] = {"class_type": "HyStreamTextEncode", "inputs": {"text_encoder": ["2", 0], "prompt": "blurry, static"}}
@@ -39,6 +39,14 @@ def test_two_gpus_give_the_one_gpu_latents(comfy_host, tmp_path):
     steps = [m["data"]["value"] for m in result["messages"] if m["type"] == "progress" and m["data"]["node"] == "6"]
     assert steps[-1] == 4  # progress from rank 0, step by step
     assert not workers_alive()  # the run's workers ended with it
+
+
+def test_two_gpus_give_the_one_gpu_latents_with_1_5(comfy_host, tmp_path):
+    small = {"5.width": 64, "5.height": 64, "5.length": 9}  # 1.5: 16x compression, 3 x 4 x 4 latent tokens
+    one, _ = latent_run(comfy_host, tmp_path, "one15", "hunyuan15_t2v_lowvram", **small, **{"6.seed": 3, "6.gpus": 1})
+    two, result = latent_run(comfy_host, tmp_path, "two15", "hunyuan15_t2v_lowvram", **small, **{"6.seed": 3, "6.gpus": 2})
+    assert two is not None, result["error"].get("exception_message")
+    assert two.shape == one.shape and (two == one).all(), f"differs by {(two - one).abs().max().item():.2e}"
 
 
 def test_cancel_stops_the_workers_and_the_next_run_works(comfy_host, tmp_path):
