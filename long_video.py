@@ -21,13 +21,14 @@ def section_sampler(dit):
 
 
 def sample_long_video(dit, positive, negative, start_latent: torch.Tensor, image_states: torch.Tensor,
-                      settings: LongVideoSettings, decode: Callable[[torch.Tensor], torch.Tensor],
-                      sink: Callable[[torch.Tensor], None], *, loras=(), step_cache=None, on_step=None,
+                      settings: LongVideoSettings, decode: Callable[[torch.Tensor], torch.Tensor] | None,
+                      sink: Callable[[torch.Tensor], None] | None, *, loras=(), step_cache=None, on_step=None,
                       on_section: Callable[[int, int], None] | None = None, interrupt=None,
                       spill_dir: str | None = None, spill_as: torch.dtype = torch.float16) -> int:
     """Sample every section, `decode(raw latents)` each (unclamped frames [F, H, W, 3]), cross-fade it into the
     video and hand the finished frames to `sink` in display order. Returns the video's frame count. The DiT's
-    fixed parts are on the device only while a section samples; `decode` owns the VAE's device time."""
+    fixed parts are on the device only while a section samples; `decode` owns the VAE's device time. decode None:
+    sample only (a rank sharing the forwards of a run whose video rank 0 makes; returns 0)."""
     sampler = section_sampler(dit)
     total = sampler.sections(settings)
     height = start_latent.shape[3] * dit.family.latent.space
@@ -42,6 +43,11 @@ def sample_long_video(dit, positive, negative, start_latent: torch.Tensor, image
         finally:
             dit.release_device()
 
+    if decode is None:
+        for k, _ in sampler.sample(dit, positive, negative, start_latent, image_states, settings, run):
+            if on_section is not None:
+                on_section(k + 1, total)
+        return 0
     video = SectionVideo(sampler.overlap_frames(settings), sink, backwards=sampler.backwards(settings),
                          spill_dir=spill_dir, spill_as=spill_as)
     try:

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
-from . import pipeline
+from . import long_video, pipeline
 from .errors import InputError
 from .loading import load_dit, load_vae
 from .parallel.group import GroupSettings, SequenceGroup, close_group
@@ -47,14 +47,34 @@ class SampleJob:
 
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
         """ready(): says this worker is ready and joins the group, once what it opens is open."""
-        o = self.options
-        dit = load_dit(self.dit_path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch,
-                       vram_budget_gb=o.vram_budget_gb, resident_blocks=o.resident, host_tier=o.host_tier,
-                       compute=o.compute, ram_reserve=o.ram_reserve, reserve_bytes=o.reserve_bytes)
+        dit = _open_dit(self.dit_path, self.options, device)
         try:
             dit.model.spread_over(ready())
             pipeline.sample(dit, self.positive, self.latent, self.settings, negative=self.negative, loras=self.loras,
                             step_cache=self.step_cache)
+        finally:
+            dit.close()
+
+
+@dataclass(frozen=True)
+class LongVideoJob:
+    """A worker's part of a long video (FramePack): every section's forwards shared; rank 0 decodes and writes."""
+    dit_path: str
+    options: object
+    positive: object
+    start_latent: torch.Tensor
+    image_states: torch.Tensor
+    settings: object  # sampling.long_video.LongVideoSettings
+    negative: object = None
+    loras: tuple = ()
+    step_cache: object = None
+
+    def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
+        dit = _open_dit(self.dit_path, self.options, device)
+        try:
+            dit.model.spread_over(ready())
+            long_video.sample_long_video(dit, self.positive, self.negative, self.start_latent, self.image_states,
+                                         self.settings, None, None, loras=self.loras, step_cache=self.step_cache)
         finally:
             dit.close()
 
@@ -72,6 +92,18 @@ class DecodeJob:
             pipeline.decode(vae, self.latent, self.spec, Hooks(ranks=ready()))
         finally:
             vae.close()
+
+
+def _open_dit(path: str, o, device: str):
+    return load_dit(path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch, vram_budget_gb=o.vram_budget_gb,
+                    resident_blocks=o.resident, host_tier=o.host_tier, compute=o.compute, ram_reserve=o.ram_reserve,
+                    reserve_bytes=o.reserve_bytes)
+
+
+def worker_options(dit):
+    """How a worker opens the DiT rank 0 has: the same settings, read from the mapped file (the page cache is the
+    one host copy the workers share; pinning would lock a copy per process)."""
+    return dataclasses.replace(dit.options, hand_over=None, backend=None, host_tier="mapped")
 
 
 def import_route() -> tuple[str, str]:
@@ -184,10 +216,7 @@ class RankWorkers:
 
 
 def sample_job(dit, positive, latent, settings, *, negative=None, loras=(), step_cache=None) -> SampleJob:
-    # workers read blocks from the mapped file: the page cache is the one host copy they share (pinning would
-    # lock a copy per process)
-    options = dataclasses.replace(dit.options, hand_over=None, backend=None, host_tier="mapped")
-    return SampleJob(dit.path, options, positive, latent, settings, negative, tuple(loras), step_cache)
+    return SampleJob(dit.path, worker_options(dit), positive, latent, settings, negative, tuple(loras), step_cache)
 
 
 def renaming_pickle(host_package: str):

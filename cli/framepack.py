@@ -20,7 +20,7 @@ def generate_framepack(args, positive, negative, start_image, device, report, ti
     dit = load_dit(args.dit, device, weight_dtype=args.weight_dtype, prefetch_blocks=args.prefetch,
                    vram_budget_gb=args.vram_budget, compute=args.compute_dtype, reserve_bytes=int(args.reserve_vram * GIB),
                    host_tier="mapped" if args.group is not None else "auto")  # ranks share the page cache's copy
-    dit.model.spread_over(args.group)  # torchrun: every section's forwards shared; each rank decodes, rank 0 writes
+    dit.model.spread_over(args.group)  # torchrun: every section's forwards shared; rank 0 decodes and writes
     leader = args.group is None or args.group.leader
     try:
         sampler = long_video.section_sampler(dit)
@@ -38,9 +38,9 @@ def generate_framepack(args, positive, negative, start_image, device, report, ti
                 (Mp4Writer(args.out, args.width, args.height, sampler.fps, args.crf) if leader
                  else contextlib.nullcontext()) as writer:
             bar, done = tqdm_bar(total * args.steps, f"{total} sections"), [0]
-            frames = long_video.sample_long_video(
-                dit, positive, negative, start, states, settings, long_video.decoder(vae, tiles),
-                writer.write if leader else (lambda frames: None),
+            frames = long_video.sample_long_video(  # other ranks sample only: rank 0 decodes and writes
+                dit, positive, negative, start, states, settings, long_video.decoder(vae, tiles) if leader else None,
+                writer.write if leader else None,
                 on_step=lambda s: _tick(bar, done[0] * args.steps + s.index + 1, total * args.steps),
                 on_section=lambda k, n: done.__setitem__(0, k))
             bar.close()

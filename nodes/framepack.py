@@ -3,12 +3,13 @@ section, each section decoded and written to the mp4 as soon as it is sampled.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 import torch
 
-from .. import long_video, pipeline
+from .. import long_video, pipeline, rank_workers
 from ..errors import InputError
 from ..sampling.long_video import ORDERS, LongVideoSettings, frames_for_seconds
 from ..vae.tiling import TileSpec
@@ -90,11 +91,15 @@ class HyStreamFramePackSampler:
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
             "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True CFG with the negative prompt (doubles the time); 1 = off, as FramePack runs."}),
+            "gpus": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": (
+                "GPUs sharing every section's steps (sequence parallelism): this one and gpus - 1 worker processes "
+                "started for this video and stopped after it; this one decodes and writes. Must divide the model's "
+                "24 attention heads (2, 3, 4, 6 or 8). On a CPU host the workers are CPU processes.")}),
         }}
 
     @node_errors("FramePack sampling")
     def generate(self, dit, vae, positive, start_image, vision_name, width, height, seconds, order, window, steps,
-                 embedded_guidance, seed, filename_prefix, crf, output="mp4", negative=None, cfg=1.0):
+                 embedded_guidance, seed, filename_prefix, crf, output="mp4", negative=None, cfg=1.0, gpus=1):
         loaded = dit.dit
         sampler = long_video.section_sampler(loaded)  # a DiT that is not FramePack is refused here
         long_video.check_start_image(start_image)
@@ -132,10 +137,18 @@ class HyStreamFramePackSampler:
                 kept[:] = [frames[-1:]]
 
         loaded.stats.reset()
-        with Mp4Writer(os.path.join(folder, name), width, height, sampler.fps, crf) as writer:
-            frames = long_video.sample_long_video(
-                loaded, positive, negative, start, states, settings, decode, sink, loras=dit.loras,
-                step_cache=dit.step_cache, on_step=on_step, interrupt=host.interrupt_check, spill_as=torch.uint8)
+        loaded.model.check_ranks(gpus)
+        ranks = rank_workers.RankWorkers(gpus, loaded.model.device, rank_workers.LongVideoJob(
+            loaded.path, rank_workers.worker_options(loaded), positive, start, states, settings, negative, dit.loras,
+            dit.step_cache)) if gpus > 1 else contextlib.nullcontext()
+        try:
+            with ranks as group, Mp4Writer(os.path.join(folder, name), width, height, sampler.fps, crf) as writer:
+                loaded.model.spread_over(group)  # gpus > 1: this process is rank 0 (progress, previews, Cancel)
+                frames = long_video.sample_long_video(
+                    loaded, positive, negative, start, states, settings, decode, sink, loras=dit.loras,
+                    step_cache=dit.step_cache, on_step=on_step, interrupt=host.interrupt_check, spill_as=torch.uint8)
+        finally:
+            loaded.model.spread_over(None)
         log.info("HyStream FramePack: %d sections of %d steps (%s), %d frames at %g fps in %s; %s", total, steps,
                  settings.order, frames, sampler.fps, name, loaded.stats.summary())
         return {"ui": {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)},

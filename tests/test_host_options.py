@@ -93,7 +93,8 @@ def variants(comfy_host, tmp_path_factory):
             # the 1.0 I2V workflow: its DiT takes no SigLIP states (1.5's do: test_host15)
             "HyStreamImageToVideo.vision_name": {"none"},
             "HyStreamFramePackSampler.vision_name": {"sigclip_vision_patch14_384.safetensors"},
-            "HyStreamSampler.gpus": {1, 2}}  # the demo DiT has 2 heads: 8 ranks are refused by name (test_host_ranks)
+            # the demo DiTs have 2 heads: 8 ranks are refused by name (test_host_ranks runs 2)
+            "HyStreamSampler.gpus": {1, 2}, "HyStreamFramePackSampler.gpus": {1, 2}}
     return dits, good
 
 

@@ -94,3 +94,31 @@ def test_two_gpus_share_the_vae_tiles_and_give_the_one_gpu_frames(comfy_host, tm
     assert videos[0].shape == videos[1].shape and (videos[0] == videos[1]).all()
     assert seen and all(tiles > 1 and workers == 1 for tiles, workers in seen), seen  # several tiles, one worker
     assert not workers_alive()
+
+
+def test_two_gpus_make_the_one_gpu_framepack_video(comfy_host, tmp_path):
+    import json
+    import os
+
+    from comfy_host import upload
+    from hystream.video_io import read_video
+    from test_host_api import API, write_png
+
+    upload(comfy_host, write_png(str(tmp_path / "start.png"), 40, 60, seed=9), "ranks_start.png")
+    seen, videos = [], []
+    for gpus in (1, 2):
+        with open(os.path.join(API, "hunyuan_framepack_lowvram.api.json")) as f:
+            wf = json.load(f)
+        wf["1"]["inputs"]["dit_name"] = os.path.basename(comfy_host.models["framepack_dit"])
+        wf["11"]["inputs"]["image"] = "ranks_start.png"
+        wf["6"]["inputs"].update(width=64, height=48, seconds=0.5, window=2, steps=2, seed=4, gpus=gpus,
+                                 filename_prefix=f"ranks/fp{gpus}")
+        watch = (lambda m: seen.append(len(workers_alive())) if m["type"] == "progress" else None) if gpus == 2 else None
+        result = run_prompt(comfy_host, wf, timeout=600, on_message=watch)
+        assert result["status"] == "success", result.get("error")
+        item = result["history"]["outputs"]["6"]["images"][0]
+        videos.append(read_video(fetch_output(comfy_host, item, str(tmp_path / item["filename"])))[0])
+    assert videos[0].shape == videos[1].shape == (25, 48, 64, 3)  # 3 sections
+    assert (videos[0] == videos[1]).all()
+    assert seen and max(seen) == 1  # one worker beside ComfyUI while the sections sampled
+    assert not workers_alive()

@@ -22,7 +22,8 @@ FLOORS = [
     {"families.registry"},  # the one place that imports the families
     {"loading", "video_stages", "video_io"},
     {"pipeline"},
-    {"planner", "long_video", "rank_workers"},
+    {"planner", "long_video"},
+    {"rank_workers"},  # a stage spread over worker processes (sampling, long video, decode)
     {"nodes", "cli"},
     {"__init__", "__main__"},  # entry points: ComfyUI's and `python -m hystream`'s
 ]
