@@ -57,13 +57,12 @@ class SequenceGroup:
 
     def send_to_leader(self, t: torch.Tensor) -> None:
         """`t` to rank 0 (a VAE tile this rank decoded)."""
-        dist.send(self._on_wire(t.contiguous()), dst=dist.get_global_rank(self.group, 0) if self.group else 0,
-                  group=self.group)
+        dist.send(self._on_wire(t.contiguous()), dst=self._global(0), group=self.group)
 
     def receive_from(self, rank: int, shape: tuple) -> torch.Tensor:
         """Rank 0: the next float32 tensor of `shape` that `rank` sends."""
         t = torch.empty(shape, dtype=torch.float32)
-        dist.recv(t, src=dist.get_global_rank(self.group, rank) if self.group else rank, group=self.group)
+        dist.recv(t, src=self._global(rank), group=self.group)
         return t
 
     def all_to_all(self, t: torch.Tensor, scatter: int, gather: int) -> torch.Tensor:
@@ -71,13 +70,17 @@ class SequenceGroup:
         H/N heads; (1, 2) is the way back."""
         return _yunchang_all_to_all()(t.contiguous(), scatter, gather, group=self.group)
 
+    def _global(self, rank: int) -> int:
+        """The default group's number of this group's `rank` (what point-to-point calls take)."""
+        return dist.get_global_rank(self.group, rank) if self.group is not None else rank
+
     def _on_wire(self, t: torch.Tensor) -> torch.Tensor:
         return t.cpu() if self.backend == "gloo" else t
 
     def decide(self, flag: bool, device: torch.device) -> bool:
         """Rank 0's flag, on every rank (a step cache's skip decision: all ranks skip the same steps)."""
         t = self._on_wire(torch.tensor([int(flag)], device=device))
-        dist.broadcast(t, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group)
+        dist.broadcast(t, src=self._global(0), group=self.group)
         return bool(t.item())
 
     def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -86,11 +89,6 @@ class SequenceGroup:
         dist.all_gather(parts, x.contiguous(), group=self.group)
         return torch.cat(parts, dim)
 
-    def same_everywhere(self, x: torch.Tensor) -> torch.Tensor:
-        """Rank 0's `x` on every rank (inputs the ranks must share: noise, conditioning)."""
-        x = x.contiguous()
-        dist.broadcast(x, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group)
-        return x
 
 
 class EstimateGroup(SequenceGroup):
@@ -104,17 +102,6 @@ class EstimateGroup(SequenceGroup):
         shape = list(x.shape)
         shape[dim] *= self.world
         return x.new_empty(shape)
-
-    def send_to_leader(self, t: torch.Tensor) -> None:
-        """`t` to rank 0 (a VAE tile this rank decoded)."""
-        dist.send(self._on_wire(t.contiguous()), dst=dist.get_global_rank(self.group, 0) if self.group else 0,
-                  group=self.group)
-
-    def receive_from(self, rank: int, shape: tuple) -> torch.Tensor:
-        """Rank 0: the next float32 tensor of `shape` that `rank` sends."""
-        t = torch.empty(shape, dtype=torch.float32)
-        dist.recv(t, src=dist.get_global_rank(self.group, rank) if self.group else rank, group=self.group)
-        return t
 
     def all_to_all(self, t: torch.Tensor, scatter: int, gather: int) -> torch.Tensor:
         """yunchang's three buffers: the transposed input, the received one, the result in [B, L, H, D]."""
