@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -34,49 +35,65 @@ BOOT = ("import sys, importlib; sys.argv[1] and sys.path.insert(0, sys.argv[1]);
 
 
 @dataclass(frozen=True)
-class SampleJob:
-    """A worker's part of a sampling run: the DiT's file and how it was opened, the run's inputs (on the host)."""
+class DiTRun:
+    """What every worker of a DiT stage needs besides its inputs: the DiT's file and how rank 0 opened it, the
+    prompts, the LoRAs and the step cache (all on the host)."""
     dit_path: str
     options: object  # loaders.streamed.StreamOptions, without the host's hand-over and backend
     positive: object
-    latent: torch.Tensor
-    settings: pipeline.SampleSettings
     negative: object = None
     loras: tuple = ()
     step_cache: object = None
 
-    def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
-        """ready(): says this worker is ready and joins the group, once what it opens is open."""
-        dit = _open_dit(self.dit_path, self.options, device)
+    @classmethod
+    def of(cls, dit, positive, negative=None, loras=(), step_cache=None) -> DiTRun:
+        """The run of rank 0's loaded DiT; the workers read its blocks from the mapped file (the page cache is the
+        one host copy they share: pinning would lock a copy per process)."""
+        options = dataclasses.replace(dit.options, hand_over=None, backend=None, host_tier="mapped")
+        return cls(dit.path, options, positive, negative, tuple(loras), step_cache)
+
+    @contextmanager
+    def opened(self, device: str, ready: Callable[[], SequenceGroup]):
+        """The DiT open on `device`, spread over the group `ready()` joins once it is open."""
+        o = self.options
+        dit = load_dit(self.dit_path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch,
+                       vram_budget_gb=o.vram_budget_gb, resident_blocks=o.resident, host_tier=o.host_tier,
+                       compute=o.compute, ram_reserve=o.ram_reserve, reserve_bytes=o.reserve_bytes)
         try:
             dit.model.spread_over(ready())
-            pipeline.sample(dit, self.positive, self.latent, self.settings, negative=self.negative, loras=self.loras,
-                            step_cache=self.step_cache)
+            yield dit
         finally:
             dit.close()
 
 
 @dataclass(frozen=True)
+class SampleJob:
+    """A worker's part of a sampling run: every forward's image tokens shared."""
+    run_of: DiTRun
+    latent: torch.Tensor
+    settings: pipeline.SampleSettings
+
+    def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
+        """ready(): says this worker is ready and joins the group, once what it opens is open."""
+        r = self.run_of
+        with r.opened(device, ready) as dit:
+            pipeline.sample(dit, r.positive, self.latent, self.settings, negative=r.negative, loras=r.loras,
+                            step_cache=r.step_cache)
+
+
+@dataclass(frozen=True)
 class LongVideoJob:
     """A worker's part of a long video (FramePack): every section's forwards shared; rank 0 decodes and writes."""
-    dit_path: str
-    options: object
-    positive: object
+    run_of: DiTRun
     start_latent: torch.Tensor
     image_states: torch.Tensor
     settings: object  # sampling.long_video.LongVideoSettings
-    negative: object = None
-    loras: tuple = ()
-    step_cache: object = None
 
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
-        dit = _open_dit(self.dit_path, self.options, device)
-        try:
-            dit.model.spread_over(ready())
-            long_video.sample_long_video(dit, self.positive, self.negative, self.start_latent, self.image_states,
-                                         self.settings, None, None, loras=self.loras, step_cache=self.step_cache)
-        finally:
-            dit.close()
+        r = self.run_of
+        with r.opened(device, ready) as dit:
+            long_video.sample_long_video(dit, r.positive, r.negative, self.start_latent, self.image_states,
+                                         self.settings, None, None, loras=r.loras, step_cache=r.step_cache)
 
 
 @dataclass(frozen=True)
@@ -92,18 +109,6 @@ class DecodeJob:
             pipeline.decode(vae, self.latent, self.spec, Hooks(ranks=ready()))
         finally:
             vae.close()
-
-
-def _open_dit(path: str, o, device: str):
-    return load_dit(path, device, weight_dtype=o.weight_dtype, prefetch_blocks=o.prefetch, vram_budget_gb=o.vram_budget_gb,
-                    resident_blocks=o.resident, host_tier=o.host_tier, compute=o.compute, ram_reserve=o.ram_reserve,
-                    reserve_bytes=o.reserve_bytes)
-
-
-def worker_options(dit):
-    """How a worker opens the DiT rank 0 has: the same settings, read from the mapped file (the page cache is the
-    one host copy the workers share; pinning would lock a copy per process)."""
-    return dataclasses.replace(dit.options, hand_over=None, backend=None, host_tier="mapped")
 
 
 def import_route() -> tuple[str, str]:
@@ -213,10 +218,6 @@ class RankWorkers:
                 raise RuntimeError(failed) from exc
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def sample_job(dit, positive, latent, settings, *, negative=None, loras=(), step_cache=None) -> SampleJob:
-    return SampleJob(dit.path, worker_options(dit), positive, latent, settings, negative, tuple(loras), step_cache)
 
 
 def renaming_pickle(host_package: str):

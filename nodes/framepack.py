@@ -3,7 +3,6 @@ section, each section decoded and written to the mp4 as soon as it is sampled.""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
@@ -16,6 +15,7 @@ from ..vae.tiling import TileSpec
 from ..video_writer import Mp4Writer
 from . import host
 from .files import model_file
+from .gpus import gpus_input, workers
 from .guard import node_errors
 
 log = logging.getLogger("hystream")
@@ -91,10 +91,8 @@ class HyStreamFramePackSampler:
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
             "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True CFG with the negative prompt (doubles the time); 1 = off, as FramePack runs."}),
-            "gpus": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": (
-                "GPUs sharing every section's steps (sequence parallelism): this one and gpus - 1 worker processes "
-                "started for this video and stopped after it; this one decodes and writes. Must divide the model's "
-                "24 attention heads (2, 3, 4, 6 or 8). On a CPU host the workers are CPU processes.")}),
+            "gpus": gpus_input("every section's steps (sequence parallelism)", "; this one decodes and writes; must "
+                               "divide the model's 24 attention heads (2, 3, 4, 6 or 8)"),
         }}
 
     @node_errors("FramePack sampling")
@@ -138,9 +136,8 @@ class HyStreamFramePackSampler:
 
         loaded.stats.reset()
         loaded.model.check_ranks(gpus)
-        ranks = rank_workers.RankWorkers(gpus, loaded.model.device, rank_workers.LongVideoJob(
-            loaded.path, rank_workers.worker_options(loaded), positive, start, states, settings, negative, dit.loras,
-            dit.step_cache)) if gpus > 1 else contextlib.nullcontext()
+        ranks = workers(gpus, loaded.model.device, rank_workers.LongVideoJob(
+            rank_workers.DiTRun.of(loaded, positive, negative, dit.loras, dit.step_cache), start, states, settings))
         try:
             with ranks as group, Mp4Writer(os.path.join(folder, name), width, height, sampler.fps, crf) as writer:
                 loaded.model.spread_over(group)  # gpus > 1: this process is rank 0 (progress, previews, Cancel)

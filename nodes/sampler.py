@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from .. import pipeline, rank_workers
@@ -11,6 +10,7 @@ from ..sampling.schedule import start_index
 from ..sampling.step_cache import report_line
 from ..sizes import GIB
 from . import host
+from .gpus import gpus_input, workers
 from .guard import node_errors
 
 log = logging.getLogger("hystream")
@@ -45,10 +45,8 @@ class HyStreamSampler:
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
             "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True classifier-free guidance with the negative prompt (doubles the time); 1 = off."}),
-            "gpus": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": (
-                "GPUs sharing every step (sequence parallelism): this one and gpus - 1 worker processes started for "
-                "this run and stopped after it, each streaming the DiT from the same file. Must divide the model's "
-                "attention heads (1.0: 24, so 2, 3, 4, 6 or 8; 1.5: 16). On a CPU host the workers are CPU processes.")}),
+            "gpus": gpus_input("every step (sequence parallelism)", ", each streaming the DiT from the same file; must "
+                               "divide the model's attention heads (1.0: 24, so 2, 3, 4, 6 or 8; 1.5: 16)"),
         }}
 
     @node_errors("sampling")
@@ -62,9 +60,8 @@ class HyStreamSampler:
         # Latent2RGB: no preview model inside our budget
         progress = host.Progress(total, preview_format=loaded.family.latent.preview)
         loaded.model.check_ranks(gpus)
-        ranks = rank_workers.RankWorkers(gpus, loaded.model.device, rank_workers.sample_job(
-            loaded, positive, samples, settings, negative=negative, loras=dit.loras, step_cache=dit.step_cache)) \
-            if gpus > 1 else contextlib.nullcontext()
+        ranks = workers(gpus, loaded.model.device, rank_workers.SampleJob(
+            rank_workers.DiTRun.of(loaded, positive, negative, dit.loras, dit.step_cache), samples, settings))
         try:
             loaded.stats.reset()  # this run's counters: ComfyUI may hand us a cached loader output again
             loaded.to_device()

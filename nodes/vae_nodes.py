@@ -7,6 +7,7 @@ import contextlib
 from .. import pipeline, rank_workers
 from ..vae.tiling import Hooks, TileSpec
 from . import host
+from .gpus import gpus_input, workers
 from .guard import node_errors
 
 
@@ -30,7 +31,7 @@ def tile_inputs():
 def run_stage(vae, latent_shape, spec: TileSpec, what: str, fn, shared=None):
     """Resolve the tiles for the memory the host can give, have it free just that, then run `fn(spec,
     hooks)` with the VAE on the device. shared(spec): the workers sharing the tiles (a context giving the
-    group), or None."""
+    group or None), or None."""
     progress = host.Progress(1)
     hooks = Hooks(progress=lambda done, total: progress.update(done, total), interrupt=host.interrupt_check)
     spec, needed = pipeline.vae_stage_plan(vae, latent_shape, spec, what, host.available_vram(vae.device))
@@ -56,18 +57,14 @@ class HyStreamVAEDecode:
         return {"required": {"vae": ("HYSTREAM_VAE", {"tooltip": "From HyStreamVAELoader."}),
                              "samples": ("LATENT", {"tooltip": "The sampler's output (raw VAE latents)."}),
                              **tile_inputs()},
-                "optional": {"gpus": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": (
-                    "GPUs sharing the tiles: this one and gpus - 1 worker processes started for this decode and stopped "
-                    "after it; tile i is decoded on GPU i mod gpus and blended here. On a CPU host the workers are CPU "
-                    "processes.")})}}
+                "optional": {"gpus": gpus_input("the tiles", "; tile i is decoded on GPU i mod gpus and blended here")}}
 
     @node_errors("VAE decoding")
     def decode(self, vae, samples, tile_size, tile_overlap, temporal_tile, temporal_overlap, gpus=1):
         spec = TileSpec(tile_size, tile_overlap, temporal_tile, temporal_overlap)
         latent = samples["samples"]
         pipeline.check_latent(latent, vae.family)
-        shared = (lambda spec: rank_workers.RankWorkers(gpus, vae.device, rank_workers.DecodeJob(vae.path, latent, spec))) \
-            if gpus > 1 else None
+        shared = lambda spec: workers(gpus, vae.device, rank_workers.DecodeJob(vae.path, latent, spec))
         frames = run_stage(vae, tuple(latent.shape), spec, "decode",
                            lambda spec, hooks: pipeline.decode(vae, latent, spec, hooks), shared)
         return (pipeline.drop_leading_frames(frames, samples.get(pipeline.DROP_KEY, 0)),)

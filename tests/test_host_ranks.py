@@ -92,7 +92,8 @@ def test_two_gpus_share_the_vae_tiles_and_give_the_one_gpu_frames(comfy_host, tm
         assert result["status"] == "success", result.get("error")
         videos.append(video_of(comfy_host, result, tmp_path)[0])
     assert videos[0].shape == videos[1].shape and (videos[0] == videos[1]).all()
-    assert seen and all(tiles > 1 and workers == 1 for tiles, workers in seen), seen  # several tiles, one worker
+    # several tiles, one worker beside ComfyUI while they decode (it may have left before the last tile's message)
+    assert max(tiles for tiles, _ in seen) > 1 and max(workers for _, workers in seen) == 1, seen
     assert not workers_alive()
 
 

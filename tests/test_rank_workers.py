@@ -9,11 +9,12 @@ import torch.distributed as dist
 from hystream.errors import InputError
 from hystream.loaders.streamed import StreamOptions
 from hystream.pipeline import SampleSettings
-from hystream.rank_workers import RankWorkers, SampleJob
+from hystream.rank_workers import DiTRun, RankWorkers, SampleJob
 
 
 def job(path: str) -> SampleJob:
-    return SampleJob(path, StreamOptions(), positive=None, latent=torch.zeros(1, 16, 1, 2, 2), settings=SampleSettings())
+    return SampleJob(DiTRun(path, StreamOptions(), positive=None), latent=torch.zeros(1, 16, 1, 2, 2),
+                     settings=SampleSettings())
 
 
 def test_a_worker_that_fails_stops_the_run_with_its_traceback(tmp_path):
