@@ -166,7 +166,7 @@ class RankWorkers:
         except BaseException:
             self._stop(kill=True)
             raise
-        return SequenceGroup()
+        return SequenceGroup(timeout_s=self.settings.timeout_s)
 
     def _wait_ready(self, store) -> None:
         """Every worker has opened its DiT (or one died: its log says why)."""
@@ -242,7 +242,7 @@ def worker_main(job_path: str, host_package: str, rank: str, world: str, port: s
     def ready() -> SequenceGroup:
         store.set(f"ready{rank}", "1")
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
-        return SequenceGroup()
+        return SequenceGroup(timeout_s=timeout.total_seconds())
 
     try:
         with torch.inference_mode():

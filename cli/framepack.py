@@ -46,7 +46,7 @@ def generate_framepack(args, positive, negative, start_image, device, report, ti
             bar.close()
             entry.update(sections=total, order=order)
             if args.group is not None and (split := dit.model.last_split) is not None:
-                entry["ranks"] = {"ranks": args.group.world, "image_tokens": split.n_tokens, "per_rank": split.share}
+                entry["ranks"] = split.report()
     finally:
         dit.close()
         vae.close()

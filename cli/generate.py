@@ -93,7 +93,7 @@ def cmd_generate(args) -> dict:
             if plan := dit.streamer.describe_plan():
                 entry["plan"] = plan
             if args.group is not None and (split := dit.model.last_split) is not None:
-                entry["ranks"] = {"ranks": args.group.world, "image_tokens": split.n_tokens, "per_rank": split.share}
+                entry["ranks"] = split.report()
             report_ = dit.step_cache_report
             if report_.get("method") != "off":
                 entry["step_cache"] = {"method": report_["method"], "threshold": report_["threshold"],

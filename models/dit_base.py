@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..memory_probe import sdpa_kernel
 from .layers import Linear
 from .lean import auto_chunk
@@ -67,24 +66,15 @@ class StreamedDiT(nn.Module):
         return (x_shape[2] // pt) * (x_shape[3] // ph) * (x_shape[4] // pw)
 
     # -- sequence parallelism ----------------------------------------------------------------------------
-    def check_ranks(self, world: int) -> None:
-        """Refuse a number of ranks this model cannot be shared over: Ulysses hands each rank H/N heads."""
-        if world > 1 and self.cfg.heads % world:
-            raise InputError(f"a number of GPUs that divides the model's {self.cfg.heads} attention heads "
-                             "(sequence parallelism hands each GPU an equal share of them)",
-                             f"{world} GPUs", f"use one of {[n for n in range(2, 9) if self.cfg.heads % n == 0]}")
-
     def spread_over(self, group) -> None:
         """Share every forward's image tokens with the ranks of `group` (a parallel.group.SequenceGroup; None:
         this device alone)."""
-        if group is not None:
-            self.check_ranks(group.world)
         self.sequence_group = group if group is not None and group.world > 1 else None
 
     def token_split(self, n_tokens: int) -> WholeSequence:
         """How this forward's n image tokens lie over the ranks (one rank: all here)."""
         group = self.sequence_group
-        self.last_split = WholeSequence(n_tokens) if group is None else group.token_split(n_tokens)
+        self.last_split = WholeSequence(n_tokens) if group is None else group.token_split(n_tokens, self.cfg.heads)
         return self.last_split
 
     # -- RoPE, cached for a run ------------------------------------------------------------------------

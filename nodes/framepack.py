@@ -91,8 +91,8 @@ class HyStreamFramePackSampler:
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
             "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True CFG with the negative prompt (doubles the time); 1 = off, as FramePack runs."}),
-            "gpus": gpus_input("every section's steps (sequence parallelism)", "; this one decodes and writes; must "
-                               "divide the model's 24 attention heads (2, 3, 4, 6 or 8)"),
+            "gpus": gpus_input("every section's steps (sequence parallelism)", "; this one decodes and writes; any number "
+                               "(where it does not divide the model's 24 attention heads, ring attention joins in)"),
         }}
 
     @node_errors("FramePack sampling")
@@ -135,7 +135,6 @@ class HyStreamFramePackSampler:
                 kept[:] = [frames[-1:]]
 
         loaded.stats.reset()
-        loaded.model.check_ranks(gpus)
         ranks = workers(gpus, loaded.model.device, rank_workers.LongVideoJob(
             rank_workers.DiTRun.of(loaded, positive, negative, dit.loras, dit.step_cache), start, states, settings))
         try:

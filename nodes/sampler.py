@@ -45,8 +45,8 @@ class HyStreamSampler:
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg > 1."}),
             "cfg": ("FLOAT", {"default": d.cfg, "min": 1.0, "max": 30.0, "step": 0.1,
                               "tooltip": "True classifier-free guidance with the negative prompt (doubles the time); 1 = off."}),
-            "gpus": gpus_input("every step (sequence parallelism)", ", each streaming the DiT from the same file; must "
-                               "divide the model's attention heads (1.0: 24, so 2, 3, 4, 6 or 8; 1.5: 16)"),
+            "gpus": gpus_input("every step (sequence parallelism)", ", each streaming the DiT from the same file; any "
+                               "number: where it does not divide the model's attention heads, ring attention joins in"),
         }}
 
     @node_errors("sampling")
@@ -59,7 +59,6 @@ class HyStreamSampler:
         total = steps - start_index(steps, denoise)
         # Latent2RGB: no preview model inside our budget
         progress = host.Progress(total, preview_format=loaded.family.latent.preview)
-        loaded.model.check_ranks(gpus)
         ranks = workers(gpus, loaded.model.device, rank_workers.SampleJob(
             rank_workers.DiTRun.of(loaded, positive, negative, dit.loras, dit.step_cache), samples, settings))
         try:
@@ -85,9 +84,10 @@ class HyStreamSampler:
 
 
 def ranks_note(model, gpus: int) -> str:
-    """' (2 ranks, 1024 of 2048 image tokens each)': how the last forward's tokens lay ('' on one GPU)."""
+    """' (2 ranks, 1024 of 2048 image tokens each, ulysses 2)': how the last forward's tokens lay ('' on one GPU)."""
     split = model.last_split
-    return f" ({gpus} ranks, {split.share} of {split.n_tokens} image tokens each)" if gpus > 1 and split else ""
+    return f" ({gpus} ranks, {split.share} of {split.n_tokens} image tokens each, {split.report()['attention']})" \
+        if gpus > 1 and split else ""
 
 
 def block_weights_dtype(streamer) -> str:

@@ -4,6 +4,7 @@ environment or by the ComfyUI node's workers) and the few collectives the engine
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -37,23 +38,44 @@ class GroupSettings:
 
 class SequenceGroup:
     """This process's place among the ranks (rank, world) and the collectives over `group` (None: the
-    default group)."""
+    default group); timeout_s bounds the subgroups it makes (`split`)."""
 
-    def __init__(self, group=None):
-        self.group = group
+    def __init__(self, group=None, timeout_s: float = GroupSettings.timeout_s):
+        self.group, self.timeout_s = group, timeout_s
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
         self.backend = dist.get_backend(group)
+        self._splits: dict[int, tuple] = {}
 
     @property
     def leader(self) -> bool:
         return self.rank == 0
 
-    def token_split(self, n_tokens: int):
-        """This rank's share of a forward's n image tokens (parallel/shards.py)."""
+    def token_split(self, n_tokens: int, heads: int):
+        """This rank's share of a forward's n image tokens, for a model with `heads` attention heads
+        (parallel/shards.py)."""
         from .shards import TokenShards
 
-        return TokenShards(self, n_tokens)
+        return TokenShards(self, n_tokens, heads)
+
+    def split(self, heads: int) -> tuple[SequenceGroup | None, RingGroup]:
+        """The ranks as u = gcd(heads, N) consecutive ranks exchanging heads (Ulysses) in each of N/u teams, and
+        rings of N/u ranks (one of each team) passing keys along: this rank's team (None when u is 1) and ring.
+        Made once per u; every rank makes every subgroup, in the same order (torch.distributed's rule)."""
+        u = math.gcd(heads, self.world)
+        if u not in self._splits:
+            teams = [[j * u + i for i in range(u)] for j in range(self.world // u)]
+            rings = [list(ring) for ring in zip(*teams)]
+            mine = {}
+            for kind, sets in (("team", teams), ("ring", rings)):
+                for members in sets:
+                    group = dist.new_group([self._global(m) for m in members],
+                                           timeout=datetime.timedelta(seconds=self.timeout_s))
+                    if self.rank in members:
+                        mine[kind] = group
+            team = SequenceGroup(mine["team"], self.timeout_s) if u > 1 else None
+            self._splits[u] = (team, RingGroup(mine["ring"]))
+        return self._splits[u]
 
     def send_to_leader(self, t: torch.Tensor) -> None:
         """`t` to rank 0 (a VAE tile this rank decoded)."""
@@ -91,12 +113,47 @@ class SequenceGroup:
 
 
 
+class RingGroup:
+    """A ring of ranks passing tensors to the next one, through yunchang's RingComm (batched isend / irecv)."""
+
+    def __init__(self, group):
+        self.comm = _yunchang("yunchang.ring.utils").RingComm(group)
+        self.rank, self.world = self.comm.rank, self.comm.world_size
+
+    def pass_on(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Start sending `tensors` to the next rank and receiving the previous rank's (same shapes); the
+        returned buffers hold them once `arrived()` returns."""
+        got = [self.comm.send_recv(t.contiguous()) for t in tensors]
+        self.comm.commit()
+        return got
+
+    def arrived(self) -> None:
+        self.comm.wait()
+
+
+class EstimateRing(RingGroup):
+    """A ring as the estimator sees it: receive buffers of the shapes that would arrive."""
+
+    def __init__(self, world: int):
+        self.rank, self.world = 0, world
+
+    def pass_on(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.empty_like(t) for t in tensors]
+
+    def arrived(self) -> None:
+        pass
+
+
 class EstimateGroup(SequenceGroup):
     """N ranks as the memory estimator sees one of them (rank 0): the collectives make tensors of the shapes
     they would return, with the temporaries they allocate, and exchange nothing (fake tensors, no processes)."""
 
     def __init__(self, world: int):
         self.group, self.rank, self.world, self.backend = None, 0, world, "estimate"
+
+    def split(self, heads: int) -> tuple[SequenceGroup | None, RingGroup]:
+        u = math.gcd(heads, self.world)
+        return (EstimateGroup(u) if u > 1 else None), EstimateRing(self.world // u)
 
     def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         shape = list(x.shape)
@@ -115,11 +172,17 @@ class EstimateGroup(SequenceGroup):
         return out
 
 
-def _yunchang_all_to_all():
-    with warnings.catch_warnings():  # its ring modules' import warns about torch.jit.script
+def _yunchang(module: str):
+    """A yunchang module (imported on first use: its ring modules' import warns about torch.jit.script)."""
+    import importlib
+
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from yunchang.comm.all_to_all import all_to_all_4D
-    return all_to_all_4D
+        return importlib.import_module(module)
+
+
+def _yunchang_all_to_all():
+    return _yunchang("yunchang.comm.all_to_all").all_to_all_4D
 
 
 def launched_ranks() -> int:
@@ -137,7 +200,7 @@ def start_group(settings: GroupSettings, device: torch.device) -> SequenceGroup:
     if not dist.is_initialized():
         dist.init_process_group(settings.backend_for(device), init_method="env://",
                                 timeout=datetime.timedelta(seconds=settings.timeout_s))
-    return SequenceGroup()
+    return SequenceGroup(timeout_s=settings.timeout_s)
 
 
 def close_group() -> None:

@@ -1,11 +1,13 @@
 """Which image tokens a rank holds: the sequence in equal contiguous shares, the last padded.
 
 The padding tokens (zeros, with a zero RoPE) run through the blocks like the others but are dropped
-wherever tokens meet: from the keys and values before attention (parallel/ulysses.py) and from the
-gathered output. So every real token sees exactly the keys it sees on one device, in the same order.
+wherever tokens meet: from the keys and values before attention (parallel/ulysses.py, parallel/ring.py) and
+from the gathered output. So every real token sees exactly the keys it sees on one device, in the same order.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +34,12 @@ class RopeRows:
 
 
 class TokenShards(WholeSequence):
-    """The image sequence of `n_tokens` over the ranks of `group` (a parallel.group.SequenceGroup): rank r holds tokens r·share … (r+1)·share."""
+    """The image sequence of `n_tokens` over the ranks of `group` (a parallel.group.SequenceGroup): rank r holds
+    tokens r·share … (r+1)·share. heads: the model's attention heads (they choose the attention's exchange)."""
 
-    def __init__(self, group, n_tokens: int):
+    def __init__(self, group, n_tokens: int, heads: int):
         super().__init__(n_tokens)
-        self.group, self.world = group, group.world
+        self.group, self.world, self.heads = group, group.world, heads
         self.share = -(-n_tokens // group.world)
         self.start = min(group.rank * self.share, n_tokens)
         self.stop = min(self.start + self.share, n_tokens)
@@ -59,7 +62,17 @@ class TokenShards(WholeSequence):
         """[B, share, C] on every rank → the whole [B, n_tokens, C] on every rank."""
         return self.group.gather(x, 1)[:, :self.n_tokens]
 
+    def report(self) -> dict:
+        """What the run report says of the split: ranks, tokens, this rank's share and how attention is shared."""
+        u = math.gcd(self.heads, self.world)
+        way = f"ulysses {u}" if u == self.world else f"ring {self.world}" if u == 1 else f"ulysses {u} × ring {self.world // u}"
+        return {"ranks": self.world, "image_tokens": self.n_tokens, "per_rank": self.share, "attention": way}
+
     def attention(self, key_mask: torch.Tensor | None) -> JointAttention:
+        """Ulysses where the ranks divide the heads; otherwise Ulysses over gcd(heads, N) ranks joined by rings."""
+        from .ring import RingAttention
         from .ulysses import UlyssesAttention
 
-        return UlyssesAttention(self, key_mask)
+        if self.heads % self.world == 0:
+            return UlyssesAttention(self, key_mask)
+        return RingAttention(self, key_mask, *self.group.split(self.heads))

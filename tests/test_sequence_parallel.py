@@ -1,6 +1,7 @@
 """Sequence parallelism on CPU ranks (gloo): the DiT's image tokens shared over 2 and 3 ranks give the one-rank
 output, bit for bit where each rank's kernel calls see the same rows (query sets whole, shares of ≥ 16 rows: the
-CPU BLAS rounds smaller calls differently), within 1e-5 relative where the lean path's query chunks differ.
+CPU BLAS rounds smaller calls differently), within 1e-5 relative where the lean path's query chunks differ or
+ring attention merges partial softmaxes (rank counts the heads do not divide).
 
 Every rank loads the same file through the real loader and streams its blocks; each case covers a class:
 text padding with a key mask (true CFG batch 2), a token count the ranks do not divide (padding tokens),
@@ -15,11 +16,10 @@ import torch
 
 import tiny_dit
 import tiny_dit15
-from hystream.errors import InputError
 from hystream.loading import load_dit
 from ranks import run_ranks
 
-TINY_SP = dataclasses.replace(tiny_dit.TINY, hidden=768, heads=6)  # 6 heads: Ulysses over 2 and 3 ranks
+TINY_SP = dataclasses.replace(tiny_dit.TINY, hidden=768, heads=6)  # 6 heads: Ulysses over 2 and 3 ranks, ring else
 TINY15_SP = dataclasses.replace(tiny_dit15.TINY15, hidden=768, heads=6)
 
 
@@ -73,16 +73,19 @@ def one_rank(files):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, 3, 4, 5], ids=["ulysses 2", "ulysses 3", "ulysses 2 x ring 2", "ring 5"])
 def test_ranks_give_the_one_rank_output(files, one_rank, world, tmp_path):
+    """6 heads: 2 and 3 ranks exchange heads (bit for bit); 4 and 5 do not divide them, so ring attention merges
+    partial softmaxes (within 1e-5 relative)."""
     names = list(cases())
     per_rank = run_ranks(world, forward_all, files, names, folder=str(tmp_path))
+    ring = TINY_SP.heads % world != 0
     for name in names:
         want = one_rank[name]
         assert torch.isfinite(want).all()
         for rank, got in enumerate(per_rank):
             out = got[name]
-            if name == "lean chunks":  # the ranks' query chunks are other rows: rounding, not maths, differs
+            if ring or name == "lean chunks":  # merged softmaxes / other rows per kernel call: rounding differs
                 rel = ((out - want).abs().max() / want.abs().max()).item()
                 assert rel <= 1e-5, f"{name}, rank {rank} of {world}: {rel:.2e} relative"
             else:
@@ -90,18 +93,16 @@ def test_ranks_give_the_one_rank_output(files, one_rank, world, tmp_path):
                                                 f"{(out - want).abs().max().item():.2e}")
 
 
-class FakeGroup:
-    def __init__(self, world):
-        self.world, self.rank = world, 0
+def test_ranks_split_into_head_teams_and_rings():
+    """u = gcd(heads, N) consecutive ranks exchange heads; rings join one rank of each team; the report names it."""
+    from hystream.parallel.group import EstimateGroup
 
-
-def test_heads_that_do_not_divide_are_refused_by_name(files):
-    dit = load_dit(files["1.0"])
-    try:
-        with pytest.raises(InputError, match="divides the model's 6 attention heads.*found 4 GPUs.*use one of \\[2, 3, 6\\]"):
-            dit.model.spread_over(FakeGroup(4))
-    finally:
-        dit.close()
+    for heads, world, way in ((24, 8, "ulysses 8"), (24, 5, "ring 5"), (24, 9, "ulysses 3 × ring 3"),
+                              (16, 6, "ulysses 2 × ring 3"), (6, 4, "ulysses 2 × ring 2")):
+        shards = EstimateGroup(world).token_split(100, heads)
+        assert shards.report()["attention"] == way
+        team, ring = EstimateGroup(world).split(heads)
+        assert (team.world if team else 1) * ring.world == world
 
 
 def test_one_ranks_activations_shrink_with_the_ranks():
