@@ -26,7 +26,7 @@ import torch.distributed as dist
 from . import long_video, pipeline
 from .errors import InputError
 from .loading import load_dit, load_vae
-from .parallel.group import GroupSettings, SequenceGroup, close_group
+from .parallel.group import GroupSettings, SequenceGroup, close_group, rank_device
 from .vae.tiling import Hooks, TileSpec
 
 # a worker imports this package the way its host did (a custom node's folder name is free) and runs worker_main
@@ -121,10 +121,6 @@ def import_route() -> tuple[str, str]:
     return os.path.dirname(here), os.path.basename(here)
 
 
-def rank_device(device: torch.device, rank: int) -> str:
-    return f"cuda:{rank}" if device.type == "cuda" else str(device)
-
-
 class RankWorkers:
     """`with RankWorkers(world, device, job) as group:` — rank 0 here, ranks 1… in workers running `job`; on
     leaving, the workers are waited for (or killed, when the stage failed or was cancelled), the group torn down."""
@@ -157,7 +153,7 @@ class RankWorkers:
                 log = open(os.path.join(self.folder, f"rank{rank}.log"), "w")
                 self.workers.append(subprocess.Popen(
                     [sys.executable, "-c", BOOT, parent, package, job_path, __package__ or "", str(rank), str(self.world),
-                     str(store.port), rank_device(self.device, rank), self.backend, str(self.settings.timeout_s)],
+                     str(store.port), str(rank_device(self.device, rank)), self.backend, str(self.settings.timeout_s)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder))  # not the host's folder
                 log.close()
             self._wait_ready(store)

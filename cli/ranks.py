@@ -9,12 +9,14 @@ from contextlib import contextmanager
 from ..errors import InputError
 
 
-def rank_device(args) -> str:
+def this_rank_device(args) -> str:
     """This rank's device: cuda:LOCAL_RANK (one GPU per rank) unless --device says cpu."""
     import torch
 
+    from ..parallel.group import rank_device
+
     wanted = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if wanted == "cuda" else wanted
+    return str(rank_device(wanted, int(os.environ.get("LOCAL_RANK", "0"))))
 
 
 @contextmanager
@@ -31,7 +33,7 @@ def joined_ranks(args):
                          "run the other commands without torchrun")
     import torch
 
-    args.device = rank_device(args)
+    args.device = this_rank_device(args)
     try:
         yield start_group(GroupSettings(), torch.device(args.device))
     finally:
