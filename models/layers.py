@@ -162,6 +162,15 @@ class PatchEmbed3d(nn.Module):
         w, b = self.proj.weight.to(x.dtype), self.proj.bias.to(x.dtype)
         return F.conv3d(x, w, b, stride=self.patch).flatten(2).transpose(1, 2)
 
+    def tokens(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Tokens start…stop of forward(x), from only the latent frames they lie in (a rank's share: the
+        whole sequence's embedding never exists). Tokens are independent (stride = kernel), so they are the same."""
+        pt, ph, pw = self.patch
+        per_frame, frames = (x.shape[3] // ph) * (x.shape[4] // pw), x.shape[2] // pt
+        first = min(start // per_frame, frames - 1)
+        last = max(first + 1, -(-stop // per_frame))
+        return self(x[:, :, first * pt:last * pt])[:, start - first * per_frame:stop - first * per_frame]
+
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding [cos | sin] of a float timestep (fp32), as Tencent's TimestepEmbedder."""

@@ -30,8 +30,9 @@ MIN_CHUNK = 1024  # …but never chunks smaller than this (matmuls stay efficien
 MLP_PIECE = 3072  # MLP hidden units per piece (a multiple of every GGUF block size): 1/4 of HunyuanVideo's
 
 
-def auto_chunk(tokens: int) -> int:
-    return max(MIN_CHUNK, -(-tokens // AUTO_PARTS))
+def auto_chunk(tokens: int, least: int = MIN_CHUNK) -> int:
+    """The lean path's chunk for a sequence of `tokens`: 1/AUTO_PARTS of it, at least `least` (≥ MIN_CHUNK)."""
+    return max(MIN_CHUNK, least, -(-tokens // AUTO_PARTS))
 
 
 def chunks(n: int, size: int):

@@ -19,6 +19,12 @@ import torch.nn.functional as F
 
 from ..models.attention import JointAttention
 
+# Every attention call passes all the ring's keys once, so a call's queries must cost the GPU at least as long as
+# a chunk's keys and values take to arrive: compute per step ∝ rows × chunk, transfer ∝ chunk, so rows ≳ the
+# GPU's FLOP/s over the link's bytes/s (≈ 2,700 for 400 TFLOP/s over 150 GB/s NVLink). The lean path's chunks
+# are raised to this (or the whole share) around a ring; below it the exchange, not the GPU, would set the pace.
+RING_QUERY_ROWS = 4096
+
 
 def attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None):
     """SDPA that also returns the log-sum-exp ring attention merges by: q, k, v [B, L, h, D] → out [B, Lq, h, D],

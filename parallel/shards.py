@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..models.attention import JointAttention
 from ..models.layers import FirstTokens
+from ..models.lean import auto_chunk
 from ..models.sequence import WholeSequence
 
 
@@ -49,6 +50,11 @@ class TokenShards(WholeSequence):
         part = x[:, self.start:self.stop]
         return F.pad(part, (0, 0, 0, self.share - part.shape[1])) if part.shape[1] < self.share else part.clone()
 
+    def local_tokens(self, tokens) -> torch.Tensor:
+        """This rank's share made alone from `tokens` (models.sequence.ImageTokens), padded to `share` tokens."""
+        part = tokens.rows(self.start, self.stop)
+        return F.pad(part, (0, 0, 0, self.share - part.shape[1])) if part.shape[1] < self.share else part.contiguous()
+
     def local_rope(self, cos, sin):
         return RopeRows(cos, self.start, self.stop, self.share), RopeRows(sin, self.start, self.stop, self.share)
 
@@ -62,6 +68,18 @@ class TokenShards(WholeSequence):
         """[B, share, C] on every rank → the whole [B, n_tokens, C] on every rank."""
         return self.group.gather(x, 1)[:, :self.n_tokens]
 
+    @property
+    def ring(self) -> bool:
+        """Whether attention goes round a ring (the ranks do not divide the heads)."""
+        return self.heads % self.world != 0
+
+    def auto_chunk(self, context_tokens: int) -> int:
+        """Around a ring every attention call passes all the keys once: its query rows must be enough to
+        hide that (≥ RING_QUERY_ROWS, parallel/ring.py), not the lean path's smaller chunks."""
+        from .ring import RING_QUERY_ROWS
+
+        return auto_chunk(self.share + context_tokens, min(self.share, RING_QUERY_ROWS) if self.ring else 0)
+
     def report(self) -> dict:
         """What the run report says of the split: ranks, tokens, this rank's share and how attention is shared."""
         u = math.gcd(self.heads, self.world)
@@ -73,6 +91,6 @@ class TokenShards(WholeSequence):
         from .ring import RingAttention
         from .ulysses import UlyssesAttention
 
-        if self.heads % self.world == 0:
+        if not self.ring:
             return UlyssesAttention(self, key_mask)
         return RingAttention(self, key_mask, *self.group.split(self.heads))

@@ -105,15 +105,42 @@ def test_ranks_split_into_head_teams_and_rings():
         assert (team.world if team else 1) * ring.world == world
 
 
+def test_ring_attention_calls_hold_enough_queries_to_hide_the_exchange():
+    """Each ring attention call passes every chunk of keys once: the lean path's query chunks are raised to
+    RING_QUERY_ROWS (or the whole share) around a ring, and left as they are for Ulysses."""
+    from hystream.models.lean import auto_chunk
+    from hystream.parallel.group import EstimateGroup
+    from hystream.parallel.ring import RING_QUERY_ROWS
+
+    tokens = 33 * 45 * 80  # 720p × 129 frames
+    ring = EstimateGroup(5).token_split(tokens, 24)
+    assert ring.auto_chunk(256) >= RING_QUERY_ROWS > auto_chunk(ring.share + 256)
+    assert EstimateGroup(5).token_split(3000, 24).auto_chunk(256) == 1024  # a share below it: the share, whole
+    ulysses = EstimateGroup(4).token_split(tokens, 24)
+    assert ulysses.auto_chunk(256) == auto_chunk(ulysses.share + 256)
+
+
 def test_one_ranks_activations_shrink_with_the_ranks():
     """The estimator runs the forward as rank 0 of N (fake tensors, collectives' shapes and temporaries):
-    the full-size model at 480p × 33 needs well under 1/N + the whole patch embedding per rank."""
+    the full-size model at 480p × 33 needs well under 1/N + one sequence's embedding size per rank."""
     from hystream.families.hunyuan_video.config import DiTConfig
     from hystream.families.hunyuan_video.memory import forward_peak_bytes
 
     cfg, shape = DiTConfig(), (1, 16, 9, 60, 104)  # 14 040 image tokens
     peak = {n: forward_peak_bytes(cfg, shape, 256, torch.bfloat16, True, None, "cuda", "flash", None, 0, n)
             for n in (1, 2, 4)}
-    embedding = 14040 * cfg.hidden * 2  # every rank embeds the whole latent before cutting its share
+    embedding = 14040 * cfg.hidden * 2  # allowance: the keys' exchange buffers, the text, the conditioning
     assert peak[2] < 0.75 * peak[1] and peak[4] < 0.5 * peak[1], peak
     assert peak[4] <= peak[1] / 4 + embedding, peak
+
+
+def test_a_rank_embeds_only_its_share_of_the_latent():
+    """Without a step cache (which decides on the whole sequence) a rank patches only the latent frames its share
+    lies in: at 720p × 129 over 8 ranks one rank's peak stays below the whole sequence's embedding alone."""
+    from hystream.families.hunyuan_video.config import DiTConfig
+    from hystream.families.hunyuan_video.memory import forward_peak_bytes
+
+    cfg, shape = DiTConfig(), (1, 16, 33, 90, 160)
+    whole_embedding = 33 * 45 * 80 * cfg.hidden * 2
+    peak = forward_peak_bytes(cfg, shape, 256, torch.bfloat16, True, None, "cuda", "flash", None, 0, 8)
+    assert peak < 0.75 * whole_embedding, (peak / 2**30, whole_embedding / 2**30)

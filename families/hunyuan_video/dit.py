@@ -20,7 +20,7 @@ from ...models.layers import (
     PatchEmbed3d,
     TimestepEmbedder,
 )
-from ...models.lean import auto_chunk
+from ...models.sequence import ImageTokens
 from ...models.token_refiner import TokenRefiner
 from .config import DiTConfig
 from .keys import lora_aliases
@@ -116,11 +116,12 @@ class HunyuanVideoDiT(DualStreamDiT):
             first = self.time_in(torch.zeros_like(timestep), dt) + pooled_vec
             blocks_vec = FirstTokens(first, vec, int(first_frame_tokens))
 
-        img, (cos, sin), start = self.image_input(x, grid, context)
-        n_img = img.shape[1]
+        tokens, (cos, sin), start = self.image_input(x, grid, context)
+        n_img = tokens.n
         split = self.token_split(n_img)  # this rank's share of the image tokens (all of them on one device)
-        chunk = (self.chunk_tokens or auto_chunk(-(-n_img // split.world) + txt.shape[1])) if self.lean else None
+        chunk = (self.chunk_tokens or split.auto_chunk(txt.shape[1])) if self.lean else None
         cache = self.step_cache  # sampling/step_cache.py: may reuse the blocks' last residual
+        img = tokens.whole() if cache is not None else None  # a cache decides on the whole sequence
         if cache is not None:
             skipped = cache.before_blocks(img, probe=lambda img=img: self.first_block_modulated_input(img, blocks_vec))
             if skipped is not None:  # no block runs (nor the text refiner: the text is not needed)
@@ -130,7 +131,9 @@ class HunyuanVideoDiT(DualStreamDiT):
             key_mask = torch.cat((torch.ones(batch, n_img, dtype=torch.bool, device=dev), txt_mask), 1)
         attend = split.attention(key_mask)
         img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
-        img, (cos, sin), blocks_vec = split.local(img), split.local_rope(cos, sin), split.local_vec(blocks_vec)
+        img = split.local(img) if img is not None else split.local_tokens(tokens)  # ranks: the share made alone
+        del tokens
+        (cos, sin), blocks_vec = split.local_rope(cos, sin), split.local_vec(blocks_vec)
         n_local = img.shape[1]
 
         for k, block in enumerate(self.double_blocks):
@@ -157,9 +160,9 @@ class HunyuanVideoDiT(DualStreamDiT):
         return self.unpatchify(out, grid, x.shape)
 
     def image_input(self, x: torch.Tensor, grid: tuple, context: dict):
-        """The image tokens the blocks see, their RoPE (cos, sin) and the first token the final layer
-        predicts: here the patched latents, all of them."""
-        return self.img_in(x), self.rope(grid), 0
+        """The image tokens the blocks see (ImageTokens: made when asked, a rank's share alone), their RoPE
+        (cos, sin) and the first token the final layer predicts: here the patched latents, all of them."""
+        return ImageTokens(self.image_tokens(x.shape), lambda a, b: self.img_in.tokens(x, a, b)), self.rope(grid), 0
 
     def context_input(self, txt: torch.Tensor, txt_mask: torch.Tensor | None, context: dict):
         """The refined text tokens (and key mask) the blocks see: here the text alone."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...errors import InputError
 from ...models.layers import Linear, meta_param
+from ...models.sequence import ImageTokens
 from .config import DiTConfig
 from .dit import HunyuanVideoDiT
 
@@ -140,8 +141,9 @@ class FramePackDiT(HunyuanVideoDiT):
                 cos, sin = pooled_rope(cos, h, w, kernel), pooled_rope(sin, h, w, kernel)
             coses.insert(0, cos)
             sins.insert(0, sin)
-        img = torch.cat(tokens, 1)
-        return img, (torch.cat(coses), torch.cat(sins)), img.shape[1] - tokens[-1].shape[1]
+        img = torch.cat(tokens, 1)  # the packed history and the latents: small sections, made whole
+        return (ImageTokens(img.shape[1], lambda a, b: img[:, a:b]), (torch.cat(coses), torch.cat(sins)),
+                img.shape[1] - tokens[-1].shape[1])
 
     def context_input(self, txt: torch.Tensor, txt_mask: torch.Tensor | None, context: dict):
         image = self.image_projection(context["image_embeds"].to(self.device, self.compute_dtype))

@@ -20,7 +20,7 @@ from ...errors import InputError
 from ...models.dit_blocks import DoubleStreamBlock
 from ...models.dual_stream_dit import DualStreamDiT, FinalLayer
 from ...models.layers import LayerNorm, Linear, PatchEmbed3d, TimestepEmbedder, meta_param
-from ...models.lean import auto_chunk
+from ...models.sequence import ImageTokens
 from ...models.token_refiner import TokenRefiner
 from .config import DiTConfig
 from .keys import lora_aliases
@@ -156,12 +156,14 @@ class HunyuanVideo15DiT(DualStreamDiT):
         if self.time_r_in is not None:  # MeanFlow (step-distilled): the two embeddings are summed
             r = _per_sample(timestep_r if timestep_r is not None else torch.zeros_like(timestep), batch, dev)
             vec = vec + self.time_r_in(r, dt)
-        img = self.img_in(x.to(dev, dt))
-        n_img = img.shape[1]
+        x = x.to(dev, dt)
+        tokens = ImageTokens(self.image_tokens(x.shape), lambda a, b: self.img_in.tokens(x, a, b))
+        n_img = tokens.n
         split = self.token_split(n_img)  # this rank's share of the image tokens (all of them on one device)
         cache = self.step_cache
+        img = tokens.whole() if cache is not None else None  # a cache decides on the whole sequence
         ctx_tokens = txt.shape[1] + (glyph.shape[1] if glyph is not None else 0) + (image.shape[1] if image is not None else 0)
-        chunk = (self.chunk_tokens or auto_chunk(-(-n_img // split.world) + ctx_tokens)) if self.lean else None
+        chunk = (self.chunk_tokens or split.auto_chunk(ctx_tokens)) if self.lean else None
         if cache is not None:
             skipped = cache.before_blocks(img, probe=lambda img=img: self.first_block_modulated_input(img, vec))
             if skipped is not None:
@@ -172,7 +174,8 @@ class HunyuanVideo15DiT(DualStreamDiT):
         attend = split.attention(key_mask)
         cos, sin = split.local_rope(*self.rope(grid))
         img_in = img.clone() if cache is not None and not cache.pauses_after_first_block else None
-        img = split.local(img)
+        img = split.local(img) if img is not None else split.local_tokens(tokens)  # ranks: the share made alone
+        del tokens
         for k, block in enumerate(self.double_blocks):
             before = split.gather(img.clone()) if k == 0 and cache is not None and cache.pauses_after_first_block else None
             img, context = block(img, context, vec, cos, sin, attend, chunk=chunk)
