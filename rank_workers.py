@@ -26,7 +26,8 @@ import torch.distributed as dist
 from . import long_video, pipeline
 from .errors import InputError
 from .loading import load_dit, load_vae
-from .parallel.group import GroupSettings, SequenceGroup, close_group, rank_device
+from .parallel.devices import check_gpus, rank_device
+from .parallel.group import GroupSettings, SequenceGroup, close_group
 from .vae.tiling import Hooks, TileSpec
 
 # a worker imports this package the way its host did (a custom node's folder name is free) and runs worker_main
@@ -73,6 +74,11 @@ class SampleJob:
     latent: torch.Tensor
     settings: pipeline.SampleSettings
 
+    @property
+    def budget_gb(self) -> float | None:
+        """The VRAM budget every rank's GPU must hold (the loader's, GiB; None / 0: each plans its own)."""
+        return self.run_of.options.vram_budget_gb
+
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
         """ready(): says this worker is ready and joins the group, once what it opens is open."""
         r = self.run_of
@@ -89,6 +95,10 @@ class LongVideoJob:
     image_states: torch.Tensor
     settings: object  # sampling.long_video.LongVideoSettings
 
+    @property
+    def budget_gb(self) -> float | None:
+        return self.run_of.options.vram_budget_gb
+
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
         r = self.run_of
         with r.opened(device, ready) as dit:
@@ -102,6 +112,7 @@ class DecodeJob:
     vae_path: str
     latent: torch.Tensor
     spec: TileSpec
+    budget_gb = None  # the tiles' size bounds a rank's memory
 
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
         vae = load_vae(self.vae_path, device)
@@ -135,9 +146,7 @@ class RankWorkers:
         if dist.is_initialized():
             raise InputError("no other torch.distributed group in this process", "one already running",
                              "set gpus to 1 (another node or extension runs one)")
-        if self.device.type == "cuda" and torch.cuda.device_count() < self.world:
-            raise InputError(f"{self.world} GPUs (the gpus option)", f"{torch.cuda.device_count()} visible",
-                             f"set gpus to at most {torch.cuda.device_count()}")
+        check_gpus(self.world, self.device, self.job.budget_gb)
         self.backend = self.settings.backend_for(self.device)
 
     def __enter__(self) -> SequenceGroup:

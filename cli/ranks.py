@@ -13,7 +13,7 @@ def this_rank_device(args) -> str:
     """This rank's device: cuda:LOCAL_RANK (one GPU per rank) unless --device says cpu."""
     import torch
 
-    from ..parallel.group import rank_device
+    from ..parallel.devices import rank_device
 
     wanted = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return str(rank_device(wanted, int(os.environ.get("LOCAL_RANK", "0"))))
@@ -33,7 +33,10 @@ def joined_ranks(args):
                          "run the other commands without torchrun")
     import torch
 
+    from ..parallel.devices import check_gpus
+
     args.device = this_rank_device(args)
+    check_gpus(launched_ranks(), args.device, getattr(args, "vram_budget", None), "torchrun's --nproc-per-node")
     try:
         yield start_group(GroupSettings(), torch.device(args.device))
     finally:

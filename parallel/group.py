@@ -185,12 +185,6 @@ def _yunchang_all_to_all():
     return _yunchang("yunchang.comm.all_to_all").all_to_all_4D
 
 
-def rank_device(device, local_rank: int) -> torch.device:
-    """Rank r's device: GPU r of this machine for CUDA (one GPU per rank), the same device otherwise (CPU ranks)."""
-    device = torch.device(device)
-    return torch.device("cuda", local_rank) if device.type == "cuda" else device
-
-
 def launched_ranks() -> int:
     """How many ranks torchrun (or our workers) started this process among: WORLD_SIZE, 1 when alone."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -93,3 +93,14 @@ def test_three_ranks_share_two_heads_through_ring_attention(models, tmp_path):
     stage = json.loads((tmp_path / "r3.report.json").read_text())["stages"]
     ranks = next(s["ranks"] for s in stage if s["stage"] == "sample")
     assert ranks == {"ranks": 3, "image_tokens": 36, "per_rank": 12, "attention": "ring 3"}
+
+
+def test_more_ranks_than_gpus_is_refused_by_every_rank(models, tmp_path):
+    """torchrun with CUDA ranks on a machine with fewer GPUs: each rank refuses by name before the group starts
+    (no hang on a rank that never joins)."""
+    run = launch(2, *generate(models, tmp_path / "x.mp4", "--device", "cuda"))
+    assert run.returncode != 0
+    words = "2 GPUs (torchrun's --nproc-per-node)"
+    assert words in run.stderr and "0 visible" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr.split(words)[0][-500:]  # our message, not a traceback, says why
+    assert not (tmp_path / "x.mp4").exists()

@@ -32,3 +32,27 @@ def test_gpus_beyond_the_visible_ones_are_refused_before_anything_starts(monkeyp
     with pytest.raises(InputError, match="4 GPUs .*2 visible"):
         ranks.__enter__()
     assert ranks.workers == [] and not dist.is_initialized()
+
+
+def test_a_budget_one_of_the_gpus_cannot_hold_is_refused_by_name(monkeypatch):
+    """GPUs of different memory: a VRAM budget is asked of every rank, so the smallest GPU must hold it; 0 lets
+    each rank plan for its own GPU. Checked before any worker starts."""
+    from hystream.parallel.devices import GIB, check_gpus
+
+    mixed = [("RTX 4090", 24 * GIB), ("RTX 3060", 12 * GIB), ("RTX 4090", 24 * GIB)]
+    with pytest.raises(InputError, match=r"16 GiB on each of 3 GPUs.*GPU 1 \(RTX 3060\) with 12\.0 GiB.*at most 12\.0"):
+        check_gpus(3, "cuda", 16.0, gpus=mixed)
+    check_gpus(3, "cuda", 12.0, gpus=mixed)
+    check_gpus(3, "cuda", 0.0, gpus=mixed)
+    check_gpus(2, "cuda", 16.0, gpus=[mixed[0], mixed[2], mixed[1]])  # the small one is not a rank's
+    check_gpus(3, "cpu", 16.0, gpus=[])  # CPU ranks: nothing to check
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda r: mixed[r][0])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda r: type("P", (), {"total_memory": mixed[r][1]}))
+    budget = SampleJob(DiTRun("x", StreamOptions(vram_budget_gb=16.0), positive=None), torch.zeros(1, 16, 1, 2, 2),
+                       SampleSettings())
+    ranks = RankWorkers(3, torch.device("cuda"), budget)
+    with pytest.raises(InputError, match="GPU 1 \\(RTX 3060\\)"):
+        ranks.__enter__()
+    assert ranks.workers == [] and not dist.is_initialized()
