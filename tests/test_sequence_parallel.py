@@ -16,6 +16,7 @@ import torch
 
 import tiny_dit
 import tiny_dit15
+import tiny_framepack
 from hystream.loading import load_dit
 from ranks import run_ranks
 
@@ -36,7 +37,11 @@ def cases() -> dict[str, tuple[str, dict, dict]]:
         "1.5": ("1.5", {}, tiny_dit15.dit_inputs(2, TINY15_SP, 3, 8, 12, valid=(8, 6), glyph_valid=(5, 3),
                                                   image=True)),
         "lean chunks": ("1.0", {"chunk_tokens": 16}, one),
+        "framepack section": ("framepack", {}, tiny_framepack.section_inputs(2, valid=(7, 4))),  # packed history
     }
+
+
+HEADS = {"1.0": TINY_SP.heads, "1.5": TINY15_SP.heads, "framepack": tiny_framepack.HEADS}
 
 
 def forward_all(group, files: dict, names: list[str]) -> dict[str, torch.Tensor]:
@@ -48,7 +53,7 @@ def forward_all(group, files: dict, names: list[str]) -> dict[str, torch.Tensor]
             for key, value in settings.items():
                 setattr(dit.model, key, value)
             dit.model.spread_over(group)
-            out[name] = dit(**inputs)
+            out[name] = tiny_framepack.our_forward(dit, inputs) if model == "framepack" else dit(**inputs)
         finally:
             dit.close()
     return out
@@ -59,7 +64,8 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sp")
     return {"1.0": tiny_dit.save_layout(tiny_dit.tencent_state_dict(TINY_SP), "comfy", str(folder / "v1"), TINY_SP)[0],
             "1.5": tiny_dit15.save_layout(tiny_dit15.tencent_state_dict(TINY15_SP), "comfy", str(folder / "v15"),
-                                          TINY15_SP)}
+                                          TINY15_SP),
+            "framepack": tiny_framepack.save_layout(tiny_framepack.reference_model(), "kijai_bf16", str(folder / "fp"))[0]}
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +82,11 @@ def one_rank(files):
 @pytest.mark.parametrize("world", [2, 3, 4, 5], ids=["ulysses 2", "ulysses 3", "ulysses 2 x ring 2", "ring 5"])
 def test_ranks_give_the_one_rank_output(files, one_rank, world, tmp_path):
     """6 heads: 2 and 3 ranks exchange heads (bit for bit); 4 and 5 do not divide them, so ring attention merges
-    partial softmaxes (within 1e-5 relative)."""
+    partial softmaxes (within 1e-5 relative); FramePack's 2 heads go round a ring from 3 ranks on."""
     names = list(cases())
     per_rank = run_ranks(world, forward_all, files, names, folder=str(tmp_path))
-    ring = TINY_SP.heads % world != 0
     for name in names:
+        ring = HEADS[cases()[name][0]] % world != 0
         want = one_rank[name]
         assert torch.isfinite(want).all()
         for rank, got in enumerate(per_rank):
