@@ -80,10 +80,12 @@ def test_two_ranks_write_the_one_process_framepack_video(models, tmp_path, dit_k
 
 def test_three_ranks_share_two_heads_through_ring_attention(models, tmp_path):
     """2 heads over 3 ranks: no head exchange divides them, so the keys go round a ring; the latents are the
-    one-process ones within rounding, so the video is too (within a level of an 8-bit frame)."""
+    one-process ones within rounding, so the video is too (within a level of an 8-bit frame); First-Block Cache
+    decides on rank 0 from the whole sequence, as alone."""
     videos = []
     for ranks in (1, 3):
-        run = launch(ranks, *generate(models, tmp_path / f"r{ranks}.mp4", "--cfg", "3", "--negative", "blurry"))
+        run = launch(ranks, *generate(models, tmp_path / f"r{ranks}.mp4", "--cfg", "3", "--negative", "blurry",
+                                      "--step-cache", "first_block", "--cache-threshold", "0.5", "--cache-start", "0"))
         assert run.returncode == 0, run.stderr[-3000:]
         videos.append(read_video(str(tmp_path / f"r{ranks}.mp4"))[0].float())
     assert videos[0].shape == videos[1].shape == (9, 48, 64, 3)
@@ -91,8 +93,10 @@ def test_three_ranks_share_two_heads_through_ring_attention(models, tmp_path):
     print(f"ring 3 vs one process: {diff.max().item()} max, {diff.mean().item():.2e} mean levels")
     assert diff.max() <= 1 and diff.mean() < 0.01, (diff.max(), diff.mean())
     stage = json.loads((tmp_path / "r3.report.json").read_text())["stages"]
-    ranks = next(s["ranks"] for s in stage if s["stage"] == "sample")
-    assert ranks == {"ranks": 3, "image_tokens": 36, "per_rank": 12, "attention": "ring 3"}
+    sample = next(s for s in stage if s["stage"] == "sample")
+    assert sample["ranks"] == {"ranks": 3, "image_tokens": 36, "per_rank": 12, "attention": "ring 3"}
+    one = next(s for s in json.loads((tmp_path / "r1.report.json").read_text())["stages"] if s["stage"] == "sample")
+    assert sample["step_cache"]["skipped"] == one["step_cache"]["skipped"]
 
 
 def test_more_ranks_than_gpus_is_refused_by_every_rank(models, tmp_path):
