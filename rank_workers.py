@@ -68,16 +68,21 @@ class DiTRun:
 
 
 @dataclass(frozen=True)
-class SampleJob:
-    """A worker's part of a sampling run: every forward's image tokens shared."""
+class DiTJob:
+    """A worker's part of a run of the DiT `run_of` opens."""
     run_of: DiTRun
-    latent: torch.Tensor
-    settings: pipeline.SampleSettings
 
     @property
     def budget_gb(self) -> float | None:
         """The VRAM budget every rank's GPU must hold (the loader's, GiB; None / 0: each plans its own)."""
         return self.run_of.options.vram_budget_gb
+
+
+@dataclass(frozen=True)
+class SampleJob(DiTJob):
+    """A worker's part of a sampling run: every forward's image tokens shared."""
+    latent: torch.Tensor
+    settings: pipeline.SampleSettings
 
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
         """ready(): says this worker is ready and joins the group, once what it opens is open."""
@@ -88,16 +93,11 @@ class SampleJob:
 
 
 @dataclass(frozen=True)
-class LongVideoJob:
+class LongVideoJob(DiTJob):
     """A worker's part of a long video (FramePack): every section's forwards shared; rank 0 decodes and writes."""
-    run_of: DiTRun
     start_latent: torch.Tensor
     image_states: torch.Tensor
     settings: object  # sampling.long_video.LongVideoSettings
-
-    @property
-    def budget_gb(self) -> float | None:
-        return self.run_of.options.vram_budget_gb
 
     def run(self, device: str, ready: Callable[[], SequenceGroup]) -> None:
         r = self.run_of
