@@ -120,25 +120,25 @@ class RingGroup:
         self.comm = _yunchang("yunchang.ring.utils").RingComm(group)
         self.rank, self.world = self.comm.rank, self.comm.world_size
 
-    def pass_on(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        """Start sending `tensors` to the next rank and receiving the previous rank's (same shapes); the
-        returned buffers hold them once `arrived()` returns."""
-        got = [self.comm.send_recv(t.contiguous()) for t in tensors]
+    def pass_on(self, tensors: list[torch.Tensor], into: list[torch.Tensor]) -> None:
+        """Start sending `tensors` (contiguous) to the next rank and receiving the previous rank's into `into`
+        (same shapes; they hold them once `arrived()` returns)."""
+        for t, buffer in zip(tensors, into):
+            self.comm.send_recv(t, buffer)
         self.comm.commit()
-        return got
 
     def arrived(self) -> None:
         self.comm.wait()
 
 
 class EstimateRing(RingGroup):
-    """A ring as the estimator sees it: receive buffers of the shapes that would arrive."""
+    """A ring as the estimator sees it: the buffers are the caller's, nothing moves."""
 
     def __init__(self, world: int):
         self.rank, self.world = 0, world
 
-    def pass_on(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.empty_like(t) for t in tensors]
+    def pass_on(self, tensors: list[torch.Tensor], into: list[torch.Tensor]) -> None:
+        pass
 
     def arrived(self) -> None:
         pass

@@ -3,8 +3,8 @@ yunchang): N ranks as teams of u = gcd(H, N) consecutive ranks that exchange hea
 N/u ranks (one per team) that pass keys and values along.
 
 After the team's all-to-all a rank holds, for H/u heads, its team's image tokens (its chunk: u shares, the
-padding at the tail of the last) and the text tokens. Queries attend to the chunk and the text first, then
-to each chunk the ring passes on (yunchang's RingComm; the next chunk travels while this one is attended);
+padding at the tail of the last) and the text tokens. Queries attend to the text first, then to each chunk
+the ring passes on, their own first (yunchang's RingComm; the next chunk travels while this one is attended);
 the partial softmaxes merge by their log-sum-exps (`merge_partial`, the form yunchang's ring attention uses). A chunk's padding rows
 are left out of its keys, so every real query sees the one-device keys: equal to one device within rounding.
 
@@ -82,37 +82,38 @@ class RingAttention(JointAttention):
         return self.shards.group.gather(t, 2)[:, :, :heads].flatten(2)
 
     def keys_values(self, kv: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, share | context, H, D] → [B, chunk | context, H/u, D] (the chunk's padding kept: the ring passes
-        equal shapes)."""
-        share, out = self.shards.share, []
+        """[B, share | context, H, D] → this rank's chunk [B, chunk, H/u, D] of keys and of values (its padding
+        kept: the ring passes equal shapes); the text's, [B, context, H/u, D], are kept here."""
+        share, chunk, text = self.shards.share, [], []
         while kv:
             t = kv.pop(0)
-            out.append(torch.cat((self._to_heads(t[:, :share]), self._my_heads(t[:, share:])), 1))
+            chunk.append(self._to_heads(t[:, :share]).contiguous())
+            text.append(self._my_heads(t[:, share:]).clone())
             del t  # sent: this rank's buffer goes before the next one is exchanged
-        return out[0], out[1]
+        self.text = tuple(text)
+        return chunk[0], chunk[1]
 
     def _ring(self, queries: list[torch.Tensor], k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
-        """Each query set [B, L, H/u, D] over every ring member's chunk and the text → [B, L, H/u, D]."""
-        n, ring = self.chunk, self.ring
+        """Each query set [B, L, H/u, D] over the text and every ring member's chunk → [B, L, H/u, D]. k, v: this
+        rank's chunk. Two buffers: the chunk attended and the one arriving; the ring goes all the way round, so
+        this rank's chunk comes home for the next call (one pass more, one buffer less than keeping it apart)."""
+        ring = self.ring
         text_mask = None if self.key_mask is None else self.key_mask[:, self.shards.n_tokens:]
-        held = [k[:, :n], v[:, :n]]
-        outs, lses = [None] * len(queries), [None] * len(queries)
+        outs = [merge_partial(None, None, *attention_lse(q, *self.text, text_mask)) for q in queries]
+        here, spare = [k, v], [torch.empty_like(k), torch.empty_like(v)]
         for step in range(ring.world):
-            coming = ring.pass_on(*held) if step + 1 < ring.world else None
+            ring.pass_on(here, spare)
             rows = self._real_rows((ring.rank - step) % ring.world)
-            keys, values, mask = held[0][:, :rows], held[1][:, :rows], None
-            if step == 0:  # the text's keys join this rank's own chunk (k, v as they are, unless it has padding)
-                keys, values = (k, v) if rows == n else (torch.cat((keys, k[:, n:]), 1), torch.cat((values, v[:, n:]), 1))
-                if text_mask is not None:
-                    mask = torch.cat((text_mask.new_ones(text_mask.shape[0], rows), text_mask), 1)
-            if keys.shape[1]:
+            if rows:
                 for i, q in enumerate(queries):
-                    outs[i], lses[i] = merge_partial(outs[i], lses[i], *attention_lse(q, keys, values, mask))
-            del keys, values
-            if coming is not None:
-                ring.arrived()
-                held = coming
-        return [out.to(q.dtype) for out, q in zip(outs, queries)]
+                    outs[i] = merge_partial(*outs[i], *attention_lse(q, here[0][:, :rows], here[1][:, :rows]))
+            ring.arrived()
+            here, spare = spare, here
+        del spare
+        if here[0] is not k:  # an odd ring: this rank's chunk came home into the other buffer
+            k.copy_(here[0])
+            v.copy_(here[1])
+        return [out.to(q.dtype) for (out, _), q in zip(outs, queries)]
 
     def image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, at: int = 0) -> torch.Tensor:
         return self._to_tokens(self._ring([self._to_heads(q)], k, v)[0]).flatten(2)
