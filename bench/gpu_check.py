@@ -14,6 +14,7 @@ and the run goes on:
   peaks                peak allocated / reserved per stage (DiT, streamed LLaVA, a VAE tile) vs the estimates
   pinned               page-locked bytes held vs the weight bytes they hold
   gguf_decode          GGUF decode throughput per quant type vs copying the bf16 weight from pinned memory
+  ring_merge           ring attention's partial softmaxes merged by the kernel's log-sum-exps vs one attention
   worker_thread_sanitizer   PyTorch's CUDA sanitizer extended to the streamer's worker thread (last:
                        importing the sanitizer turns on CUDA tracing for the rest of the process)
 
@@ -131,6 +132,7 @@ SECTIONS = [  # (name, "module.function", share of the budget), in the order the
     ("peaks", "gpu_peaks.peaks", 0.15),
     ("pinned", "gpu_sections.pinned", 0.03),
     ("gguf_decode", "gpu_sections.gguf_decode", 0.05),
+    ("ring_merge", "gpu_ring.ring_merge", 0.02),
     ("worker_thread_sanitizer", "gpu_protocol.worker_thread_sanitizer", 0.12),  # last: it turns CUDA tracing on
 ]
 

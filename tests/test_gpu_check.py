@@ -26,7 +26,7 @@ def test_gpu_check_runs_every_section_on_a_bare_interpreter(tmp_path):
     sections = report["sections"]
     assert list(sections) == ["environment", "pinning_refusal", "protocol", "dit_file", "dit_streamed_vs_resident",
                               "dit_streamed_vs_resident_async_allocator", "peaks", "pinned", "gguf_decode",
-                              "worker_thread_sanitizer"]
+                              "ring_merge", "worker_thread_sanitizer"]
     assert all("skipped" not in figures for figures in sections.values()), sections  # the dry run runs them all
     protocol = sections["protocol"]
     assert protocol["passed"] == protocol["cases"] and protocol["failed"] == 0, protocol
@@ -34,5 +34,6 @@ def test_gpu_check_runs_every_section_on_a_bare_interpreter(tmp_path):
     assert sections["dit_streamed_vs_resident"]["tiny"]["identical"] is True
     assert sections["dit_streamed_vs_resident_async_allocator"]["returncode"] == 0
     assert sections["pinning_refusal"]["alloc_pinned_returned_none"] is True
+    assert sections["ring_merge"]["ok"] is True, sections["ring_merge"]
     assert sections["worker_thread_sanitizer"]["worker_wired"] is True  # worker() is entered on the worker thread
     assert result["plain"]["gpu"] is False and not result["plain"].get("sections"), result["plain"]
