@@ -151,27 +151,35 @@ class RankWorkers:
 
     def __enter__(self) -> SequenceGroup:
         self._check()
-        self.folder = tempfile.mkdtemp(prefix="hystream-ranks-")
+        for attempt in range(2):
+            try:
+                self._start()
+                return SequenceGroup(timeout_s=self.settings.timeout_s)
+            except BaseException as e:
+                self._stop(kill=True)
+                shutil.rmtree(self.folder, ignore_errors=True)
+                if attempt or not _unconnected(e):  # gloo's mesh of pair connections can fail on a busy machine:
+                    raise                           # once more, afresh; anything else is the run's error
+        raise AssertionError("unreachable")
+
+    def _start(self) -> None:
+        """The workers started (a fresh folder, job file and store) and joined with this process in a group."""
+        self.workers, self.folder = [], tempfile.mkdtemp(prefix="hystream-ranks-")
         job_path = os.path.join(self.folder, "job.pt")
         torch.save(self.job, job_path)
         store = dist.TCPStore("127.0.0.1", 0, self.world, is_master=True, wait_for_workers=False,
                               timeout=datetime.timedelta(seconds=self.settings.timeout_s))
         parent, package = import_route()
-        try:
-            for rank in range(1, self.world):
-                log = open(os.path.join(self.folder, f"rank{rank}.log"), "w")
+        for rank in range(1, self.world):
+            with open(os.path.join(self.folder, f"rank{rank}.log"), "w") as log:  # the worker keeps its own copy
                 self.workers.append(subprocess.Popen(
-                    [sys.executable, "-c", BOOT, parent, package, job_path, __package__ or "", str(rank), str(self.world),
-                     str(store.port), str(rank_device(self.device, rank)), self.backend, str(self.settings.timeout_s)],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder))  # not the host's folder
-                log.close()
-            self._wait_ready(store)
-            dist.init_process_group(self.backend, store=store, rank=0, world_size=self.world,
-                                    timeout=datetime.timedelta(seconds=self.settings.timeout_s))
-        except BaseException:
-            self._stop(kill=True)
-            raise
-        return SequenceGroup(timeout_s=self.settings.timeout_s)
+                    [sys.executable, "-c", BOOT, parent, package, job_path, __package__ or "", str(rank),
+                     str(self.world), str(store.port), str(rank_device(self.device, rank)), self.backend,
+                     str(self.settings.timeout_s)],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder))  # not the host's
+        self._wait_ready(store)
+        dist.init_process_group(self.backend, store=store, rank=0, world_size=self.world,
+                                timeout=datetime.timedelta(seconds=self.settings.timeout_s))
 
     def _wait_ready(self, store) -> None:
         """Every worker has opened its DiT (or one died: its log says why)."""
@@ -223,6 +231,11 @@ class RankWorkers:
                 raise RuntimeError(failed) from exc
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _unconnected(e: BaseException) -> bool:
+    """Whether starting the group failed in connecting the ranks' sockets (not a worker's error, nor a timeout)."""
+    return isinstance(e, dist.DistNetworkError) or (isinstance(e, RuntimeError) and "connectFullMesh" in str(e))
 
 
 def renaming_pickle(host_package: str):

@@ -204,6 +204,11 @@ def start_group(settings: GroupSettings, device: torch.device) -> SequenceGroup:
 
 
 def close_group() -> None:
-    """Tear the default group down (always: a leaked group keeps its sockets and threads)."""
+    """Tear the default group down (always: a leaked group keeps its sockets and threads). After a start that
+    failed half-way there is no group, but torch has counted one: its next group would be named "1" where fresh
+    workers name theirs "0", and they would never meet. torch resets the count only in destroying a group, so
+    it is reset here as torch would have."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    else:
+        dist.distributed_c10d._world.group_count = 0

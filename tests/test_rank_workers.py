@@ -56,3 +56,23 @@ def test_a_budget_one_of_the_gpus_cannot_hold_is_refused_by_name(monkeypatch):
     with pytest.raises(InputError, match="GPU 1 \\(RTX 3060\\)"):
         ranks.__enter__()
     assert ranks.workers == [] and not dist.is_initialized()
+
+
+def test_a_start_that_failed_half_way_does_not_spoil_the_next_run(tmp_path):
+    """torch counts a group whose start failed; its next group would be named apart from the fresh workers' and
+    would wait for them until its timeout. close_group (called on every failed start) resets the count."""
+    import datetime
+
+    import tiny_dit
+    from hystream.parallel.group import GroupSettings, close_group
+
+    with pytest.raises(RuntimeError):  # a peer that never comes: the start fails in the group's connection
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=2,
+                                timeout=datetime.timedelta(seconds=1))
+    close_group()
+    dit = tiny_dit.save_layout(tiny_dit.tencent_state_dict(tiny_dit.TINY), "comfy", str(tmp_path), tiny_dit.TINY)[0]
+    ranks = RankWorkers(2, torch.device("cpu"), job(dit), GroupSettings(timeout_s=20))
+    with pytest.raises(ZeroDivisionError), ranks as group:  # the group forms (a stale name: a 20 s timeout)
+        assert group.world == 2 and dist.is_initialized()
+        raise ZeroDivisionError  # leave at once: the worker is stopped with the run
+    assert not dist.is_initialized() and all(p.poll() is not None for p in ranks.workers)
